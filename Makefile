@@ -1,0 +1,25 @@
+# The two commands of the README. Both install and start what is missing first.
+.PHONY: demo test infra lint typecheck unit
+
+PY := .venv/bin/python
+
+infra:
+	bash scripts/infra.sh
+
+demo: infra
+	$(PY) -m meseta.cli demo
+
+test: infra
+	$(PY) -m ruff check services sdk tests
+	bash scripts/typecheck.sh
+	$(PY) -m pytest -q -n 2 tests
+
+unit: infra
+	$(PY) -m pytest -q tests/unit
+
+lint:
+	$(PY) -m ruff check services sdk tests
+	$(PY) -m ruff format --check services sdk tests
+
+typecheck:
+	bash scripts/typecheck.sh

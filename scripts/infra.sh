@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Installs and starts everything Meseta needs on a fresh Debian machine (as root), idempotently:
+# RabbitMQ (with the management API, used for per-test vhosts), etcd, dockerd, the offline task image,
+# and the Python package in .venv. Every step checks first, so a second run costs seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN_DIR=${MESETA_INFRA_DIR:-/var/tmp/meseta-infra}
+TASK_IMAGE=${MESETA_TASK_IMAGE:-meseta-task:latest}
+mkdir -p "$RUN_DIR"
+log() { printf '[infra] %s\n' "$*"; }
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local deadline=$((SECONDS + $1)) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if (( SECONDS >= deadline )); then log "timed out waiting for $what"; return 1; fi
+    sleep 0.5
+  done
+}
+
+install_packages() {
+  local missing=()
+  command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  [ -x /bin/busybox ] || missing+=(busybox-static)
+  command -v curl >/dev/null || missing+=(curl)
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >"$RUN_DIR/apt.log" 2>&1 \
+      || { tail -20 "$RUN_DIR/apt.log"; exit 1; }
+  fi
+}
+
+start_rabbitmq() {
+  if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+    log "starting rabbitmq-server"
+    rabbitmq-plugins enable --offline rabbitmq_management >/dev/null
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    wait_for 90 "rabbitmq" rabbitmq-diagnostics -q ping
+  fi
+  if ! curl -sf -u guest:guest http://127.0.0.1:15672/api/overview >/dev/null; then
+    rabbitmq-plugins enable rabbitmq_management >/dev/null
+    wait_for 60 "rabbitmq management API" curl -sf -u guest:guest http://127.0.0.1:15672/api/overview
+  fi
+}
+
+start_etcd() {
+  if ! curl -sf http://127.0.0.1:2379/health >/dev/null; then
+    log "starting etcd"
+    nohup etcd --data-dir "$RUN_DIR/etcd" --listen-client-urls http://127.0.0.1:2379 \
+      --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
+      >"$RUN_DIR/etcd.log" 2>&1 &
+    wait_for 30 "etcd" curl -sf http://127.0.0.1:2379/health
+  fi
+}
+
+start_dockerd() {
+  if ! docker info >/dev/null 2>&1; then
+    log "starting dockerd"
+    nohup dockerd >"$RUN_DIR/dockerd.log" 2>&1 &
+    wait_for 60 "dockerd" docker info
+  fi
+}
+
+build_task_image() {
+  # No registry is reachable: the task image is a busybox-static rootfs imported as an image.
+  if ! docker image inspect "$TASK_IMAGE" >/dev/null 2>&1; then
+    log "building $TASK_IMAGE from busybox-static"
+    local root; root=$(mktemp -d)
+    mkdir -p "$root/bin" "$root/tmp"
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in $("$root/bin/busybox" --list); do
+      [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+    done
+    tar -C "$root" -c . | docker import -c 'CMD ["/bin/sh"]' - "$TASK_IMAGE" >/dev/null
+    rm -rf "$root"
+  fi
+}
+
+install_python() {
+  local stamp=.venv/.meseta-installed sum
+  sum=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ]; then
+    log "installing the meseta package into .venv"
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+    .venv/bin/python -c "import meseta.master, meseta.allocator, meseta.agent, meseta.sdk"
+    echo "$sum" >"$stamp"
+  fi
+}
+
+install_packages
+start_rabbitmq &
+start_etcd
+start_dockerd
+build_task_image
+install_python
+wait
+log "ready: rabbitmq :5672 (management :15672), etcd :2379, dockerd, image $TASK_IMAGE, .venv"

@@ -1,0 +1,32 @@
+"""Meseta's framework SDK: a client, a callback-style scheduler, and the wire contract's public types."""
+
+from meseta.sdk.client import Event, FrameworkClient, FrameworkStats, SubscribeError, offer_cycle_percentiles
+from meseta.sdk.scheduler import Scheduler, run
+from meseta.sdk.wire import (
+    ContainerSpec,
+    Offer,
+    PortRange,
+    Resources,
+    StatusReason,
+    TaskInfo,
+    TaskState,
+    TaskStatus,
+)
+
+__all__ = [
+    "ContainerSpec",
+    "Event",
+    "FrameworkClient",
+    "FrameworkStats",
+    "Offer",
+    "PortRange",
+    "Resources",
+    "Scheduler",
+    "StatusReason",
+    "SubscribeError",
+    "TaskInfo",
+    "TaskState",
+    "TaskStatus",
+    "offer_cycle_percentiles",
+    "run",
+]

@@ -1,0 +1,203 @@
+"""The message bus: one aio-pika connection, the topology, traced publishing and safe consuming.
+
+Every consumer decodes against its :class:`~meseta.sdk.wire.Channel`; whatever cannot be decoded, or
+makes its handler raise, is republished to the dead-letter exchange with the reason in a header and
+logged. A bad message never stops a consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    ExchangeType,
+)
+from meseta.sdk import tracing, wire
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[wire.Message, AbstractIncomingMessage], Awaitable[None]]
+
+DEFAULT_PREFETCH = 256
+_DEDUPE_WINDOW = 10_000  # message ids remembered per consumer, so a redelivery is handled once
+
+
+class Bus:
+    """A service's link to RabbitMQ.
+
+    Args:
+        url: AMQP URL, vhost included.
+        service: the service name, used for its tracer and in dead-letter headers.
+    """
+
+    def __init__(self, url: str, service: str) -> None:
+        self.url = url
+        self.service = service
+        self._tracer = tracing.tracer(service)
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._consume_channel: AbstractRobustChannel | None = None
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._consumers: list[asyncio.Task[None]] = []
+        self.dead_lettered = 0
+
+    async def connect(self) -> None:
+        """Connect and declare the shared topology."""
+        self._connection = await aio_pika.connect_robust(
+            self.url, client_properties={"connection_name": self.service}
+        )
+        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        self._consume_channel = await self._connection.channel()
+        await self._consume_channel.set_qos(prefetch_count=DEFAULT_PREFETCH)
+        await self._declare_exchanges()
+
+    async def _declare_exchanges(self) -> None:
+        assert self._publish_channel is not None
+        for name in wire.Exchange:
+            kind = ExchangeType.FANOUT if name is wire.Exchange.DEAD_LETTER else ExchangeType.DIRECT
+            self._exchanges[name] = await self._publish_channel.declare_exchange(name, kind, durable=True)
+        dlq = await self._publish_channel.declare_queue(wire.Queue.DEAD_LETTER, durable=True)
+        await dlq.bind(self._exchanges[wire.Exchange.DEAD_LETTER])
+
+    async def declare_queue(
+        self,
+        name: str,
+        exchange: wire.Exchange,
+        routing_key: str,
+        *,
+        durable: bool = True,
+        exclusive: bool = False,
+        expires_ms: int | None = None,
+    ) -> AbstractQueue:
+        """Declare a queue bound to ``exchange`` whose broker-side rejections are dead-lettered too."""
+        assert self._consume_channel is not None
+        arguments: dict[str, Any] = {"x-dead-letter-exchange": wire.Exchange.DEAD_LETTER}
+        if expires_ms is not None:
+            arguments["x-expires"] = expires_ms
+        queue = await self._consume_channel.declare_queue(
+            name, durable=durable, exclusive=exclusive, arguments=arguments
+        )
+        await queue.bind(exchange, routing_key)
+        return queue
+
+    async def reply_queue(self) -> AbstractQueue:
+        """A private, server-named queue for answers sent with ``reply_to``."""
+        assert self._consume_channel is not None
+        return await self._consume_channel.declare_queue(exclusive=True, auto_delete=True)
+
+    async def publish(
+        self,
+        exchange: wire.Exchange | str,
+        routing_key: str,
+        message: wire.Message,
+        *,
+        reply_to: str | None = None,
+        context: otel_context.Context | None = None,
+        persistent: bool = False,
+    ) -> None:
+        """Publish ``message`` with the trace context in its headers; ``exchange=""`` is the default one."""
+        assert self._publish_channel is not None
+        headers = tracing.inject({}, context)
+        amqp_message = aio_pika.Message(
+            wire.encode(message),
+            content_type="application/json",
+            type=message.type,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            reply_to=reply_to,
+            headers=headers,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+            if persistent
+            else aio_pika.DeliveryMode.NOT_PERSISTENT,
+        )
+        target = self._exchanges[exchange] if exchange else self._publish_channel.default_exchange
+        await target.publish(amqp_message, routing_key=routing_key)
+
+    def consume(self, queue: AbstractQueue, channel: wire.Channel, handler: Handler) -> asyncio.Task[None]:
+        """Handle the queue's messages one at a time, in order, in a background task."""
+        task = asyncio.create_task(
+            self._consume(queue, channel, handler), name=f"{self.service}:{queue.name}"
+        )
+        self._consumers.append(task)
+        return task
+
+    async def _consume(self, queue: AbstractQueue, channel: wire.Channel, handler: Handler) -> None:
+        seen: OrderedDict[str, None] = OrderedDict()
+        async with queue.iterator() as messages:
+            async for incoming in messages:
+                await self._handle_one(incoming, channel, handler, seen)
+
+    async def _handle_one(
+        self,
+        incoming: AbstractIncomingMessage,
+        channel: wire.Channel,
+        handler: Handler,
+        seen: OrderedDict[str, None],
+    ) -> None:
+        try:
+            message = wire.decode(incoming.body, channel)
+        except wire.DecodeError as exc:
+            await self.dead_letter(incoming, exc.reason)
+            return
+        if message.message_id in seen:
+            log.info("%s: duplicate %s %s ignored", self.service, message.type, message.message_id)
+            await incoming.ack()
+            return
+        seen[message.message_id] = None
+        if len(seen) > _DEDUPE_WINDOW:
+            seen.popitem(last=False)
+        parent = tracing.extract(incoming.headers)
+        with self._tracer.start_as_current_span(
+            f"{self.service} {message.type}",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"meseta.service": self.service, "meseta.message.type": message.type},
+        ) as span:
+            try:
+                await handler(message, incoming)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+                log.exception("%s: handler for %s failed", self.service, message.type)
+                await self.dead_letter(incoming, f"handler failed: {exc!r}")
+                return
+        await incoming.ack()
+
+    async def dead_letter(self, incoming: AbstractIncomingMessage, reason: str) -> None:
+        """Move a message to the dead-letter queue with ``reason``, and log it."""
+        origin = f"{incoming.exchange or '(default)'}/{incoming.routing_key}"
+        log.warning("%s: dead-lettering a message from %s: %s", self.service, origin, reason)
+        self.dead_lettered += 1
+        assert self._publish_channel is not None
+        headers = dict(incoming.headers or {})
+        headers.update(
+            {wire.HEADER_REASON: reason[:1000], wire.HEADER_ORIGIN: origin, "x-meseta-service": self.service}
+        )
+        await self._exchanges[wire.Exchange.DEAD_LETTER].publish(
+            aio_pika.Message(incoming.body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=wire.RoutingKey.DEAD_LETTER,
+        )
+        await incoming.ack()
+
+    async def close(self) -> None:
+        """Stop consuming, then close the connection. Safe to call twice."""
+        for task in self._consumers:
+            task.cancel()
+        await asyncio.gather(*self._consumers, return_exceptions=True)
+        self._consumers.clear()
+        if self._connection is not None and not self._connection.is_closed:
+            await self._connection.close()
+        self._connection = None

@@ -1,0 +1,258 @@
+"""The framework client: subscribe, receive events, and make calls, with no exchange in sight.
+
+Two styles share this client: iterate :meth:`FrameworkClient.events`, or pass a
+:class:`~meseta.sdk.scheduler.Scheduler` to :meth:`FrameworkClient.run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from aio_pika.abc import AbstractIncomingMessage
+from meseta.sdk import tracing, wire
+from meseta.sdk.bus import Bus
+from meseta.sdk.wire import DEFAULT_REFUSE_SECONDS, TaskInfo, TaskStatus
+from opentelemetry import trace
+
+log = logging.getLogger(__name__)
+
+Event = wire.Offers | wire.Rescind | wire.Update | wire.Failure | wire.Error
+"""What a framework receives after it subscribed."""
+
+
+class SubscribeError(RuntimeError):
+    """The master refused or did not answer a SUBSCRIBE."""
+
+
+@dataclass
+class FrameworkStats:
+    """What the framework saw of its offer cycles."""
+
+    offers_received: int = 0
+    offers_accepted: int = 0
+    offers_declined: int = 0
+    offers_rescinded: int = 0
+    tasks_launched: int = 0
+    errors: int = 0
+    cycle_seconds: list[float] = field(default_factory=list)
+    """Per launched task: allocation of its offer -> the agent starting it (STARTING)."""
+
+
+class FrameworkClient:
+    """A framework's connection to Meseta.
+
+    Args:
+        amqp_url: the cluster's AMQP URL.
+        name: the framework's name.
+        role: the role it allocates under.
+        weight: its weight within the role.
+        auto_acknowledge: acknowledge every status update once delivered (the default), or leave it to
+            :meth:`acknowledge`.
+    """
+
+    def __init__(
+        self, amqp_url: str, name: str, *, role: str = "*", weight: float = 1.0, auto_acknowledge: bool = True
+    ) -> None:
+        self.name = name
+        self.role = role
+        self.weight = weight
+        self.auto_acknowledge = auto_acknowledge
+        self.framework_id: str | None = None
+        self.stats = FrameworkStats()
+        self._bus = Bus(amqp_url, "framework")
+        self._tracer = tracing.tracer("framework")
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._decisions: dict[str, trace.Span] = {}
+        """An open 'framework decide' span per outstanding offer; the decision ends it."""
+        self._allocated_at: dict[str, float] = {}
+        self._launched_from: dict[str, float] = {}
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    async def subscribe(self, timeout: float = 10.0) -> str:
+        """Register with the master; returns the framework id."""
+        await self._bus.connect()
+        replies = await self._bus.reply_queue()
+        call = wire.Subscribe(name=self.name, role=self.role, weight=self.weight)
+        await self._bus.publish(wire.Exchange.CALLS, wire.RoutingKey.CALL, call, reply_to=replies.name)
+        try:
+            async with asyncio.timeout(timeout):
+                async with replies.iterator() as answers:
+                    async for incoming in answers:
+                        await incoming.ack()
+                        answer = wire.decode(incoming.body, wire.FRAMEWORK_EVENTS)
+                        if isinstance(answer, wire.Subscribed):
+                            self.framework_id = answer.framework_id
+                            break
+                        if isinstance(answer, wire.Error):
+                            raise SubscribeError(f"{answer.code}: {answer.message}")
+        except TimeoutError:
+            raise SubscribeError(f"no answer from a master within {timeout} s") from None
+        await replies.delete(if_unused=False, if_empty=False)
+        assert self.framework_id is not None
+        queue = await self._bus.declare_queue(
+            wire.framework_queue(self.framework_id), wire.Exchange.OFFERS, self.framework_id
+        )
+        self._bus.consume(queue, wire.FRAMEWORK_EVENTS, self._on_event)
+        log.info("framework %s subscribed as %s", self.name, self.framework_id)
+        return self.framework_id
+
+    async def close(self) -> None:
+        """Stop receiving and disconnect (the framework stays registered). Safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for span in self._decisions.values():
+            span.end()
+        self._decisions.clear()
+        await self._bus.close()
+        self._events.put_nowait(None)
+
+    async def __aenter__(self) -> Self:
+        await self.subscribe()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- events ------------------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Events in arrival order, until :meth:`close`."""
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def _on_event(self, message: wire.Message, _: AbstractIncomingMessage) -> None:
+        match message:
+            case wire.Offers():
+                for offer in message.offers:
+                    self.stats.offers_received += 1
+                    self._allocated_at[offer.offer_id] = offer.allocated_at
+                    self._decisions[offer.offer_id] = self._tracer.start_span(
+                        "framework decide",
+                        attributes={
+                            "meseta.service": "framework",
+                            "meseta.offer_id": offer.offer_id,
+                            "meseta.agent_id": offer.agent_id,
+                            "meseta.framework_id": offer.framework_id,
+                        },
+                    )
+            case wire.Rescind():
+                self.stats.offers_rescinded += 1
+                self._decide([message.offer_id], "rescinded")
+            case wire.Update():
+                self._observe_status(message.status)
+                if self.auto_acknowledge:
+                    await self.acknowledge(message.status)
+            case wire.Error():
+                self.stats.errors += 1
+                log.warning(
+                    "framework %s: master refused a call: %s %s", self.name, message.code, message.message
+                )
+        self._events.put_nowait(message)  # type: ignore[arg-type]
+
+    def _observe_status(self, status: TaskStatus) -> None:
+        allocated_at = self._launched_from.pop(status.task_id, None)
+        if allocated_at is not None:
+            self.stats.cycle_seconds.append(max(0.0, status.timestamp - allocated_at))
+
+    def _decide(self, offer_ids: Iterable[str], decision: str) -> trace.Span | None:
+        """End the decision spans of these offers; return the first, to parent the call."""
+        first: trace.Span | None = None
+        for offer_id in offer_ids:
+            span = self._decisions.pop(offer_id, None)
+            self._allocated_at.pop(offer_id, None)
+            if span is None:
+                continue
+            span.set_attribute("meseta.decision", decision)
+            span.end()
+            first = first or span
+        return first
+
+    # --- calls -------------------------------------------------------------------------------------------
+
+    @property
+    def _id(self) -> str:
+        if self.framework_id is None:
+            raise RuntimeError("subscribe() first")
+        return self.framework_id
+
+    async def _call(self, call: wire.Message, parent: trace.Span | None = None) -> None:
+        context = trace.set_span_in_context(parent) if parent is not None else None
+        await self._bus.publish(wire.Exchange.CALLS, wire.RoutingKey.CALL, call, context=context)
+
+    async def accept(
+        self, offer_ids: Iterable[str], tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0
+    ) -> str:
+        """Launch ``tasks`` on the offers (all of one agent); the remainder goes back to the pool.
+
+        Returns the call's message id, which an ERROR event names in its ``correlation_id``.
+        """
+        ids, tasks = tuple(offer_ids), tuple(tasks)
+        allocated = min((self._allocated_at.pop(i) for i in ids if i in self._allocated_at), default=None)
+        if allocated is not None:
+            for task in tasks:
+                self._launched_from[task.task_id] = allocated
+        parent = self._decide(ids, "accept")
+        if parent is not None:
+            parent.set_attribute("meseta.task_count", len(tasks))
+        call = wire.Accept(framework_id=self._id, offer_ids=ids, tasks=tasks, refuse_seconds=refuse_seconds)
+        self.stats.offers_accepted += len(ids)
+        self.stats.tasks_launched += len(tasks)
+        await self._call(call, parent)
+        return call.message_id
+
+    async def decline(self, offer_ids: Iterable[str], refuse_seconds: float = DEFAULT_REFUSE_SECONDS) -> None:
+        """Give offers back; their agents are not offered to us again for ``refuse_seconds``."""
+        ids = tuple(offer_ids)
+        parent = self._decide(ids, "decline")
+        self.stats.offers_declined += len(ids)
+        await self._call(
+            wire.Decline(framework_id=self._id, offer_ids=ids, refuse_seconds=refuse_seconds), parent
+        )
+
+    async def kill(self, task_id: str) -> None:
+        """Kill one of our tasks; a KILLED update follows."""
+        await self._call(wire.Kill(framework_id=self._id, task_id=task_id))
+
+    async def acknowledge(self, status: TaskStatus) -> None:
+        """Tell the agent we have this update, so it stops keeping it."""
+        if status.agent_id is None:
+            return
+        await self._call(
+            wire.Acknowledge(
+                framework_id=self._id, agent_id=status.agent_id, task_id=status.task_id, uuid=status.uuid
+            )
+        )
+
+    async def suppress(self) -> None:
+        """Receive no offers until :meth:`revive`."""
+        await self._call(wire.Suppress(framework_id=self._id))
+
+    async def revive(self) -> None:
+        """Receive offers again; decline filters are dropped."""
+        await self._call(wire.Revive(framework_id=self._id))
+
+    async def teardown(self) -> None:
+        """Unregister: the master kills our tasks and forgets us."""
+        await self._call(wire.Teardown(framework_id=self._id))
+
+
+def offer_cycle_percentiles(samples: list[float]) -> tuple[float, float]:
+    """(p50, p99) in milliseconds; (nan, nan) with no samples."""
+    if not samples:
+        return float("nan"), float("nan")
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+    return pick(0.50), pick(0.99)

@@ -1,0 +1,682 @@
+"""Meseta's wire contract: every message, exchange, queue and routing key, in one place.
+
+Both sides import this module and nothing else spells an exchange name. Every message is a frozen pydantic
+model with a ``type`` discriminator and a protocol ``version``; :func:`decode` checks the version and the
+type before validating, so a sender learns exactly why its message was refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Final, Literal, Self, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+PROTOCOL_VERSION: Final = 1
+MAX_MESSAGE_BYTES: Final = 1 << 20
+"""Larger bodies are dead-lettered unread: no legitimate message comes close."""
+
+DEFAULT_REFUSE_SECONDS: Final = 5.0
+"""Mesos's default filter: a declined agent is not re-offered to the same framework for this long."""
+
+ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+"""Ids end up in routing keys and container names, so they are kept to a safe alphabet."""
+
+_ID_RE = re.compile(ID_PATTERN)
+_SCALAR_DECIMALS = 3  # Mesos's fixed-point precision: keeps 0.1 + 0.2 - 0.3 from leaving residue.
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id such as ``offer-3f2a...`` that satisfies :data:`ID_PATTERN`."""
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+# --- Topology ---------------------------------------------------------------------------------------------
+
+
+class Exchange(StrEnum):
+    """The exchanges; all are direct exchanges."""
+
+    HEARTBEATS = "meseta.heartbeats"  # agent -> master
+    OFFERS = "meseta.offers"  # master -> framework, routing key = framework id
+    LAUNCHES = "meseta.launches"  # master -> agent, routing key = agent id
+    STATUS = "meseta.status"  # agent -> master
+    CALLS = "meseta.calls"  # framework -> master
+    ALLOCATION = "meseta.allocation"  # master <-> allocator
+    DEAD_LETTER = "meseta.dead-letter"  # anything refused, with the reason in a header
+
+
+class RoutingKey(StrEnum):
+    """Fixed routing keys; per-framework and per-agent keys are the ids themselves."""
+
+    HEARTBEAT = "heartbeat"
+    STATUS = "status"
+    CALL = "call"
+    TO_ALLOCATOR = "to-allocator"
+    TO_MASTER = "to-master"
+    DEAD_LETTER = "dead-letter"
+
+
+class Queue(StrEnum):
+    """Named queues of the services."""
+
+    MASTER_HEARTBEATS = "meseta.master.heartbeats"
+    MASTER_STATUS = "meseta.master.status"
+    MASTER_CALLS = "meseta.master.calls"
+    MASTER_ALLOCATIONS = "meseta.master.allocations"
+    ALLOCATOR_EVENTS = "meseta.allocator.events"
+    DEAD_LETTER = "meseta.dead-letter"
+
+
+def agent_queue(agent_id: str) -> str:
+    """The queue an agent consumes LAUNCH/KILL from."""
+    return f"meseta.agent.{agent_id}"
+
+
+def framework_queue(framework_id: str) -> str:
+    """The queue a framework consumes its events from."""
+    return f"meseta.framework.{framework_id}"
+
+
+HEADER_REASON: Final = "x-meseta-reason"
+HEADER_ORIGIN: Final = "x-meseta-origin"
+HEADER_EPOCH: Final = "x-meseta-epoch"
+
+
+# --- Resources --------------------------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PortRange(_Frozen):
+    """An inclusive range of host ports."""
+
+    begin: int = Field(ge=1, le=65535)
+    end: int = Field(ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.begin > self.end:
+            raise ValueError(f"port range begins after it ends: {self.begin}-{self.end}")
+        return self
+
+    def __len__(self) -> int:
+        return self.end - self.begin + 1
+
+
+def _merge(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
+    merged: list[list[int]] = []
+    for r in sorted(ranges, key=lambda r: r.begin):
+        if merged and r.begin <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], r.end)
+        else:
+            merged.append([r.begin, r.end])
+    return tuple(PortRange(begin=b, end=e) for b, e in merged)
+
+
+def _subtract(ranges: tuple[PortRange, ...], take: tuple[PortRange, ...]) -> tuple[PortRange, ...]:
+    left = list(_merge(ranges))
+    for t in _merge(take):
+        out: list[PortRange] = []
+        for r in left:
+            if t.end < r.begin or t.begin > r.end:
+                out.append(r)
+                continue
+            if r.begin < t.begin:
+                out.append(PortRange(begin=r.begin, end=t.begin - 1))
+            if t.end < r.end:
+                out.append(PortRange(begin=t.end + 1, end=r.end))
+        left = out
+    return tuple(left)
+
+
+def _ports_within(inner: tuple[PortRange, ...], outer: tuple[PortRange, ...]) -> bool:
+    return not _subtract(inner, outer)
+
+
+class Resources(_Frozen):
+    """A resource vector on one agent: scalars plus host port ranges.
+
+    ``mem`` and ``disk`` are in MiB. Arithmetic rounds scalars to three decimals, as Mesos does.
+    """
+
+    cpus: float = Field(default=0.0, ge=0)
+    mem: float = Field(default=0.0, ge=0)
+    disk: float = Field(default=0.0, ge=0)
+    gpus: int = Field(default=0, ge=0)
+    ports: tuple[PortRange, ...] = ()
+
+    SCALARS: ClassVar[tuple[str, ...]] = ("cpus", "mem", "disk", "gpus")
+
+    @field_validator("ports")
+    @classmethod
+    def _normalise_ports(cls, v: tuple[PortRange, ...]) -> tuple[PortRange, ...]:
+        return _merge(v)
+
+    def scalars(self) -> dict[str, float]:
+        """The scalar resources by name."""
+        return {name: float(getattr(self, name)) for name in self.SCALARS}
+
+    def _combine(self, other: Resources, sign: int) -> Resources:
+        values = {
+            name: round(getattr(self, name) + sign * getattr(other, name), _SCALAR_DECIMALS)
+            for name in self.SCALARS
+        }
+        if any(v < 0 for v in values.values()):
+            raise ValueError(f"resources would go negative: {self} - {other}")
+        values["gpus"] = int(values["gpus"])
+        ports = _merge(self.ports + other.ports) if sign > 0 else _subtract(self.ports, other.ports)
+        return Resources(**values, ports=ports)
+
+    def __add__(self, other: Resources) -> Resources:
+        return self._combine(other, +1)
+
+    def __sub__(self, other: Resources) -> Resources:
+        """Subtract ``other``, which must fit in ``self``."""
+        return self._combine(other, -1)
+
+    def fits_in(self, other: Resources) -> bool:
+        """Whether every part of ``self`` is contained in ``other``."""
+        scalars_fit = all(
+            getattr(self, n) <= getattr(other, n) + 10**-_SCALAR_DECIMALS / 2 for n in self.SCALARS
+        )
+        return scalars_fit and _ports_within(self.ports, other.ports)
+
+    def is_empty(self) -> bool:
+        """No scalar and no port."""
+        return not self.ports and all(v == 0 for v in self.scalars().values())
+
+    def port_count(self) -> int:
+        """How many ports the ranges hold."""
+        return sum(len(r) for r in self.ports)
+
+
+def total(resources: Iterable[Resources]) -> Resources:
+    """The sum of several resource vectors."""
+    acc = Resources()
+    for r in resources:
+        acc = acc + r
+    return acc
+
+
+# --- Tasks ------------------------------------------------------------------------------------------------
+
+
+class TaskState(StrEnum):
+    """Task states, as in Mesos."""
+
+    STAGING = "STAGING"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    KILLING = "KILLING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+    LOST = "LOST"
+    ERROR = "ERROR"
+
+    @property
+    def terminal(self) -> bool:
+        """A task in a terminal state holds no resources and changes no more."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {TaskState.FINISHED, TaskState.FAILED, TaskState.KILLED, TaskState.LOST, TaskState.ERROR}
+)
+
+
+class StatusReason(StrEnum):
+    """Why a task changed state."""
+
+    CONTAINER_EXITED = "CONTAINER_EXITED"
+    CONTAINER_LAUNCH_FAILED = "CONTAINER_LAUNCH_FAILED"
+    KILLED_BY_FRAMEWORK = "KILLED_BY_FRAMEWORK"
+    INVALID_TASK = "INVALID_TASK"
+    UNKNOWN_TASK = "UNKNOWN_TASK"
+    AGENT_REMOVED = "AGENT_REMOVED"
+    FRAMEWORK_REMOVED = "FRAMEWORK_REMOVED"
+
+
+class ContainerSpec(_Frozen):
+    """What to run: a Docker image, its argv and environment."""
+
+    image: str = Field(min_length=1, max_length=256)
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def shell(cls, image: str, script: str, env: dict[str, str] | None = None) -> ContainerSpec:
+        """A container that runs ``script`` with ``sh -c``."""
+        return cls(image=image, command=("sh", "-c", script), env=env or {})
+
+
+class TaskInfo(_Frozen):
+    """A task a framework asks to launch on one agent."""
+
+    task_id: Id
+    name: str = Field(default="", max_length=256)
+    resources: Resources
+    container: ContainerSpec
+
+    @field_validator("resources")
+    @classmethod
+    def _needs_cpu_and_mem(cls, v: Resources) -> Resources:
+        if v.cpus <= 0 or v.mem <= 0:
+            raise ValueError("a task needs cpus > 0 and mem > 0")
+        return v
+
+
+class TaskStatus(_Frozen):
+    """One state change of a task, as the agent saw it."""
+
+    task_id: Id
+    state: TaskState
+    agent_id: Id | None = None
+    reason: StatusReason | None = None
+    message: str = ""
+    exit_code: int | None = None
+    uuid: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    timestamp: float = Field(default_factory=time.time)
+
+
+class Offer(_Frozen):
+    """Resources on one agent, offered to one framework until ``expires_at``."""
+
+    offer_id: Id
+    framework_id: Id
+    agent_id: Id
+    hostname: str
+    resources: Resources
+    attributes: dict[str, str] = Field(default_factory=dict)
+    allocated_at: float
+    expires_at: float
+
+
+# --- Messages ---------------------------------------------------------------------------------------------
+
+
+class Message(_Frozen):
+    """The envelope every message shares."""
+
+    type: str
+    version: int = PROTOCOL_VERSION
+    message_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=64)
+    correlation_id: str | None = Field(default=None, max_length=64)
+
+
+# agent -> master, on HEARTBEATS
+
+
+class RegisterAgent(Message):
+    """An agent announces itself with its total resources and attributes."""
+
+    type: Literal["REGISTER_AGENT"] = "REGISTER_AGENT"
+    agent_id: Id
+    hostname: str = Field(min_length=1, max_length=253)
+    attributes: dict[str, str] = Field(default_factory=dict)
+    resources: Resources
+    running_tasks: tuple[Id, ...] = ()
+
+
+class Heartbeat(Message):
+    """An agent is alive; ``free`` is what its running tasks leave."""
+
+    type: Literal["HEARTBEAT"] = "HEARTBEAT"
+    agent_id: Id
+    free: Resources
+    running_tasks: tuple[Id, ...] = ()
+
+
+# master -> agent, on LAUNCHES (routing key = agent id)
+
+
+class LaunchTasks(Message):
+    """Run these tasks of one framework."""
+
+    type: Literal["LAUNCH"] = "LAUNCH"
+    agent_id: Id
+    framework_id: Id
+    tasks: tuple[TaskInfo, ...] = Field(min_length=1)
+
+
+class KillTask(Message):
+    """Stop a task."""
+
+    type: Literal["KILL"] = "KILL"
+    agent_id: Id
+    framework_id: Id
+    task_id: Id
+
+
+class AcknowledgeUpdate(Message):
+    """The framework has the status update with this uuid: the agent may forget it."""
+
+    type: Literal["ACKNOWLEDGE_UPDATE"] = "ACKNOWLEDGE_UPDATE"
+    agent_id: Id
+    task_id: Id
+    uuid: str
+
+
+class ReregisterAgent(Message):
+    """The master does not know this agent (it restarted or lost it): send a full registration."""
+
+    type: Literal["REREGISTER"] = "REREGISTER"
+    agent_id: Id
+
+
+# agent -> master, on STATUS
+
+
+class StatusUpdate(Message):
+    """A task's state changed."""
+
+    type: Literal["STATUS_UPDATE"] = "STATUS_UPDATE"
+    agent_id: Id
+    framework_id: Id
+    status: TaskStatus
+
+
+# framework -> master, on CALLS
+
+
+class Subscribe(Message):
+    """Register a framework. The answer (SUBSCRIBED or ERROR) goes to the AMQP ``reply_to`` queue."""
+
+    type: Literal["SUBSCRIBE"] = "SUBSCRIBE"
+    name: str = Field(min_length=1, max_length=128)
+    role: str = Field(default="*", min_length=1, max_length=64)
+    weight: float = Field(default=1.0, gt=0)
+
+
+class _FrameworkCall(Message):
+    framework_id: Id
+
+
+class Accept(_FrameworkCall):
+    """Launch tasks on the resources of one or more offers of one agent."""
+
+    type: Literal["ACCEPT"] = "ACCEPT"
+    offer_ids: tuple[Id, ...] = Field(min_length=1)
+    tasks: tuple[TaskInfo, ...] = ()
+    refuse_seconds: float = Field(default=0.0, ge=0)
+    """How long the unused remainder is not offered back to this framework."""
+
+
+class Decline(_FrameworkCall):
+    """Give offers back; their agents are not re-offered to this framework for ``refuse_seconds``."""
+
+    type: Literal["DECLINE"] = "DECLINE"
+    offer_ids: tuple[Id, ...] = Field(min_length=1)
+    refuse_seconds: float = Field(default=DEFAULT_REFUSE_SECONDS, ge=0)
+
+
+class Kill(_FrameworkCall):
+    """Kill one of the framework's tasks."""
+
+    type: Literal["KILL_TASK"] = "KILL_TASK"
+    task_id: Id
+
+
+class Acknowledge(_FrameworkCall):
+    """The framework has processed the status update with this uuid."""
+
+    type: Literal["ACKNOWLEDGE"] = "ACKNOWLEDGE"
+    agent_id: Id
+    task_id: Id
+    uuid: str
+
+
+class Suppress(_FrameworkCall):
+    """Stop sending offers to this framework until it revives."""
+
+    type: Literal["SUPPRESS"] = "SUPPRESS"
+
+
+class Revive(_FrameworkCall):
+    """Send offers again, and drop the framework's decline filters."""
+
+    type: Literal["REVIVE"] = "REVIVE"
+
+
+class Teardown(_FrameworkCall):
+    """Remove the framework: its tasks are killed and its offers rescinded."""
+
+    type: Literal["TEARDOWN"] = "TEARDOWN"
+
+
+# master -> framework, on OFFERS (routing key = framework id)
+
+
+class Subscribed(Message):
+    """The framework is registered under ``framework_id``."""
+
+    type: Literal["SUBSCRIBED"] = "SUBSCRIBED"
+    framework_id: Id
+    master_epoch: int = 0
+
+
+class Offers(Message):
+    """New offers for the framework."""
+
+    type: Literal["OFFERS"] = "OFFERS"
+    framework_id: Id
+    offers: tuple[Offer, ...]
+
+
+class Rescind(Message):
+    """An offer is no longer valid (it expired or its agent left)."""
+
+    type: Literal["RESCIND"] = "RESCIND"
+    framework_id: Id
+    offer_id: Id
+
+
+class Update(Message):
+    """A status update of one of the framework's tasks."""
+
+    type: Literal["UPDATE"] = "UPDATE"
+    framework_id: Id
+    status: TaskStatus
+
+
+class Failure(Message):
+    """An agent running the framework's tasks was lost."""
+
+    type: Literal["FAILURE"] = "FAILURE"
+    framework_id: Id
+    agent_id: Id
+
+
+class ErrorCode(StrEnum):
+    """Why the master refused a call."""
+
+    UNKNOWN_OFFER = "UNKNOWN_OFFER"
+    FOREIGN_OFFER = "FOREIGN_OFFER"
+    OFFERS_ON_SEVERAL_AGENTS = "OFFERS_ON_SEVERAL_AGENTS"
+    INSUFFICIENT_RESOURCES = "INSUFFICIENT_RESOURCES"
+    DUPLICATE_TASK_ID = "DUPLICATE_TASK_ID"
+    UNKNOWN_FRAMEWORK = "UNKNOWN_FRAMEWORK"
+    UNKNOWN_TASK = "UNKNOWN_TASK"
+    INVALID_CALL = "INVALID_CALL"
+
+
+class Error(Message):
+    """A call of the framework was refused; ``correlation_id`` names the call."""
+
+    type: Literal["ERROR"] = "ERROR"
+    framework_id: str
+    code: ErrorCode
+    message: str
+
+
+# master <-> allocator, on ALLOCATION
+
+
+class AgentAdded(Message):
+    """An agent joined (or re-joined) with these resources not yet allocated."""
+
+    type: Literal["AGENT_ADDED"] = "AGENT_ADDED"
+    agent_id: Id
+    hostname: str
+    attributes: dict[str, str] = Field(default_factory=dict)
+    total: Resources
+    available: Resources
+
+
+class AgentRemoved(Message):
+    """An agent left: its resources are gone."""
+
+    type: Literal["AGENT_REMOVED"] = "AGENT_REMOVED"
+    agent_id: Id
+
+
+class FrameworkAdded(Message):
+    """A framework subscribed."""
+
+    type: Literal["FRAMEWORK_ADDED"] = "FRAMEWORK_ADDED"
+    framework_id: Id
+    role: str = "*"
+    weight: float = Field(default=1.0, gt=0)
+
+
+class FrameworkRemoved(Message):
+    """A framework left; its allocations were recovered separately."""
+
+    type: Literal["FRAMEWORK_REMOVED"] = "FRAMEWORK_REMOVED"
+    framework_id: Id
+
+
+class ResourcesRecovered(Message):
+    """Resources allocated to a framework came back (declined, unused, or their task ended)."""
+
+    type: Literal["RESOURCES_RECOVERED"] = "RESOURCES_RECOVERED"
+    framework_id: Id
+    agent_id: Id
+    resources: Resources
+    refuse_seconds: float = Field(default=0.0, ge=0)
+
+
+class OffersSuppressed(Message):
+    """The framework wants no offers."""
+
+    type: Literal["OFFERS_SUPPRESSED"] = "OFFERS_SUPPRESSED"
+    framework_id: Id
+
+
+class OffersRevived(Message):
+    """The framework wants offers again and its filters are cleared."""
+
+    type: Literal["OFFERS_REVIVED"] = "OFFERS_REVIVED"
+    framework_id: Id
+
+
+class Allocation(Message):
+    """The allocator gives ``resources`` on ``agent_id`` to ``framework_id``."""
+
+    type: Literal["ALLOCATION"] = "ALLOCATION"
+    framework_id: Id
+    agent_id: Id
+    resources: Resources
+    allocated_at: float = Field(default_factory=time.time)
+
+
+def _union(*models: type[Message]) -> TypeAdapter[Any]:
+    if len(models) == 1:
+        return TypeAdapter(models[0])
+    return TypeAdapter(Annotated[Union[models], Field(discriminator="type")])  # type: ignore[arg-type]  # noqa: UP007
+
+
+class Channel:
+    """What may travel on one exchange (and routing key): the message types and their decoder."""
+
+    def __init__(self, name: str, *models: type[Message]) -> None:
+        self.name = name
+        self.models = models
+        self.types = frozenset(m.model_fields["type"].default for m in models)
+        self._adapter = _union(*models)
+
+    def validate(self, data: dict[str, Any]) -> Message:
+        """Validate an already-parsed object against this channel's models."""
+        message: Message = self._adapter.validate_python(data)
+        return message
+
+
+HEARTBEATS = Channel(Exchange.HEARTBEATS, RegisterAgent, Heartbeat)
+LAUNCHES = Channel(Exchange.LAUNCHES, LaunchTasks, KillTask, AcknowledgeUpdate, ReregisterAgent)
+STATUS = Channel(Exchange.STATUS, StatusUpdate)
+CALLS = Channel(Exchange.CALLS, Subscribe, Accept, Decline, Kill, Acknowledge, Suppress, Revive, Teardown)
+FRAMEWORK_EVENTS = Channel(Exchange.OFFERS, Subscribed, Offers, Rescind, Update, Failure, Error)
+TO_ALLOCATOR = Channel(
+    f"{Exchange.ALLOCATION}/{RoutingKey.TO_ALLOCATOR}",
+    AgentAdded,
+    AgentRemoved,
+    FrameworkAdded,
+    FrameworkRemoved,
+    ResourcesRecovered,
+    OffersSuppressed,
+    OffersRevived,
+)
+TO_MASTER = Channel(f"{Exchange.ALLOCATION}/{RoutingKey.TO_MASTER}", Allocation)
+
+
+class DecodeError(ValueError):
+    """A message that cannot be accepted; ``reason`` says why, for the dead-letter header and the log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def encode(message: Message) -> bytes:
+    """Serialize a message for the wire."""
+    return message.model_dump_json().encode()
+
+
+def decode(body: bytes, channel: Channel) -> Message:
+    """Parse and validate one message for ``channel``.
+
+    Raises:
+        DecodeError: oversized, not JSON, not an object, wrong version, unknown type, or invalid fields.
+    """
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise DecodeError(f"oversized: {len(body)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError(f"malformed: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DecodeError(f"malformed: expected a JSON object, got {type(data).__name__}")
+    version = data.get("version")
+    if version != PROTOCOL_VERSION:
+        raise DecodeError(f"wrong version: {version!r}, this side speaks {PROTOCOL_VERSION}")
+    kind = data.get("type")
+    if kind not in channel.types:
+        raise DecodeError(f"unknown type {kind!r} on {channel.name}; expected one of {sorted(channel.types)}")
+    try:
+        return channel.validate(data)
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise DecodeError(f"invalid {kind}: {errors}") from None
+
+
+def is_valid_id(value: str) -> bool:
+    """Whether ``value`` may serve as an id."""
+    return bool(_ID_RE.match(value))

@@ -1,0 +1,1 @@
+"""Meseta: a two-level cluster resource manager in the spirit of Apache Mesos."""

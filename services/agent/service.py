@@ -1,0 +1,247 @@
+"""The agent: registers, heartbeats, runs launched tasks in containers and reports their states."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass, field
+
+from aio_pika.abc import AbstractIncomingMessage
+from meseta.agent.containerizer import DockerContainerizer, ImageMissing
+from meseta.runtime.service import Service
+from meseta.sdk import tracing, wire
+from meseta.sdk.bus import Bus
+from meseta.sdk.wire import Resources, StatusReason, TaskInfo, TaskState, TaskStatus
+from opentelemetry import trace
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT_INTERVAL = 1.0
+DEFAULT_KILL_GRACE = 3.0
+
+
+def default_agent_id() -> str:
+    """``agent-<hostname>``, trimmed to the id alphabet."""
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return f"agent-{host}"[:128]
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How an agent runs."""
+
+    amqp_url: str
+    resources: Resources
+    agent_id: str = field(default_factory=default_agent_id)
+    hostname: str = field(default_factory=socket.gethostname)
+    attributes: dict[str, str] = field(default_factory=dict)
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    cluster: str = "meseta"
+    """Label on every container this agent starts; one cluster's containers are found by it."""
+    keep_containers: bool = False
+    """Leave exited containers for inspection (the caller removes them)."""
+    kill_grace_seconds: float = DEFAULT_KILL_GRACE
+    docker_url: str | None = None
+
+
+@dataclass
+class LocalTask:
+    """A task on this agent, from LAUNCH to its terminal state."""
+
+    framework_id: str
+    info: TaskInfo
+    container_id: str | None = None
+    kill_requested: bool = False
+
+
+class AgentService(Service):
+    """An agent as a service."""
+
+    name = "agent"
+
+    def __init__(self, settings: AgentSettings) -> None:
+        super().__init__()
+        if not wire.is_valid_id(settings.agent_id):
+            raise ValueError(f"invalid agent id {settings.agent_id!r}: must match {wire.ID_PATTERN}")
+        self.settings = settings
+        self.agent_id = settings.agent_id
+        self.bus = Bus(settings.amqp_url, self.name)
+        self.containerizer = DockerContainerizer(settings.cluster, settings.agent_id, settings.docker_url)
+        self.tasks: dict[tuple[str, str], LocalTask] = {}
+        self.unacknowledged: dict[str, wire.StatusUpdate] = {}
+        """Status updates the framework has not acknowledged yet, by uuid."""
+        self._runners: set[asyncio.Task[None]] = set()
+        self._tracer = tracing.tracer(self.name)
+
+    @property
+    def free(self) -> Resources:
+        """What running tasks leave of the agent's resources."""
+        return self.settings.resources - wire.total(t.info.resources for t in self.tasks.values())
+
+    async def _start(self) -> None:
+        await self.containerizer.ping()
+        await self.bus.connect()
+        queue = await self.bus.declare_queue(
+            wire.agent_queue(self.agent_id), wire.Exchange.LAUNCHES, self.agent_id, durable=True
+        )
+        self.bus.consume(queue, wire.LAUNCHES, self._on_message)
+        await self.register()
+        self.spawn(self._heartbeat_loop(), "heartbeats")
+        log.info("agent %s started with %s", self.agent_id, self.settings.resources)
+
+    async def _stop(self) -> None:
+        for runner in self._runners:
+            runner.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+        await self.bus.close()
+        self.containerizer.close()
+
+    async def register(self) -> None:
+        """Announce this agent with its whole inventory."""
+        await self.bus.publish(
+            wire.Exchange.HEARTBEATS,
+            wire.RoutingKey.HEARTBEAT,
+            wire.RegisterAgent(
+                agent_id=self.agent_id,
+                hostname=self.settings.hostname,
+                attributes=self.settings.attributes,
+                resources=self.settings.resources,
+                running_tasks=tuple(tid for _, tid in self.tasks),
+            ),
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            await self.bus.publish(
+                wire.Exchange.HEARTBEATS,
+                wire.RoutingKey.HEARTBEAT,
+                wire.Heartbeat(
+                    agent_id=self.agent_id, free=self.free, running_tasks=tuple(tid for _, tid in self.tasks)
+                ),
+            )
+
+    async def _on_message(self, message: wire.Message, _: AbstractIncomingMessage) -> None:
+        match message:
+            case wire.LaunchTasks():
+                self._launch(message)
+            case wire.KillTask():
+                await self._kill(message)
+            case wire.AcknowledgeUpdate():
+                self.unacknowledged.pop(message.uuid, None)
+            case wire.ReregisterAgent():
+                await self.register()
+
+    def _launch(self, message: wire.LaunchTasks) -> None:
+        for info in message.tasks:
+            key = (message.framework_id, info.task_id)
+            if key in self.tasks:
+                log.warning(
+                    "task %s of %s is already here; duplicate launch ignored",
+                    info.task_id,
+                    message.framework_id,
+                )
+                continue
+            local = LocalTask(message.framework_id, info)
+            self.tasks[key] = local
+            # The runner inherits the current trace context, so its statuses join the offer cycle's trace.
+            runner = asyncio.create_task(self._run(local), name=f"task:{info.task_id}")
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
+
+    async def _kill(self, message: wire.KillTask) -> None:
+        local = self.tasks.get((message.framework_id, message.task_id))
+        if local is None:
+            await self._send(
+                message.framework_id,
+                TaskStatus(
+                    task_id=message.task_id,
+                    agent_id=self.agent_id,
+                    state=TaskState.LOST,
+                    reason=StatusReason.UNKNOWN_TASK,
+                    message="no such task on this agent",
+                ),
+            )
+            return
+        local.kill_requested = True
+        if local.container_id is not None:
+            await self.containerizer.stop(local.container_id, self.settings.kill_grace_seconds)
+
+    async def _send(self, framework_id: str, status: TaskStatus) -> None:
+        update = wire.StatusUpdate(agent_id=self.agent_id, framework_id=framework_id, status=status)
+        self.unacknowledged[status.uuid] = update
+        await self.bus.publish(wire.Exchange.STATUS, wire.RoutingKey.STATUS, update)
+
+    async def _report(
+        self,
+        local: LocalTask,
+        state: TaskState,
+        reason: StatusReason | None = None,
+        message: str = "",
+        exit_code: int | None = None,
+    ) -> None:
+        status = TaskStatus(
+            task_id=local.info.task_id,
+            agent_id=self.agent_id,
+            state=state,
+            reason=reason,
+            message=message,
+            exit_code=exit_code,
+        )
+        await self._send(local.framework_id, status)
+
+    async def _run(self, local: LocalTask) -> None:
+        key = (local.framework_id, local.info.task_id)
+        try:
+            await self._report(local, TaskState.STARTING)
+            with self._tracer.start_as_current_span(
+                "agent launch",
+                attributes={
+                    "meseta.service": self.name,
+                    "meseta.task_id": local.info.task_id,
+                    "meseta.agent_id": self.agent_id,
+                    "meseta.framework_id": local.framework_id,
+                },
+            ) as span:
+                started = await self._start_container(local, span)
+            if not started:
+                return
+            assert local.container_id is not None
+            exit_info = await self.containerizer.wait(local.container_id)
+            if local.kill_requested:
+                await self._report(
+                    local, TaskState.KILLED, StatusReason.KILLED_BY_FRAMEWORK, exit_code=exit_info.code
+                )
+            elif exit_info.code == 0:
+                await self._report(local, TaskState.FINISHED, StatusReason.CONTAINER_EXITED, exit_code=0)
+            else:
+                text = "out of memory" if exit_info.oom_killed else f"exited with code {exit_info.code}"
+                await self._report(
+                    local, TaskState.FAILED, StatusReason.CONTAINER_EXITED, text, exit_info.code
+                )
+        finally:
+            self.tasks.pop(key, None)
+            if local.container_id is not None and not self.settings.keep_containers:
+                await asyncio.shield(self.containerizer.remove(local.container_id))
+
+    async def _start_container(self, local: LocalTask, span: trace.Span) -> bool:
+        """Create and start; report RUNNING, or the reason it could not run. True when it runs."""
+        try:
+            local.container_id = await self.containerizer.create(local.info, local.framework_id)
+            if local.kill_requested:
+                await self._report(
+                    local, TaskState.KILLED, StatusReason.KILLED_BY_FRAMEWORK, "killed before start"
+                )
+                return False
+            await self.containerizer.start(local.container_id)
+        except ImageMissing as exc:
+            await self._report(local, TaskState.ERROR, StatusReason.CONTAINER_LAUNCH_FAILED, str(exc))
+            return False
+        except Exception as exc:  # the engine refused: report, never crash the agent
+            log.warning("task %s failed to launch: %s", local.info.task_id, exc)
+            await self._report(local, TaskState.FAILED, StatusReason.CONTAINER_LAUNCH_FAILED, str(exc))
+            return False
+        span.set_attribute("meseta.container_id", local.container_id)
+        await self._report(local, TaskState.RUNNING, message=f"container {local.container_id[:12]}")
+        return True

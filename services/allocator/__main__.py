@@ -1,0 +1,5 @@
+"""``python -m meseta.allocator``: same as ``meseta allocator``."""
+
+from meseta.cli import app
+
+app(["allocator"])

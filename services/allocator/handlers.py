@@ -1,0 +1,38 @@
+"""One function per event the master sends the allocator: each only changes the state."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from meseta.allocator.state import AllocatorState
+from meseta.sdk import wire
+
+log = logging.getLogger(__name__)
+
+
+def apply(state: AllocatorState, event: wire.Message, now: float | None = None) -> None:
+    """Apply one master event to the allocator state."""
+    now = time.time() if now is None else now
+    match event:
+        case wire.AgentAdded():
+            state.add_agent(event.agent_id, event.hostname, event.attributes, event.total, event.available)
+        case wire.AgentRemoved():
+            state.remove_agent(event.agent_id)
+        case wire.FrameworkAdded():
+            state.add_framework(event.framework_id, event.role, event.weight)
+        case wire.FrameworkRemoved():
+            state.remove_framework(event.framework_id)
+        case wire.ResourcesRecovered():
+            refuse_until = now + event.refuse_seconds if event.refuse_seconds > 0 else None
+            if not state.recover(event.framework_id, event.agent_id, event.resources, refuse_until):
+                log.info("stale recovery ignored: %s on %s", event.framework_id, event.agent_id)
+        case wire.OffersSuppressed():
+            if fw := state.frameworks.get(event.framework_id):
+                fw.suppressed = True
+        case wire.OffersRevived():
+            if fw := state.frameworks.get(event.framework_id):
+                fw.suppressed = False
+            state.clear_filters(event.framework_id)
+        case _:
+            raise ValueError(f"the allocator does not handle {event.type}")

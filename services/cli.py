@@ -1,0 +1,159 @@
+"""``meseta``: run a master, an allocator, an agent, or the demo. Every flag also reads ``MESETA_*``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from typing import Annotated
+
+import typer
+from meseta.runtime.service import Service
+from meseta.sdk import tracing
+from meseta.sdk.wire import PortRange, Resources
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+AmqpUrl = Annotated[str, typer.Option(envvar="MESETA_AMQP_URL", help="AMQP URL, vhost included.")]
+EtcdEndpoint = Annotated[str, typer.Option(envvar="MESETA_ETCD_ENDPOINT", help="etcd host:port.")]
+EtcdPrefix = Annotated[
+    str, typer.Option(envvar="MESETA_ETCD_PREFIX", help="Key prefix of this cluster in etcd.")
+]
+LogLevel = Annotated[str, typer.Option(envvar="MESETA_LOG_LEVEL")]
+TraceExporter = Annotated[
+    str, typer.Option(envvar="MESETA_TRACE_EXPORTER", help="Trace exporter: none, console or otlp.")
+]
+OtlpEndpoint = Annotated[
+    str | None, typer.Option(envvar="MESETA_OTLP_ENDPOINT", help="OTLP/HTTP traces URL.")
+]
+
+
+def _setup(service: str, log_level: str, exporter: str, endpoint: str | None) -> None:
+    logging.basicConfig(
+        level=log_level.upper(), format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    tracing.configure(service, exporter, endpoint)
+
+
+def _serve(service: Service) -> None:
+    """Run a service until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(service.stop()))
+        await service.run()
+
+    asyncio.run(main())
+
+
+def parse_ports(text: str) -> tuple[PortRange, ...]:
+    """``31000-31099,32000`` into port ranges."""
+    ranges = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        begin, _, end = part.partition("-")
+        ranges.append(PortRange(begin=int(begin), end=int(end or begin)))
+    return tuple(ranges)
+
+
+def parse_attributes(pairs: list[str]) -> dict[str, str]:
+    """``["rack=r1", "zone=a"]`` into a dict."""
+    attributes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"attribute {pair!r} is not KEY=VALUE")
+        attributes[key] = value
+    return attributes
+
+
+@app.command()
+def master(
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    etcd_endpoint: EtcdEndpoint = "127.0.0.1:2379",
+    etcd_prefix: EtcdPrefix = "/meseta",
+    offer_timeout: Annotated[float, typer.Option(envvar="MESETA_OFFER_TIMEOUT")] = 30.0,
+    log_level: LogLevel = "INFO",
+    trace_exporter: TraceExporter = "none",
+    otlp_endpoint: OtlpEndpoint = None,
+) -> None:
+    """Run a master."""
+    from meseta.master import MasterService, MasterSettings
+
+    _setup("master", log_level, trace_exporter, otlp_endpoint)
+    _serve(MasterService(MasterSettings(amqp_url, etcd_endpoint, etcd_prefix, offer_timeout)))
+
+
+@app.command()
+def allocator(
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    policy: Annotated[str, typer.Option(envvar="MESETA_ALLOCATOR_POLICY")] = "drf",
+    log_level: LogLevel = "INFO",
+    trace_exporter: TraceExporter = "none",
+    otlp_endpoint: OtlpEndpoint = None,
+) -> None:
+    """Run an allocator."""
+    from meseta.allocator import AllocatorService, AllocatorSettings
+
+    _setup("allocator", log_level, trace_exporter, otlp_endpoint)
+    _serve(AllocatorService(AllocatorSettings(amqp_url, policy=policy)))
+
+
+@app.command()
+def agent(
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    agent_id: Annotated[str | None, typer.Option(envvar="MESETA_AGENT_ID")] = None,
+    hostname: Annotated[str | None, typer.Option(envvar="MESETA_AGENT_HOSTNAME")] = None,
+    cpus: Annotated[float, typer.Option(envvar="MESETA_AGENT_CPUS")] = 2.0,
+    mem: Annotated[float, typer.Option(envvar="MESETA_AGENT_MEM", help="MiB")] = 2048.0,
+    disk: Annotated[float, typer.Option(envvar="MESETA_AGENT_DISK", help="MiB")] = 10240.0,
+    gpus: Annotated[int, typer.Option(envvar="MESETA_AGENT_GPUS")] = 0,
+    ports: Annotated[str, typer.Option(envvar="MESETA_AGENT_PORTS")] = "31000-32000",
+    attribute: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
+    heartbeat_interval: Annotated[float, typer.Option(envvar="MESETA_HEARTBEAT_INTERVAL")] = 1.0,
+    cluster: Annotated[
+        str, typer.Option(envvar="MESETA_CLUSTER", help="Label on this cluster's containers.")
+    ] = "meseta",
+    log_level: LogLevel = "INFO",
+    trace_exporter: TraceExporter = "none",
+    otlp_endpoint: OtlpEndpoint = None,
+) -> None:
+    """Run an agent."""
+    from meseta.agent import AgentService, AgentSettings
+    from meseta.agent.service import default_agent_id
+
+    _setup("agent", log_level, trace_exporter, otlp_endpoint)
+    resources = Resources(cpus=cpus, mem=mem, disk=disk, gpus=gpus, ports=parse_ports(ports))
+    settings = AgentSettings(
+        amqp_url=amqp_url,
+        resources=resources,
+        attributes=parse_attributes(attribute or []),
+        heartbeat_interval=heartbeat_interval,
+        cluster=cluster,
+        agent_id=agent_id or default_agent_id(),
+        hostname=hostname or socket.gethostname(),
+    )
+    _serve(AgentService(settings))
+
+
+@app.command()
+def demo(
+    batch_tasks: Annotated[int, typer.Option(help="Short tasks of the batch framework.")] = 30,
+    service_tasks: Annotated[int, typer.Option(help="Long tasks the service framework holds.")] = 2,
+    image: Annotated[str, typer.Option(envvar="MESETA_TASK_IMAGE")] = "meseta-task:latest",
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+) -> None:
+    """Bring up a local cluster, run two frameworks on it with a live view, print a summary."""
+    from meseta.demo.runner import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    raise typer.Exit(asyncio.run(run_demo(batch_tasks, service_tasks, image, timeout)))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""The demo: a local cluster with two frameworks and a live view."""

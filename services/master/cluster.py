@@ -1,0 +1,122 @@
+"""The master's soft state: agents, frameworks, tasks and outstanding offers.
+
+Agents' accounting keeps ``used + offered <= total``; an allocation that would break it is stale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from meseta.sdk import wire
+from meseta.sdk.wire import Resources, TaskState
+
+TaskKey = tuple[str, str]
+"""(framework id, task id): task ids are unique per framework, as in Mesos."""
+
+
+@dataclass
+class AgentInfo:
+    """A registered agent."""
+
+    agent_id: str
+    hostname: str
+    attributes: dict[str, str]
+    total: Resources
+    last_seen: float
+    used: Resources = field(default_factory=Resources)
+    offered: Resources = field(default_factory=Resources)
+    tasks: set[TaskKey] = field(default_factory=set)
+
+    @property
+    def free(self) -> Resources:
+        """Neither used by a task nor offered."""
+        return self.total - self.used - self.offered
+
+
+@dataclass
+class FrameworkStats:
+    """Counters of one framework's offer cycles."""
+
+    offers_sent: int = 0
+    offers_accepted: int = 0
+    offers_declined: int = 0
+    offers_rescinded: int = 0
+    tasks_launched: int = 0
+    errors: int = 0
+
+
+@dataclass
+class FrameworkInfo:
+    """A subscribed framework."""
+
+    framework_id: str
+    name: str
+    role: str
+    weight: float
+    tasks: set[TaskKey] = field(default_factory=set)
+    offers: set[str] = field(default_factory=set)
+    stats: FrameworkStats = field(default_factory=FrameworkStats)
+
+
+@dataclass
+class TaskEntry:
+    """A task the master launched and has not seen end."""
+
+    framework_id: str
+    task_id: str
+    agent_id: str
+    resources: Resources
+    state: TaskState = TaskState.STAGING
+
+
+@dataclass
+class Cluster:
+    """All soft state of the master."""
+
+    agents: dict[str, AgentInfo] = field(default_factory=dict)
+    frameworks: dict[str, FrameworkInfo] = field(default_factory=dict)
+    tasks: dict[TaskKey, TaskEntry] = field(default_factory=dict)
+    offers: dict[str, wire.Offer] = field(default_factory=dict)
+
+    def add_offer(self, offer: wire.Offer) -> None:
+        """Record an outstanding offer and reserve its resources on the agent."""
+        self.offers[offer.offer_id] = offer
+        self.agents[offer.agent_id].offered += offer.resources
+        self.frameworks[offer.framework_id].offers.add(offer.offer_id)
+
+    def remove_offer(self, offer_id: str) -> wire.Offer | None:
+        """Forget an outstanding offer and release its reservation."""
+        offer = self.offers.pop(offer_id, None)
+        if offer is None:
+            return None
+        if (agent := self.agents.get(offer.agent_id)) is not None:
+            agent.offered -= offer.resources
+        if (fw := self.frameworks.get(offer.framework_id)) is not None:
+            fw.offers.discard(offer_id)
+        return offer
+
+    def add_task(self, task: TaskEntry) -> None:
+        """Record a task being launched and charge its resources to the agent."""
+        key = (task.framework_id, task.task_id)
+        self.tasks[key] = task
+        agent = self.agents[task.agent_id]
+        agent.used += task.resources
+        agent.tasks.add(key)
+        if (fw := self.frameworks.get(task.framework_id)) is not None:
+            fw.tasks.add(key)
+
+    def end_task(self, key: TaskKey) -> TaskEntry | None:
+        """Forget a task that reached a terminal state; its resources are free again."""
+        task = self.tasks.pop(key, None)
+        if task is None:
+            return None
+        if (agent := self.agents.get(task.agent_id)) is not None:
+            agent.used -= task.resources
+            agent.tasks.discard(key)
+        if (fw := self.frameworks.get(task.framework_id)) is not None:
+            fw.tasks.discard(key)
+        return task
+
+    def expired_offers(self, now: float) -> list[wire.Offer]:
+        """Outstanding offers past their expiry."""
+        return [o for o in self.offers.values() if o.expires_at <= now]

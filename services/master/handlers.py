@@ -1,0 +1,294 @@
+"""The master's handlers: one method per message type.
+
+Each handler changes the state with no await in between (so handlers on other queues never see a half
+change), then publishes. The master is the authority over resources: an allocation it cannot honour is
+sent back as recovered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from meseta.master.cluster import AgentInfo, Cluster, FrameworkInfo, TaskEntry
+from meseta.master.registry import Registry
+from meseta.master.validation import Refusal, validate_accept
+from meseta.sdk import wire
+from meseta.sdk.bus import Bus
+from meseta.sdk.wire import ErrorCode, Resources
+from opentelemetry import trace
+
+log = logging.getLogger(__name__)
+
+
+class MasterHandlers:
+    """The master's behaviour, given its state, its bus and its registry."""
+
+    def __init__(self, cluster: Cluster, bus: Bus, registry: Registry, offer_timeout: float) -> None:
+        self.cluster = cluster
+        self.bus = bus
+        self.registry = registry
+        self.offer_timeout = offer_timeout
+        self.epoch = 0
+        self._by_type: dict[str, Callable[[Any, AbstractIncomingMessage], Awaitable[None]]] = {
+            "REGISTER_AGENT": self.register_agent,
+            "HEARTBEAT": self.heartbeat,
+            "STATUS_UPDATE": self.status_update,
+            "SUBSCRIBE": self.subscribe,
+            "ACCEPT": self.accept,
+            "DECLINE": self.decline,
+            "KILL_TASK": self.kill,
+            "ACKNOWLEDGE": self.acknowledge,
+            "SUPPRESS": self.suppress,
+            "REVIVE": self.revive,
+            "TEARDOWN": self.teardown,
+            "ALLOCATION": self.allocation,
+        }
+
+    async def handle(self, message: wire.Message, incoming: AbstractIncomingMessage) -> None:
+        """Dispatch one decoded message."""
+        await self._by_type[message.type](message, incoming)
+
+    # --- publishing helpers ------------------------------------------------------------------------------
+
+    async def to_allocator(self, message: wire.Message) -> None:
+        await self.bus.publish(wire.Exchange.ALLOCATION, wire.RoutingKey.TO_ALLOCATOR, message)
+
+    async def to_framework(self, framework_id: str, message: wire.Message) -> None:
+        await self.bus.publish(wire.Exchange.OFFERS, framework_id, message)
+
+    async def to_agent(self, agent_id: str, message: wire.Message) -> None:
+        await self.bus.publish(wire.Exchange.LAUNCHES, agent_id, message)
+
+    async def recover(
+        self, framework_id: str, agent_id: str, resources: Resources, refuse: float = 0.0
+    ) -> None:
+        if not resources.is_empty():
+            await self.to_allocator(
+                wire.ResourcesRecovered(
+                    framework_id=framework_id, agent_id=agent_id, resources=resources, refuse_seconds=refuse
+                )
+            )
+
+    async def error(self, framework_id: str, call: wire.Message, code: ErrorCode, text: str) -> None:
+        log.info("refused %s of %s: %s %s", call.type, framework_id, code, text)
+        if (fw := self.cluster.frameworks.get(framework_id)) is not None:
+            fw.stats.errors += 1
+        trace.get_current_span().set_attribute("meseta.error", str(code))
+        await self.to_framework(
+            framework_id,
+            wire.Error(framework_id=framework_id, code=code, message=text, correlation_id=call.message_id),
+        )
+
+    # --- agents -------------------------------------------------------------------------------------------
+
+    async def register_agent(self, msg: wire.RegisterAgent, _: AbstractIncomingMessage) -> None:
+        agent = self.cluster.agents.get(msg.agent_id)
+        if agent is not None:
+            agent.last_seen = time.time()
+            log.info("agent %s re-registered", msg.agent_id)
+            return
+        agent = AgentInfo(msg.agent_id, msg.hostname, dict(msg.attributes), msg.resources, time.time())
+        self.cluster.agents[msg.agent_id] = agent
+        log.info("agent %s registered on %s with %s", msg.agent_id, msg.hostname, msg.resources)
+        await self.to_allocator(
+            wire.AgentAdded(
+                agent_id=agent.agent_id,
+                hostname=agent.hostname,
+                attributes=agent.attributes,
+                total=agent.total,
+                available=agent.free,
+            )
+        )
+
+    async def heartbeat(self, msg: wire.Heartbeat, _: AbstractIncomingMessage) -> None:
+        agent = self.cluster.agents.get(msg.agent_id)
+        if agent is None:
+            # We do not know it (we restarted, or it registered before we ran): ask for its inventory.
+            await self.to_agent(msg.agent_id, wire.ReregisterAgent(agent_id=msg.agent_id))
+            return
+        agent.last_seen = time.time()
+
+    async def status_update(self, msg: wire.StatusUpdate, _: AbstractIncomingMessage) -> None:
+        status = msg.status
+        key = (msg.framework_id, status.task_id)
+        task = self.cluster.tasks.get(key)
+        if task is not None:
+            task.state = status.state
+            if status.state.terminal:
+                self.cluster.end_task(key)
+        framework_known = msg.framework_id in self.cluster.frameworks
+        if task is not None and status.state.terminal and framework_known:
+            await self.recover(msg.framework_id, task.agent_id, task.resources)
+        if framework_known:
+            await self.to_framework(
+                msg.framework_id, wire.Update(framework_id=msg.framework_id, status=status)
+            )
+        else:
+            # Nobody will acknowledge it: let the agent forget it.
+            await self.to_agent(
+                msg.agent_id,
+                wire.AcknowledgeUpdate(agent_id=msg.agent_id, task_id=status.task_id, uuid=status.uuid),
+            )
+
+    # --- allocations --------------------------------------------------------------------------------------
+
+    async def allocation(self, msg: wire.Allocation, _: AbstractIncomingMessage) -> None:
+        agent = self.cluster.agents.get(msg.agent_id)
+        fw = self.cluster.frameworks.get(msg.framework_id)
+        if agent is None or fw is None or not msg.resources.fits_in(agent.free):
+            log.info("stale allocation of %s to %s sent back", msg.agent_id, msg.framework_id)
+            await self.recover(msg.framework_id, msg.agent_id, msg.resources)
+            return
+        now = time.time()
+        offer = wire.Offer(
+            offer_id=wire.new_id("offer"),
+            framework_id=fw.framework_id,
+            agent_id=agent.agent_id,
+            hostname=agent.hostname,
+            resources=msg.resources,
+            attributes=agent.attributes,
+            allocated_at=msg.allocated_at,
+            expires_at=now + self.offer_timeout,
+        )
+        self.cluster.add_offer(offer)
+        fw.stats.offers_sent += 1
+        trace.get_current_span().set_attributes(
+            {
+                "meseta.offer_id": offer.offer_id,
+                "meseta.framework_id": fw.framework_id,
+                "meseta.agent_id": agent.agent_id,
+            }
+        )
+        await self.to_framework(fw.framework_id, wire.Offers(framework_id=fw.framework_id, offers=(offer,)))
+
+    async def expire_offers(self) -> None:
+        """Rescind offers past their expiry and recover their resources."""
+        for offer in self.cluster.expired_offers(time.time()):
+            self.cluster.remove_offer(offer.offer_id)
+            if (fw := self.cluster.frameworks.get(offer.framework_id)) is not None:
+                fw.stats.offers_rescinded += 1
+            await self.recover(offer.framework_id, offer.agent_id, offer.resources)
+            await self.to_framework(
+                offer.framework_id, wire.Rescind(framework_id=offer.framework_id, offer_id=offer.offer_id)
+            )
+
+    # --- framework calls ----------------------------------------------------------------------------------
+
+    async def subscribe(self, msg: wire.Subscribe, incoming: AbstractIncomingMessage) -> None:
+        if not incoming.reply_to:
+            raise ValueError("SUBSCRIBE needs an AMQP reply_to queue for its answer")
+        framework_id = wire.new_id("fw")
+        await self.registry.save_framework(
+            framework_id,
+            {"name": msg.name, "role": msg.role, "weight": msg.weight, "registered_at": time.time()},
+        )
+        # The master declares the framework's queue before any offer can be routed to it.
+        await self.bus.declare_queue(wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id)
+        self.cluster.frameworks[framework_id] = FrameworkInfo(framework_id, msg.name, msg.role, msg.weight)
+        log.info("framework %s (%s, role %s) subscribed", framework_id, msg.name, msg.role)
+        await self.bus.publish(
+            "",
+            incoming.reply_to,
+            wire.Subscribed(
+                framework_id=framework_id, master_epoch=self.epoch, correlation_id=msg.message_id
+            ),
+        )
+        await self.to_allocator(
+            wire.FrameworkAdded(framework_id=framework_id, role=msg.role, weight=msg.weight)
+        )
+
+    async def accept(self, msg: wire.Accept, _: AbstractIncomingMessage) -> None:
+        span = trace.get_current_span()
+        span.set_attributes({"meseta.decision": "accept", "meseta.task_count": len(msg.tasks)})
+        checked = validate_accept(self.cluster, msg, time.time())
+        if isinstance(checked, Refusal):
+            await self.error(msg.framework_id, msg, checked.code, checked.message)
+            return
+        fw = self.cluster.frameworks[msg.framework_id]
+        agent_id = checked[0].agent_id
+        for offer in checked:
+            self.cluster.remove_offer(offer.offer_id)
+        for task in msg.tasks:
+            self.cluster.add_task(TaskEntry(fw.framework_id, task.task_id, agent_id, task.resources))
+        fw.stats.offers_accepted += len(checked)
+        fw.stats.tasks_launched += len(msg.tasks)
+        span.set_attributes(
+            {"meseta.agent_id": agent_id, "meseta.offer_id": ",".join(o.offer_id for o in checked)}
+        )
+        offered = wire.total(o.resources for o in checked)
+        used = wire.total(t.resources for t in msg.tasks)
+        if msg.tasks:
+            await self.to_agent(
+                agent_id, wire.LaunchTasks(agent_id=agent_id, framework_id=fw.framework_id, tasks=msg.tasks)
+            )
+        await self.recover(fw.framework_id, agent_id, offered - used, msg.refuse_seconds)
+
+    async def decline(self, msg: wire.Decline, _: AbstractIncomingMessage) -> None:
+        trace.get_current_span().set_attribute("meseta.decision", "decline")
+        for offer_id in dict.fromkeys(msg.offer_ids):
+            offer = self.cluster.offers.get(offer_id)
+            if offer is None or offer.framework_id != msg.framework_id:
+                await self.error(
+                    msg.framework_id, msg, ErrorCode.UNKNOWN_OFFER, f"no offer {offer_id} to decline"
+                )
+                continue
+            self.cluster.remove_offer(offer_id)
+            if (fw := self.cluster.frameworks.get(msg.framework_id)) is not None:
+                fw.stats.offers_declined += 1
+            await self.recover(msg.framework_id, offer.agent_id, offer.resources, msg.refuse_seconds)
+
+    async def kill(self, msg: wire.Kill, _: AbstractIncomingMessage) -> None:
+        task = self.cluster.tasks.get((msg.framework_id, msg.task_id))
+        if task is None:
+            await self.error(msg.framework_id, msg, ErrorCode.UNKNOWN_TASK, f"no live task {msg.task_id}")
+            return
+        task.state = wire.TaskState.KILLING
+        await self.to_agent(
+            task.agent_id,
+            wire.KillTask(agent_id=task.agent_id, framework_id=msg.framework_id, task_id=msg.task_id),
+        )
+
+    async def acknowledge(self, msg: wire.Acknowledge, _: AbstractIncomingMessage) -> None:
+        if msg.agent_id in self.cluster.agents:
+            await self.to_agent(
+                msg.agent_id,
+                wire.AcknowledgeUpdate(agent_id=msg.agent_id, task_id=msg.task_id, uuid=msg.uuid),
+            )
+
+    async def suppress(self, msg: wire.Suppress, _: AbstractIncomingMessage) -> None:
+        if await self._known(msg):
+            await self.to_allocator(wire.OffersSuppressed(framework_id=msg.framework_id))
+
+    async def revive(self, msg: wire.Revive, _: AbstractIncomingMessage) -> None:
+        if await self._known(msg):
+            await self.to_allocator(wire.OffersRevived(framework_id=msg.framework_id))
+
+    async def teardown(self, msg: wire.Teardown, _: AbstractIncomingMessage) -> None:
+        if not await self._known(msg):
+            return
+        fw = self.cluster.frameworks.pop(msg.framework_id)
+        for offer_id in list(fw.offers):
+            self.cluster.remove_offer(offer_id)
+        live = [self.cluster.tasks[key] for key in fw.tasks if key in self.cluster.tasks]
+        # The allocator gives back everything the framework held when it hears FRAMEWORK_REMOVED.
+        await self.to_allocator(wire.FrameworkRemoved(framework_id=fw.framework_id))
+        for task in live:
+            await self.to_agent(
+                task.agent_id,
+                wire.KillTask(agent_id=task.agent_id, framework_id=fw.framework_id, task_id=task.task_id),
+            )
+        await self.registry.remove_framework(fw.framework_id)
+        log.info("framework %s torn down (%d tasks killed)", fw.framework_id, len(live))
+
+    async def _known(self, msg: wire.Message) -> bool:
+        framework_id: str = getattr(msg, "framework_id", "")
+        if framework_id in self.cluster.frameworks:
+            return True
+        await self.error(
+            framework_id, msg, ErrorCode.UNKNOWN_FRAMEWORK, f"framework {framework_id} is not subscribed"
+        )
+        return False

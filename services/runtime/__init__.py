@@ -1,0 +1,1 @@
+"""Pieces every Meseta service shares: the etcd store and the service lifecycle."""

@@ -1,0 +1,140 @@
+"""An in-process cluster on the real broker, etcd and dockerd: master, allocator and agents as services."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+from meseta.agent import AgentService, AgentSettings
+from meseta.agent.containerizer import LABEL_CLUSTER
+from meseta.allocator import AllocatorService, AllocatorSettings
+from meseta.master import MasterService, MasterSettings
+from meseta.sdk import FrameworkClient, wire
+from meseta.sdk.helpers import first_fit
+
+from tests.conftest import ETCD, TASK_IMAGE
+
+AGENT_RESOURCES = wire.Resources(cpus=2, mem=1024, disk=4096, ports=(wire.PortRange(begin=31000, end=31099),))
+
+
+@dataclass
+class Cluster:
+    """Handles on a running test cluster."""
+
+    name: str
+    amqp_url: str
+    master: MasterService
+    allocator: AllocatorService
+    agents: list[AgentService]
+    frameworks: list[FrameworkClient] = field(default_factory=list)
+
+    async def framework(self, name: str, **kwargs: Any) -> FrameworkClient:
+        """A subscribed framework client, closed with the cluster."""
+        client = FrameworkClient(self.amqp_url, name, **kwargs)
+        await client.subscribe()
+        self.frameworks.append(client)
+        return client
+
+
+@asynccontextmanager
+async def local_cluster(
+    amqp_url: str,
+    etcd_prefix: str,
+    agents: int = 3,
+    resources: wire.Resources = AGENT_RESOURCES,
+    keep_containers: bool = False,
+    offer_timeout: float = 30.0,
+) -> AsyncIterator[Cluster]:
+    """Start allocator, master and agents; stop them and remove their containers afterwards."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    allocator = AllocatorService(AllocatorSettings(amqp_url, tick_interval=0.2))
+    master = MasterService(MasterSettings(amqp_url, ETCD, etcd_prefix, offer_timeout=offer_timeout))
+    agent_services = [
+        AgentService(
+            AgentSettings(
+                amqp_url=amqp_url,
+                resources=resources,
+                agent_id=f"{name}-agent-{i}",
+                hostname=f"host-{i}",
+                attributes={"rack": f"r{i % 2}"},
+                heartbeat_interval=0.5,
+                cluster=name,
+                keep_containers=keep_containers,
+                kill_grace_seconds=1,
+            )
+        )
+        for i in range(agents)
+    ]
+    cluster = Cluster(name, amqp_url, master, allocator, agent_services)
+    try:
+        await allocator.start()
+        await master.start()
+        for agent in agent_services:
+            await agent.start()
+        yield cluster
+    finally:
+        for client in cluster.frameworks:
+            await client.close()
+        for service in (*agent_services, master, allocator):
+            await service.stop()
+        await asyncio.to_thread(remove_containers, name)
+
+
+def remove_containers(cluster_name: str) -> None:
+    """Remove every container labelled with this cluster."""
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL_CLUSTER}={cluster_name}"}):
+        container.remove(force=True)
+    client.close()
+
+
+def short_task(
+    task_id: str, cpus: float = 0.5, mem: float = 32, script: str = "echo hello from $HOSTNAME"
+) -> wire.TaskInfo:
+    """A quick task on the busybox image."""
+    return wire.TaskInfo(
+        task_id=task_id,
+        name=task_id,
+        resources=wire.Resources(cpus=cpus, mem=mem),
+        container=wire.ContainerSpec.shell(TASK_IMAGE, script),
+    )
+
+
+@dataclass
+class BatchRun:
+    """What a batch framework saw."""
+
+    final: dict[str, wire.TaskStatus] = field(default_factory=dict)
+    offers: list[wire.Offer] = field(default_factory=list)
+
+    def states(self) -> Counter[str]:
+        return Counter(s.state.value for s in self.final.values())
+
+
+async def run_batch(client: FrameworkClient, tasks: Iterable[wire.TaskInfo]) -> BatchRun:
+    """Launch every task with first-fit packing; return when all reached a terminal state."""
+    pending = list(tasks)
+    wanted = {t.task_id for t in pending}
+    run = BatchRun()
+    async for event in client.events():
+        match event:
+            case wire.Offers():
+                for offer in event.offers:
+                    run.offers.append(offer)
+                    chosen = first_fit(offer, pending)
+                    if chosen:
+                        pending = [t for t in pending if t not in chosen]
+                        await client.accept([offer.offer_id], chosen)
+                    else:
+                        await client.decline([offer.offer_id], refuse_seconds=1)
+            case wire.Update() if event.status.state.terminal:
+                run.final[event.status.task_id] = event.status
+                if wanted <= run.final.keys():
+                    return run
+    return run

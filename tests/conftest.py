@@ -1,0 +1,112 @@
+"""Shared fixtures: real RabbitMQ (a vhost per test), real etcd (a prefix per test), real dockerd.
+
+Spans go to an in-memory exporter installed once per process and emptied before every test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import docker
+import pytest
+from meseta.runtime.etcd import EtcdStore
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+AMQP_HOST = "127.0.0.1:5672"
+MANAGEMENT = "http://127.0.0.1:15672/api"
+ETCD = "127.0.0.1:2379"
+TASK_IMAGE = "meseta-task:latest"
+
+_EXPORTER = InMemorySpanExporter()
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+trace.set_tracer_provider(_provider)
+
+
+def management(method: str, path: str, body: object | None = None) -> bytes:
+    """Call RabbitMQ's management API as guest."""
+    request = urllib.request.Request(
+        f"{MANAGEMENT}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return bytes(response.read())
+
+
+def _ready(check: object, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            check()  # type: ignore[operator]
+            return
+        except Exception as exc:
+            last = exc
+            time.sleep(0.5)
+    pytest.exit(f"{what} is not ready ({last}); run `make test` or `bash scripts/infra.sh` first", 3)
+
+
+@pytest.fixture(scope="session")
+def infrastructure() -> None:
+    """RabbitMQ (management API), etcd, dockerd and the task image, checked once per session."""
+    _ready(lambda: management("GET", "/overview"), "RabbitMQ")
+    _ready(lambda: urllib.request.urlopen(f"http://{ETCD}/health", timeout=5).read(), "etcd")
+    client = docker.from_env()
+    _ready(client.ping, "dockerd")
+    _ready(lambda: client.images.get(TASK_IMAGE), f"the task image {TASK_IMAGE}")
+    client.close()
+
+
+@pytest.fixture
+def amqp_url(infrastructure: None) -> Iterator[str]:
+    """A fresh RabbitMQ vhost for this test, deleted afterwards."""
+    name = f"meseta-test-{uuid.uuid4().hex[:12]}"
+    management("PUT", f"/vhosts/{name}", {})
+    management("PUT", f"/permissions/{name}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+    yield f"amqp://guest:guest@{AMQP_HOST}/{name}"
+    try:
+        management("DELETE", f"/vhosts/{name}")
+    except urllib.error.HTTPError:
+        pass
+
+
+@pytest.fixture
+async def etcd_prefix(infrastructure: None) -> AsyncIterator[str]:
+    """A fresh etcd key prefix for this test, emptied afterwards."""
+    prefix = f"/meseta-test/{uuid.uuid4().hex[:12]}"
+    yield prefix
+    store = EtcdStore(ETCD, prefix)
+    await store.connect()
+    await store.delete_prefix()
+    await store.close()
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    """The in-memory span exporter, emptied for this test."""
+    _EXPORTER.clear()
+    return _EXPORTER
+
+
+async def wait_for(predicate: object, timeout: float = 20.0, what: str = "condition") -> None:
+    """Wait until ``predicate()`` is true, polling; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
