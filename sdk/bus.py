@@ -21,9 +21,10 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     ExchangeType,
 )
-from meseta.sdk import tracing, wire
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+
+from meseta.sdk import tracing, wire
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class Bus:
     async def reply_queue(self) -> AbstractQueue:
         """A private, server-named queue for answers sent with ``reply_to``."""
         assert self._consume_channel is not None
-        return await self._consume_channel.declare_queue(exclusive=True, auto_delete=True)
+        return await self._consume_channel.declare_queue(exclusive=True)
 
     async def publish(
         self,

@@ -13,16 +13,33 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from opentelemetry import trace
+
 from meseta.sdk import tracing, wire
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import DEFAULT_REFUSE_SECONDS, TaskInfo, TaskStatus
-from opentelemetry import trace
 
 log = logging.getLogger(__name__)
 
 Event = wire.Offers | wire.Rescind | wire.Update | wire.Failure | wire.Error
 """What a framework receives after it subscribed."""
+
+
+SUBSCRIBE_RETRY = 2.0
+"""Seconds between re-sent SUBSCRIBE calls while no master answers."""
+
+
+async def _first_answer(replies: AbstractQueue, wait: float) -> wire.Message | None:
+    """The first message on the reply queue within ``wait`` seconds, or None."""
+    try:
+        async with asyncio.timeout(wait), replies.iterator() as answers:
+            async for incoming in answers:
+                await incoming.ack()
+                return wire.decode(incoming.body, wire.FRAMEWORK_EVENTS)
+    except TimeoutError:
+        pass
+    return None
 
 
 class SubscribeError(RuntimeError):
@@ -76,26 +93,28 @@ class FrameworkClient:
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     async def subscribe(self, timeout: float = 10.0) -> str:
-        """Register with the master; returns the framework id."""
+        """Register with the master; returns the framework id.
+
+        The call is re-sent every :data:`SUBSCRIBE_RETRY` seconds until a master answers, so a framework
+        may start before its master. Re-sends carry the same message id, which the master handles once.
+        """
         await self._bus.connect()
         replies = await self._bus.reply_queue()
         call = wire.Subscribe(name=self.name, role=self.role, weight=self.weight)
-        await self._bus.publish(wire.Exchange.CALLS, wire.RoutingKey.CALL, call, reply_to=replies.name)
-        try:
-            async with asyncio.timeout(timeout):
-                async with replies.iterator() as answers:
-                    async for incoming in answers:
-                        await incoming.ack()
-                        answer = wire.decode(incoming.body, wire.FRAMEWORK_EVENTS)
-                        if isinstance(answer, wire.Subscribed):
-                            self.framework_id = answer.framework_id
-                            break
-                        if isinstance(answer, wire.Error):
-                            raise SubscribeError(f"{answer.code}: {answer.message}")
-        except TimeoutError:
-            raise SubscribeError(f"no answer from a master within {timeout} s") from None
+        deadline = asyncio.get_running_loop().time() + timeout
+        answer: wire.Message | None = None
+        while answer is None:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise SubscribeError(f"no answer from a master within {timeout} s")
+            await self._bus.publish(wire.Exchange.CALLS, wire.RoutingKey.CALL, call, reply_to=replies.name)
+            answer = await _first_answer(replies, min(left, SUBSCRIBE_RETRY))
         await replies.delete(if_unused=False, if_empty=False)
-        assert self.framework_id is not None
+        if isinstance(answer, wire.Error):
+            raise SubscribeError(f"{answer.code}: {answer.message}")
+        if not isinstance(answer, wire.Subscribed):
+            raise SubscribeError(f"unexpected answer {answer.type} to SUBSCRIBE")
+        self.framework_id = answer.framework_id
         queue = await self._bus.declare_queue(
             wire.framework_queue(self.framework_id), wire.Exchange.OFFERS, self.framework_id
         )

@@ -9,6 +9,7 @@ import socket
 from typing import Annotated
 
 import typer
+
 from meseta.runtime.service import Service
 from meseta.sdk import tracing
 from meseta.sdk.wire import PortRange, Resources

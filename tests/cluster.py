@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
+
 from meseta.agent import AgentService, AgentSettings
 from meseta.agent.containerizer import LABEL_CLUSTER
 from meseta.allocator import AllocatorService, AllocatorSettings
 from meseta.master import MasterService, MasterSettings
 from meseta.sdk import FrameworkClient, wire
 from meseta.sdk.helpers import first_fit
-
 from tests.conftest import ETCD, TASK_IMAGE
 
 AGENT_RESOURCES = wire.Resources(cpus=2, mem=1024, disk=4096, ports=(wire.PortRange(begin=31000, end=31099),))
@@ -138,3 +138,15 @@ async def run_batch(client: FrameworkClient, tasks: Iterable[wire.TaskInfo]) -> 
                 if wanted <= run.final.keys():
                     return run
     return run
+
+
+async def next_event(client: FrameworkClient, kind: type[wire.Message], timeout: float = 10.0) -> Any:
+    """The next event of ``kind`` on the client's stream (earlier events of other kinds are skipped)."""
+
+    async def find() -> Any:
+        async for event in client.events():
+            if isinstance(event, kind):
+                return event
+        raise AssertionError("the client closed")
+
+    return await asyncio.wait_for(find(), timeout)

@@ -6,24 +6,23 @@ Spans go to an in-memory exporter installed once per process and emptied before 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import docker
 import pytest
-from meseta.runtime.etcd import EtcdStore
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from meseta.runtime.etcd import EtcdStore
+from meseta.runtime.rabbitmq import Management
+
 AMQP_HOST = "127.0.0.1:5672"
-MANAGEMENT = "http://127.0.0.1:15672/api"
+MANAGEMENT = Management()
 ETCD = "127.0.0.1:2379"
 TASK_IMAGE = "meseta-task:latest"
 
@@ -31,21 +30,6 @@ _EXPORTER = InMemorySpanExporter()
 _provider = TracerProvider()
 _provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 trace.set_tracer_provider(_provider)
-
-
-def management(method: str, path: str, body: object | None = None) -> bytes:
-    """Call RabbitMQ's management API as guest."""
-    request = urllib.request.Request(
-        f"{MANAGEMENT}{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={
-            "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
-            "Content-Type": "application/json",
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return bytes(response.read())
 
 
 def _ready(check: object, what: str, timeout: float = 30.0) -> None:
@@ -64,7 +48,7 @@ def _ready(check: object, what: str, timeout: float = 30.0) -> None:
 @pytest.fixture(scope="session")
 def infrastructure() -> None:
     """RabbitMQ (management API), etcd, dockerd and the task image, checked once per session."""
-    _ready(lambda: management("GET", "/overview"), "RabbitMQ")
+    _ready(lambda: MANAGEMENT.call("GET", "/overview"), "RabbitMQ")
     _ready(lambda: urllib.request.urlopen(f"http://{ETCD}/health", timeout=5).read(), "etcd")
     client = docker.from_env()
     _ready(client.ping, "dockerd")
@@ -76,13 +60,9 @@ def infrastructure() -> None:
 def amqp_url(infrastructure: None) -> Iterator[str]:
     """A fresh RabbitMQ vhost for this test, deleted afterwards."""
     name = f"meseta-test-{uuid.uuid4().hex[:12]}"
-    management("PUT", f"/vhosts/{name}", {})
-    management("PUT", f"/permissions/{name}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+    MANAGEMENT.create_vhost(name)
     yield f"amqp://guest:guest@{AMQP_HOST}/{name}"
-    try:
-        management("DELETE", f"/vhosts/{name}")
-    except urllib.error.HTTPError:
-        pass
+    MANAGEMENT.delete_vhost(name)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 import docker
 import docker.errors
 import requests
+
 from meseta.sdk.wire import TaskInfo
 
 log = logging.getLogger(__name__)

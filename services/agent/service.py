@@ -8,12 +8,13 @@ import socket
 from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractIncomingMessage
+from opentelemetry import trace
+
 from meseta.agent.containerizer import DockerContainerizer, ImageMissing
 from meseta.runtime.service import Service
 from meseta.sdk import tracing, wire
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import Resources, StatusReason, TaskInfo, TaskState, TaskStatus
-from opentelemetry import trace
 
 log = logging.getLogger(__name__)
 

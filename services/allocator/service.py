@@ -12,14 +12,15 @@ import time
 from dataclasses import dataclass
 
 from aio_pika.abc import AbstractIncomingMessage
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
 from meseta.allocator import handlers
 from meseta.allocator.policy import POLICIES, Policy
 from meseta.allocator.state import AllocatorState
 from meseta.runtime.service import Service
 from meseta.sdk import tracing, wire
 from meseta.sdk.bus import Bus
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 
 log = logging.getLogger(__name__)
 

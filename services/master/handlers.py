@@ -13,13 +13,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
+from opentelemetry import trace
+
 from meseta.master.cluster import AgentInfo, Cluster, FrameworkInfo, TaskEntry
 from meseta.master.registry import Registry
 from meseta.master.validation import Refusal, validate_accept
 from meseta.sdk import wire
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import ErrorCode, Resources
-from opentelemetry import trace
 
 log = logging.getLogger(__name__)
 

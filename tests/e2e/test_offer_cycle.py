@@ -6,10 +6,10 @@ import asyncio
 
 import docker
 import pytest
-from meseta.agent.containerizer import LABEL_CLUSTER, LABEL_TASK
-from meseta.sdk import wire
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from meseta.agent.containerizer import LABEL_CLUSTER, LABEL_TASK
+from meseta.sdk import wire
 from tests.cluster import local_cluster, run_batch, short_task
 
 pytestmark = pytest.mark.e2e
