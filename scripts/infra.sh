@@ -84,7 +84,7 @@ install_python() {
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ]; then
     log "installing the meseta package into .venv"
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev,otlp]' 2>&1 | grep -v "is ignored" || true
     .venv/bin/python -c "import meseta.master, meseta.allocator, meseta.agent, meseta.sdk"
     echo "$sum" >"$stamp"
   fi
