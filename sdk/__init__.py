@@ -3,8 +3,10 @@
 from meseta.sdk.client import Event, FrameworkClient, FrameworkStats, SubscribeError, offer_cycle_percentiles
 from meseta.sdk.scheduler import Scheduler, run
 from meseta.sdk.wire import (
+    AttributeConstraint,
     ContainerSpec,
     Offer,
+    OfferFilters,
     PortRange,
     Resources,
     StatusReason,
@@ -14,11 +16,13 @@ from meseta.sdk.wire import (
 )
 
 __all__ = [
+    "AttributeConstraint",
     "ContainerSpec",
     "Event",
     "FrameworkClient",
     "FrameworkStats",
     "Offer",
+    "OfferFilters",
     "PortRange",
     "Resources",
     "Scheduler",

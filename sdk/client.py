@@ -22,7 +22,7 @@ from meseta.sdk.wire import DEFAULT_REFUSE_SECONDS, TaskInfo, TaskStatus
 
 log = logging.getLogger(__name__)
 
-Event = wire.Offers | wire.Rescind | wire.Update | wire.Failure | wire.Error
+Event = wire.Offers | wire.Rescind | wire.Update | wire.Failure | wire.RevocationNotice | wire.Error
 """What a framework receives after it subscribed."""
 
 
@@ -54,6 +54,7 @@ class FrameworkStats:
     offers_accepted: int = 0
     offers_declined: int = 0
     offers_rescinded: int = 0
+    revocation_notices: int = 0
     tasks_launched: int = 0
     errors: int = 0
     cycle_seconds: list[float] = field(default_factory=list)
@@ -73,11 +74,21 @@ class FrameworkClient:
     """
 
     def __init__(
-        self, amqp_url: str, name: str, *, role: str = "*", weight: float = 1.0, auto_acknowledge: bool = True
+        self,
+        amqp_url: str,
+        name: str,
+        *,
+        role: str = "*",
+        weight: float = 1.0,
+        priority: int = 0,
+        filters: wire.OfferFilters | None = None,
+        auto_acknowledge: bool = True,
     ) -> None:
         self.name = name
         self.role = role
         self.weight = weight
+        self.priority = priority
+        self.filters = filters or wire.OfferFilters()
         self.auto_acknowledge = auto_acknowledge
         self.framework_id: str | None = None
         self.stats = FrameworkStats()
@@ -100,7 +111,9 @@ class FrameworkClient:
         """
         await self._bus.connect()
         replies = await self._bus.reply_queue()
-        call = wire.Subscribe(name=self.name, role=self.role, weight=self.weight)
+        call = wire.Subscribe(
+            name=self.name, role=self.role, weight=self.weight, priority=self.priority, filters=self.filters
+        )
         deadline = asyncio.get_running_loop().time() + timeout
         answer: wire.Message | None = None
         while answer is None:
@@ -171,6 +184,14 @@ class FrameworkClient:
                 self._observe_status(message.status)
                 if self.auto_acknowledge:
                     await self.acknowledge(message.status)
+            case wire.RevocationNotice():
+                self.stats.revocation_notices += 1
+                log.warning(
+                    "framework %s: tasks %s revoked in %.1f s",
+                    self.name,
+                    message.task_ids,
+                    message.grace_seconds,
+                )
             case wire.Error():
                 self.stats.errors += 1
                 log.warning(
@@ -183,7 +204,9 @@ class FrameworkClient:
         if allocated_at is not None:
             self.stats.cycle_seconds.append(max(0.0, status.timestamp - allocated_at))
 
-    def _decide(self, offer_ids: Iterable[str], decision: str) -> trace.Span | None:
+    def _decide(
+        self, offer_ids: Iterable[str], decision: str, attributes: dict[str, int] | None = None
+    ) -> trace.Span | None:
         """End the decision spans of these offers; return the first, to parent the call."""
         first: trace.Span | None = None
         for offer_id in offer_ids:
@@ -192,6 +215,7 @@ class FrameworkClient:
             if span is None:
                 continue
             span.set_attribute("meseta.decision", decision)
+            span.set_attributes(attributes or {})
             span.end()
             first = first or span
         return first
@@ -220,9 +244,7 @@ class FrameworkClient:
         if allocated is not None:
             for task in tasks:
                 self._launched_from[task.task_id] = allocated
-        parent = self._decide(ids, "accept")
-        if parent is not None:
-            parent.set_attribute("meseta.task_count", len(tasks))
+        parent = self._decide(ids, "accept", {"meseta.task_count": len(tasks)})
         call = wire.Accept(framework_id=self._id, offer_ids=ids, tasks=tasks, refuse_seconds=refuse_seconds)
         self.stats.offers_accepted += len(ids)
         self.stats.tasks_launched += len(tasks)
@@ -259,6 +281,11 @@ class FrameworkClient:
     async def revive(self) -> None:
         """Receive offers again; decline filters are dropped."""
         await self._call(wire.Revive(framework_id=self._id))
+
+    async def set_filters(self, filters: wire.OfferFilters) -> None:
+        """Replace the standing filters: from now on only offers that pass them arrive (durably)."""
+        self.filters = filters
+        await self._call(wire.SetFilters(framework_id=self._id, filters=filters))
 
     async def teardown(self) -> None:
         """Unregister: the master kills our tasks and forgets us."""

@@ -24,6 +24,9 @@ class Scheduler:
     async def agent_lost(self, client: FrameworkClient, agent_id: str) -> None:
         """An agent running our tasks was lost."""
 
+    async def revoked(self, client: FrameworkClient, notice: wire.RevocationNotice) -> None:
+        """Tasks will be killed with reason REVOKED at ``notice.deadline``: checkpoint them."""
+
     async def error(self, client: FrameworkClient, error: wire.Error) -> None:
         """The master refused one of our calls."""
 
@@ -44,5 +47,7 @@ async def run(client: FrameworkClient, scheduler: Scheduler) -> None:
                 await scheduler.status_update(client, event.status)
             case wire.Failure():
                 await scheduler.agent_lost(client, event.agent_id)
+            case wire.RevocationNotice():
+                await scheduler.revoked(client, event)
             case wire.Error():
                 await scheduler.error(client, event)

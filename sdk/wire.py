@@ -199,6 +199,18 @@ class Resources(_Frozen):
         )
         return scalars_fit and _ports_within(self.ports, other.ports)
 
+    def shortfall(self, held: Resources) -> Resources:
+        """Per scalar, how much ``held`` lacks of ``self`` (never negative; ports are not counted)."""
+        h = held.scalars()
+        gaps = {n: max(0.0, round(v - h[n], _SCALAR_DECIMALS)) for n, v in self.scalars().items()}
+        return Resources(cpus=gaps["cpus"], mem=gaps["mem"], disk=gaps["disk"], gpus=int(gaps["gpus"]))
+
+    def clamp(self, limit: Resources) -> Resources:
+        """Per scalar, the smaller of ``self`` and ``limit`` (ports are not counted)."""
+        lim = limit.scalars()
+        low = {n: min(v, lim[n]) for n, v in self.scalars().items()}
+        return Resources(cpus=low["cpus"], mem=low["mem"], disk=low["disk"], gpus=int(low["gpus"]))
+
     def is_empty(self) -> bool:
         """No scalar and no port."""
         return not self.ports and all(v == 0 for v in self.scalars().values())
@@ -253,6 +265,7 @@ class StatusReason(StrEnum):
     UNKNOWN_TASK = "UNKNOWN_TASK"
     AGENT_REMOVED = "AGENT_REMOVED"
     FRAMEWORK_REMOVED = "FRAMEWORK_REMOVED"
+    REVOKED = "REVOKED"
 
 
 class ContainerSpec(_Frozen):
@@ -310,6 +323,60 @@ class Offer(_Frozen):
     expires_at: float
 
 
+class AttributeConstraint(_Frozen):
+    """A predicate on an agent attribute: ``rack in {r1, r2}``, ``zone != east``, ``ssd exists``."""
+
+    attribute: str = Field(min_length=1, max_length=64)
+    op: Literal["eq", "ne", "in", "not_in", "exists", "absent"]
+    values: tuple[str, ...] = ()
+
+    def holds(self, attributes: dict[str, str]) -> bool:
+        """Whether an agent with these attributes satisfies the constraint."""
+        value = attributes.get(self.attribute)
+        match self.op:
+            case "exists":
+                return value is not None
+            case "absent":
+                return value is None
+            case "eq" | "in":
+                return value in self.values
+            case "ne" | "not_in":
+                return value not in self.values
+        return False  # pragma: no cover - Literal is exhaustive
+
+
+class OfferFilters(_Frozen):
+    """A framework's standing filters: the master and allocator only offer what passes.
+
+    ``min_resources`` is also the framework's minimum offer size (``gpus=1`` means "GPU agents only").
+    """
+
+    min_resources: Resources = Field(default_factory=Resources)
+    attributes: tuple[AttributeConstraint, ...] = ()
+    hostnames_allow: tuple[str, ...] = ()
+    """When not empty, only these hosts."""
+    hostnames_deny: tuple[str, ...] = ()
+
+    def admits(self, hostname: str, attributes: dict[str, str], available: Resources) -> bool:
+        """Whether a slice of an agent passes every filter."""
+        if self.hostnames_allow and hostname not in self.hostnames_allow:
+            return False
+        if hostname in self.hostnames_deny:
+            return False
+        if not all(c.holds(attributes) for c in self.attributes):
+            return False
+        # Ports are not a size: a minimum is about scalars only.
+        return self.min_resources.model_copy(update={"ports": ()}).fits_in(available)
+
+
+class RunningTask(_Frozen):
+    """A task an agent runs, as it reports it on (re)registration."""
+
+    framework_id: Id
+    task_id: Id
+    resources: Resources
+
+
 # --- Messages ---------------------------------------------------------------------------------------------
 
 
@@ -333,7 +400,7 @@ class RegisterAgent(Message):
     hostname: str = Field(min_length=1, max_length=253)
     attributes: dict[str, str] = Field(default_factory=dict)
     resources: Resources
-    running_tasks: tuple[Id, ...] = ()
+    running_tasks: tuple[RunningTask, ...] = ()
 
 
 class Heartbeat(Message):
@@ -364,6 +431,7 @@ class KillTask(Message):
     agent_id: Id
     framework_id: Id
     task_id: Id
+    reason: StatusReason = StatusReason.KILLED_BY_FRAMEWORK
 
 
 class AcknowledgeUpdate(Message):
@@ -404,6 +472,9 @@ class Subscribe(Message):
     name: str = Field(min_length=1, max_length=128)
     role: str = Field(default="*", min_length=1, max_length=64)
     weight: float = Field(default=1.0, gt=0)
+    priority: int = 0
+    """Used by the ``priority`` policy: higher is served first."""
+    filters: OfferFilters = Field(default_factory=OfferFilters)
 
 
 class _FrameworkCall(Message):
@@ -456,6 +527,13 @@ class Revive(_FrameworkCall):
     type: Literal["REVIVE"] = "REVIVE"
 
 
+class SetFilters(_FrameworkCall):
+    """Replace the framework's standing filters (kept in etcd, so they survive restarts)."""
+
+    type: Literal["SET_FILTERS"] = "SET_FILTERS"
+    filters: OfferFilters
+
+
 class Teardown(_FrameworkCall):
     """Remove the framework: its tasks are killed and its offers rescinded."""
 
@@ -505,6 +583,17 @@ class Failure(Message):
     agent_id: Id
 
 
+class RevocationNotice(Message):
+    """These tasks will be killed with reason REVOKED at ``deadline``: checkpoint now."""
+
+    type: Literal["REVOCATION"] = "REVOCATION"
+    framework_id: Id
+    agent_id: Id
+    task_ids: tuple[Id, ...]
+    grace_seconds: float
+    deadline: float
+
+
 class ErrorCode(StrEnum):
     """Why the master refused a call."""
 
@@ -549,12 +638,40 @@ class AgentRemoved(Message):
 
 
 class FrameworkAdded(Message):
-    """A framework subscribed."""
+    """A framework subscribed (or the master reloaded it)."""
 
     type: Literal["FRAMEWORK_ADDED"] = "FRAMEWORK_ADDED"
     framework_id: Id
     role: str = "*"
     weight: float = Field(default=1.0, gt=0)
+    priority: int = 0
+    filters: OfferFilters = Field(default_factory=OfferFilters)
+    suppressed: bool = False
+
+
+class FiltersUpdated(Message):
+    """A framework's standing filters changed."""
+
+    type: Literal["FILTERS_UPDATED"] = "FILTERS_UPDATED"
+    framework_id: Id
+    filters: OfferFilters
+
+
+class Held(_Frozen):
+    """Resources a framework holds on an agent (offered or used)."""
+
+    framework_id: Id
+    agent_id: Id
+    resources: Resources
+
+
+class StateSync(Message):
+    """The master's whole view, replacing the allocator's (after either of them starts)."""
+
+    type: Literal["STATE_SYNC"] = "STATE_SYNC"
+    agents: tuple[AgentAdded, ...] = ()
+    frameworks: tuple[FrameworkAdded, ...] = ()
+    held: tuple[Held, ...] = ()
 
 
 class FrameworkRemoved(Message):
@@ -586,6 +703,22 @@ class OffersRevived(Message):
 
     type: Literal["OFFERS_REVIVED"] = "OFFERS_REVIVED"
     framework_id: Id
+
+
+class AllocatorStarted(Message):
+    """A (re)started allocator asks the master for a STATE_SYNC."""
+
+    type: Literal["ALLOCATOR_STARTED"] = "ALLOCATOR_STARTED"
+
+
+class Revocation(Message):
+    """Take ``resources`` on ``agent_id`` back from ``framework_id`` (quota enforcement)."""
+
+    type: Literal["REVOCATION_REQUEST"] = "REVOCATION_REQUEST"
+    framework_id: Id
+    agent_id: Id
+    resources: Resources
+    for_role: str
 
 
 class Allocation(Message):
@@ -622,8 +755,12 @@ class Channel:
 HEARTBEATS = Channel(Exchange.HEARTBEATS, RegisterAgent, Heartbeat)
 LAUNCHES = Channel(Exchange.LAUNCHES, LaunchTasks, KillTask, AcknowledgeUpdate, ReregisterAgent)
 STATUS = Channel(Exchange.STATUS, StatusUpdate)
-CALLS = Channel(Exchange.CALLS, Subscribe, Accept, Decline, Kill, Acknowledge, Suppress, Revive, Teardown)
-FRAMEWORK_EVENTS = Channel(Exchange.OFFERS, Subscribed, Offers, Rescind, Update, Failure, Error)
+CALLS = Channel(
+    Exchange.CALLS, Subscribe, Accept, Decline, Kill, Acknowledge, Suppress, Revive, SetFilters, Teardown
+)
+FRAMEWORK_EVENTS = Channel(
+    Exchange.OFFERS, Subscribed, Offers, Rescind, Update, Failure, RevocationNotice, Error
+)
 TO_ALLOCATOR = Channel(
     f"{Exchange.ALLOCATION}/{RoutingKey.TO_ALLOCATOR}",
     AgentAdded,
@@ -633,8 +770,10 @@ TO_ALLOCATOR = Channel(
     ResourcesRecovered,
     OffersSuppressed,
     OffersRevived,
+    FiltersUpdated,
+    StateSync,
 )
-TO_MASTER = Channel(f"{Exchange.ALLOCATION}/{RoutingKey.TO_MASTER}", Allocation)
+TO_MASTER = Channel(f"{Exchange.ALLOCATION}/{RoutingKey.TO_MASTER}", Allocation, AllocatorStarted, Revocation)
 
 
 class DecodeError(ValueError):

@@ -34,6 +34,15 @@ class Cluster:
     agents: list[AgentService]
     frameworks: list[FrameworkClient] = field(default_factory=list)
 
+    async def restart_master_and_allocator(self) -> None:
+        """Stop both, then start fresh ones with the same settings (nothing soft survives)."""
+        await self.master.stop()
+        await self.allocator.stop()
+        self.allocator = AllocatorService(self.allocator.settings)
+        self.master = MasterService(self.master.settings)
+        await self.allocator.start()
+        await self.master.start()
+
     async def framework(self, name: str, **kwargs: Any) -> FrameworkClient:
         """A subscribed framework client, closed with the cluster."""
         client = FrameworkClient(self.amqp_url, name, **kwargs)
@@ -50,16 +59,30 @@ async def local_cluster(
     resources: wire.Resources = AGENT_RESOURCES,
     keep_containers: bool = False,
     offer_timeout: float = 30.0,
+    agent_resources: list[wire.Resources] | None = None,
+    revocation_grace: float = 5.0,
 ) -> AsyncIterator[Cluster]:
     """Start allocator, master and agents; stop them and remove their containers afterwards."""
     name = f"test-{uuid.uuid4().hex[:10]}"
-    allocator = AllocatorService(AllocatorSettings(amqp_url, tick_interval=0.2))
-    master = MasterService(MasterSettings(amqp_url, ETCD, etcd_prefix, offer_timeout=offer_timeout))
+    per_agent = agent_resources or [resources] * agents
+    allocator = AllocatorService(
+        AllocatorSettings(amqp_url, etcd_endpoint=ETCD, etcd_prefix=etcd_prefix, tick_interval=0.2)
+    )
+    master = MasterService(
+        MasterSettings(
+            amqp_url,
+            ETCD,
+            etcd_prefix,
+            offer_timeout=offer_timeout,
+            sweep_interval=0.1,
+            revocation_grace=revocation_grace,
+        )
+    )
     agent_services = [
         AgentService(
             AgentSettings(
                 amqp_url=amqp_url,
-                resources=resources,
+                resources=per_agent[i],
                 agent_id=f"{name}-agent-{i}",
                 hostname=f"host-{i}",
                 attributes={"rack": f"r{i % 2}"},
@@ -69,7 +92,7 @@ async def local_cluster(
                 kill_grace_seconds=1,
             )
         )
-        for i in range(agents)
+        for i in range(len(per_agent))
     ]
     cluster = Cluster(name, amqp_url, master, allocator, agent_services)
     try:
@@ -81,7 +104,7 @@ async def local_cluster(
     finally:
         for client in cluster.frameworks:
             await client.close()
-        for service in (*agent_services, master, allocator):
+        for service in (*agent_services, cluster.master, cluster.allocator):
             await service.stop()
         await asyncio.to_thread(remove_containers, name)
 
@@ -140,13 +163,21 @@ async def run_batch(client: FrameworkClient, tasks: Iterable[wire.TaskInfo]) -> 
     return run
 
 
+_BACKLOG: dict[int, list[Any]] = {}
+
+
 async def next_event(client: FrameworkClient, kind: type[wire.Message], timeout: float = 10.0) -> Any:
-    """The next event of ``kind`` on the client's stream (earlier events of other kinds are skipped)."""
+    """The next event of ``kind`` on the client's stream; events of other kinds wait for their own call."""
+    backlog = _BACKLOG.setdefault(id(client), [])
+    for i, event in enumerate(backlog):
+        if isinstance(event, kind):
+            return backlog.pop(i)
 
     async def find() -> Any:
         async for event in client.events():
             if isinstance(event, kind):
                 return event
+            backlog.append(event)
         raise AssertionError("the client closed")
 
     return await asyncio.wait_for(find(), timeout)

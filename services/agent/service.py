@@ -53,7 +53,8 @@ class LocalTask:
     framework_id: str
     info: TaskInfo
     container_id: str | None = None
-    kill_requested: bool = False
+    kill_reason: StatusReason | None = None
+    """Set once a KILL arrived: the reason the KILLED update will carry."""
 
 
 class AgentService(Service):
@@ -108,7 +109,12 @@ class AgentService(Service):
                 hostname=self.settings.hostname,
                 attributes=self.settings.attributes,
                 resources=self.settings.resources,
-                running_tasks=tuple(tid for _, tid in self.tasks),
+                running_tasks=tuple(
+                    wire.RunningTask(
+                        framework_id=t.framework_id, task_id=t.info.task_id, resources=t.info.resources
+                    )
+                    for t in self.tasks.values()
+                ),
             ),
         )
 
@@ -165,7 +171,7 @@ class AgentService(Service):
                 ),
             )
             return
-        local.kill_requested = True
+        local.kill_reason = message.reason
         if local.container_id is not None:
             await self.containerizer.stop(local.container_id, self.settings.kill_grace_seconds)
 
@@ -210,10 +216,8 @@ class AgentService(Service):
                 return
             assert local.container_id is not None
             exit_info = await self.containerizer.wait(local.container_id)
-            if local.kill_requested:
-                await self._report(
-                    local, TaskState.KILLED, StatusReason.KILLED_BY_FRAMEWORK, exit_code=exit_info.code
-                )
+            if local.kill_reason is not None:
+                await self._report(local, TaskState.KILLED, local.kill_reason, exit_code=exit_info.code)
             elif exit_info.code == 0:
                 await self._report(local, TaskState.FINISHED, StatusReason.CONTAINER_EXITED, exit_code=0)
             else:
@@ -230,10 +234,8 @@ class AgentService(Service):
         """Create and start; report RUNNING, or the reason it could not run. True when it runs."""
         try:
             local.container_id = await self.containerizer.create(local.info, local.framework_id)
-            if local.kill_requested:
-                await self._report(
-                    local, TaskState.KILLED, StatusReason.KILLED_BY_FRAMEWORK, "killed before start"
-                )
+            if local.kill_reason is not None:
+                await self._report(local, TaskState.KILLED, local.kill_reason, "killed before start")
                 return False
             await self.containerizer.start(local.container_id)
         except ImageMissing as exc:

@@ -4,8 +4,24 @@ State snapshot in, plan of grants out (:mod:`.policy`); the service only feeds e
 publishes the plan.
 """
 
-from meseta.allocator.policy import DRF, Grant, Policy
+from meseta.allocator.pipeline import Grant, Plan, Revoke, plan_cycle
+from meseta.allocator.policy import DRF, Lottery, Policy, StrictPriority, WeightedFairShare, make_policy
 from meseta.allocator.service import AllocatorService, AllocatorSettings
-from meseta.allocator.state import AllocatorState
+from meseta.allocator.state import AllocatorState, RoleConfig
 
-__all__ = ["DRF", "AllocatorService", "AllocatorSettings", "AllocatorState", "Grant", "Policy"]
+__all__ = [
+    "DRF",
+    "AllocatorService",
+    "AllocatorSettings",
+    "AllocatorState",
+    "Grant",
+    "Lottery",
+    "Plan",
+    "Policy",
+    "Revoke",
+    "RoleConfig",
+    "StrictPriority",
+    "WeightedFairShare",
+    "make_policy",
+    "plan_cycle",
+]

@@ -20,7 +20,7 @@ def apply(state: AllocatorState, event: wire.Message, now: float | None = None) 
         case wire.AgentRemoved():
             state.remove_agent(event.agent_id)
         case wire.FrameworkAdded():
-            state.add_framework(event.framework_id, event.role, event.weight)
+            state.add_framework(event)
         case wire.FrameworkRemoved():
             state.remove_framework(event.framework_id)
         case wire.ResourcesRecovered():
@@ -34,5 +34,11 @@ def apply(state: AllocatorState, event: wire.Message, now: float | None = None) 
             if fw := state.frameworks.get(event.framework_id):
                 fw.suppressed = False
             state.clear_filters(event.framework_id)
+        case wire.FiltersUpdated():
+            if fw := state.frameworks.get(event.framework_id):
+                fw.filters = event.filters
+        case wire.StateSync():
+            state.replace_with(event)
+            log.info("state synced: %d agents, %d frameworks", len(state.agents), len(state.frameworks))
         case _:
             raise ValueError(f"the allocator does not handle {event.type}")

@@ -1,29 +1,37 @@
-"""Allocation policies: pure functions from allocator state to a plan of grants.
+"""Allocation policies: each picks which eligible framework gets one agent's slice.
 
-A policy reads the state and returns grants; it performs no I/O and does not mutate the state (the
-service applies the plan). Filters' expiry is the one exception: reading an expired filter drops it.
+A policy is pure: it reads a :class:`View` (shares so far in this cycle) and returns a framework; the
+pipeline (:mod:`.pipeline`) does feasibility, quotas and revocation the same way for every policy.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Protocol
 
-from meseta.allocator.state import AllocatorState
+from meseta.allocator.state import AllocatorState, FrameworkEntry
 from meseta.sdk.wire import Resources
 
-MIN_ALLOCATABLE_CPUS = 0.01
-MIN_ALLOCATABLE_MEM = 32.0
-"""Mesos's floor: a slice with less than both of these is too small to offer."""
+DEFAULT_LOTTERY_SEED = 1
 
 
-@dataclass(frozen=True)
-class Grant:
-    """Offer ``resources`` on ``agent_id`` to ``framework_id``."""
+@dataclass
+class View:
+    """What frameworks and roles hold so far in this cycle (the plan's grants included)."""
 
-    framework_id: str
-    agent_id: str
-    resources: Resources
+    state: AllocatorState
+    held: dict[str, Resources]
+    role_held: dict[str, Resources]
+
+    def share(self, fw: FrameworkEntry) -> float:
+        """The framework's weighted dominant share."""
+        return dominant_share(self.held[fw.framework_id], self.state.total) / fw.weight
+
+    def role_share(self, role: str) -> float:
+        """The role's weighted dominant share."""
+        held = self.role_held.get(role, Resources())
+        return dominant_share(held, self.state.total) / self.state.role(role).weight
 
 
 class Policy(Protocol):
@@ -31,8 +39,8 @@ class Policy(Protocol):
 
     name: str
 
-    def allocate(self, state: AllocatorState, now: float) -> list[Grant]:
-        """The plan for this cycle."""
+    def pick(self, candidates: list[FrameworkEntry], view: View) -> FrameworkEntry:
+        """The framework, among non-empty ``candidates``, that gets the slice."""
         ...
 
 
@@ -45,42 +53,70 @@ def dominant_share(allocated: Resources, total: Resources) -> float:
     )
 
 
-def allocatable(resources: Resources) -> bool:
-    """Whether a slice is worth offering."""
-    return resources.cpus >= MIN_ALLOCATABLE_CPUS or resources.mem >= MIN_ALLOCATABLE_MEM
-
-
 class DRF:
-    """Dominant Resource Fairness, as in Mesos's hierarchical allocator (one level of roles for now).
-
-    Each agent's whole unallocated slice goes to the eligible framework with the smallest weighted
-    dominant share; shares are updated after each grant, so one cycle spreads agents fairly.
-    Ties break by framework id, which keeps plans deterministic.
-    """
+    """Dominant Resource Fairness, hierarchical as in Mesos: the role with the smallest weighted share
+    first, then the framework with the smallest weighted share within it; ties by id."""
 
     name = "drf"
 
-    def allocate(self, state: AllocatorState, now: float) -> list[Grant]:
-        """See class docstring."""
-        eligible = [fw for fw in state.frameworks.values() if not fw.suppressed]
-        if not eligible:
-            return []
-        held = {fw.framework_id: fw.allocated for fw in eligible}
-        weights = {fw.framework_id: fw.weight for fw in eligible}
-        share = {fid: dominant_share(r, state.total) / weights[fid] for fid, r in held.items()}
-        plan: list[Grant] = []
-        for agent_id in sorted(state.agents):
-            agent = state.agents[agent_id]
-            if not allocatable(agent.available):
-                continue
-            candidates = [fid for fid in held if not state.filtered(fid, agent_id, now)]
-            if not candidates:
-                continue
-            winner = min(candidates, key=lambda fid: (share[fid], fid))
-            plan.append(Grant(winner, agent_id, agent.available))
-            held[winner] = held[winner] + agent.available
-            share[winner] = dominant_share(held[winner], state.total) / weights[winner]
-        return plan
+    def pick(self, candidates: list[FrameworkEntry], view: View) -> FrameworkEntry:
+        return min(
+            candidates, key=lambda fw: (view.role_share(fw.role), fw.role, view.share(fw), fw.framework_id)
+        )
 
 
-POLICIES: dict[str, type[DRF]] = {"drf": DRF}
+class WeightedFairShare:
+    """Fair share of one resource (cpus by default), scaled by framework weight."""
+
+    name = "wfs"
+
+    def __init__(self, resource: str = "cpus") -> None:
+        self.resource = resource
+
+    def pick(self, candidates: list[FrameworkEntry], view: View) -> FrameworkEntry:
+        total = view.state.total.scalars()[self.resource] or 1.0
+
+        def share(fw: FrameworkEntry) -> float:
+            return view.held[fw.framework_id].scalars()[self.resource] / total / fw.weight
+
+        return min(candidates, key=lambda fw: (share(fw), fw.framework_id))
+
+
+class StrictPriority:
+    """Higher ``priority`` always first (Borg: websearch 100 over indexing 10); DRF among equals.
+
+    Lower priorities get only what higher ones decline, filter out, or do not want (suppressed)."""
+
+    name = "priority"
+
+    def pick(self, candidates: list[FrameworkEntry], view: View) -> FrameworkEntry:
+        return min(candidates, key=lambda fw: (-fw.priority, view.share(fw), fw.framework_id))
+
+
+class Lottery:
+    """Lottery scheduling: the winner is drawn with tickets proportional to weight.
+
+    The generator is seeded, so a run is reproducible; over many draws shares converge to ticket ratios.
+    """
+
+    name = "lottery"
+
+    def __init__(self, seed: int = DEFAULT_LOTTERY_SEED) -> None:
+        self.rng = random.Random(seed)
+
+    def pick(self, candidates: list[FrameworkEntry], view: View) -> FrameworkEntry:
+        ordered = sorted(candidates, key=lambda fw: fw.framework_id)
+        return self.rng.choices(ordered, weights=[fw.weight for fw in ordered])[0]
+
+
+POLICIES: dict[str, type[DRF | WeightedFairShare | StrictPriority | Lottery]] = {
+    p.name: p for p in (DRF, WeightedFairShare, StrictPriority, Lottery)
+}
+
+
+def make_policy(name: str) -> Policy:
+    """A policy by name."""
+    try:
+        return POLICIES[name]()
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; known: {sorted(POLICIES)}") from None

@@ -16,11 +16,15 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from meseta.allocator import handlers
-from meseta.allocator.policy import POLICIES, Policy
-from meseta.allocator.state import AllocatorState
+from meseta.allocator.config import read_policy, read_roles
+from meseta.allocator.pipeline import Plan, plan_cycle
+from meseta.allocator.policy import Policy, make_policy
+from meseta.allocator.state import AllocatorState, PendingRevocation
+from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.service import Service
 from meseta.sdk import tracing, wire
 from meseta.sdk.bus import Bus
+from meseta.sdk.wire import Resources
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +35,18 @@ class AllocatorSettings:
 
     amqp_url: str
     policy: str = "drf"
+    """The policy until etcd names another."""
+    etcd_endpoint: str | None = None
+    """Where run-time configuration (policy, roles, quotas) is read; None: the settings only."""
+    etcd_prefix: str = "/meseta"
     batch_window: float = 0.005
     """Seconds to gather events before a cycle."""
     tick_interval: float = 0.5
-    """Seconds between periodic cycles."""
+    """Seconds between periodic cycles (and configuration reads)."""
+    min_offer: Resources | None = None
+    """Global minimum offer size: smaller slices wait until they grow."""
+    revocation_hold: float = 15.0
+    """Seconds a revocation in flight is counted before the allocator may ask again."""
 
 
 class AllocatorService(Service):
@@ -45,26 +57,46 @@ class AllocatorService(Service):
     def __init__(self, settings: AllocatorSettings) -> None:
         super().__init__()
         self.settings = settings
-        if settings.policy not in POLICIES:
-            raise ValueError(f"unknown policy {settings.policy!r}; known: {sorted(POLICIES)}")
-        self.policy: Policy = POLICIES[settings.policy]()
+        self.policy: Policy = make_policy(settings.policy)
         self.state = AllocatorState()
         self.bus = Bus(settings.amqp_url, self.name)
+        self.store = (
+            EtcdStore(settings.etcd_endpoint, settings.etcd_prefix) if settings.etcd_endpoint else None
+        )
         self._tracer = tracing.tracer(self.name)
         self._wakeup = asyncio.Event()
         self.cycles = 0
 
     async def _start(self) -> None:
+        if self.store is not None:
+            await self.store.connect()
+            await self.reload_config()
         await self.bus.connect()
         queue = await self.bus.declare_queue(
             wire.Queue.ALLOCATOR_EVENTS, wire.Exchange.ALLOCATION, wire.RoutingKey.TO_ALLOCATOR
         )
         self.bus.consume(queue, wire.TO_ALLOCATOR, self._on_event)
         self.spawn(self._cycle_loop(), "cycles")
+        # Whatever we knew is gone: ask the master for its whole view.
+        await self.bus.publish(wire.Exchange.ALLOCATION, wire.RoutingKey.TO_MASTER, wire.AllocatorStarted())
         log.info("allocator started with policy %s", self.policy.name)
 
     async def _stop(self) -> None:
         await self.bus.close()
+        if self.store is not None:
+            await self.store.close()
+
+    async def reload_config(self) -> None:
+        """Read policy and roles from etcd; switch policy when it changed."""
+        assert self.store is not None
+        name = await read_policy(self.store)
+        if name is not None and name != self.policy.name:
+            try:
+                self.policy = make_policy(name)
+                log.info("allocator switched to policy %s", name)
+            except ValueError as exc:
+                log.error("ignoring the configured policy: %s", exc)
+        self.state.roles = await read_roles(self.store)
 
     async def _on_event(self, event: wire.Message, _: AbstractIncomingMessage) -> None:
         handlers.apply(self.state, event)
@@ -76,18 +108,41 @@ class AllocatorService(Service):
                 await asyncio.wait_for(self._wakeup.wait(), self.settings.tick_interval)
                 await asyncio.sleep(self.settings.batch_window)  # let a burst of events land in one cycle
             except TimeoutError:
-                pass
+                if self.store is not None:
+                    await self.reload_config()
             self._wakeup.clear()
             await self.run_cycle()
 
     async def run_cycle(self) -> None:
         """Plan, apply the plan to the state, publish one allocation per grant (each its own trace)."""
         started = time.perf_counter()
-        plan = self.policy.allocate(self.state, time.time())
+        now = time.time()
+        plan: Plan = plan_cycle(self.state, self.policy, now, self.settings.min_offer)
         self.cycles += 1
-        for grant in plan:
+        for grant in plan.grants:
             self.state.allocate(grant.framework_id, grant.agent_id, grant.resources)
-        for grant in plan:
+        for revoke in plan.revocations:
+            self.state.revoking[(revoke.framework_id, revoke.agent_id)] = PendingRevocation(
+                revoke.for_role, revoke.resources, now + self.settings.revocation_hold
+            )
+            log.info(
+                "revoking %s from %s on %s for role %s",
+                revoke.resources,
+                revoke.framework_id,
+                revoke.agent_id,
+                revoke.for_role,
+            )
+            await self.bus.publish(
+                wire.Exchange.ALLOCATION,
+                wire.RoutingKey.TO_MASTER,
+                wire.Revocation(
+                    framework_id=revoke.framework_id,
+                    agent_id=revoke.agent_id,
+                    resources=revoke.resources,
+                    for_role=revoke.for_role,
+                ),
+            )
+        for grant in plan.grants:
             # Each allocation roots a new trace: the offer cycle it starts is one story.
             with self._tracer.start_as_current_span(
                 "allocator allocate",
@@ -104,10 +159,10 @@ class AllocatorService(Service):
                     framework_id=grant.framework_id, agent_id=grant.agent_id, resources=grant.resources
                 )
                 await self.bus.publish(wire.Exchange.ALLOCATION, wire.RoutingKey.TO_MASTER, message)
-        if plan:
+        if plan.grants:
             log.debug(
                 "cycle %d: %d grants in %.2f ms",
                 self.cycles,
-                len(plan),
+                len(plan.grants),
                 (time.perf_counter() - started) * 1e3,
             )

@@ -8,7 +8,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meseta.sdk.wire import Resources
+from meseta.sdk import wire
+from meseta.sdk.wire import OfferFilters, Resources
+
+MIN_ALLOCATABLE_CPUS = 0.01
+MIN_ALLOCATABLE_MEM = 32.0
+"""Mesos's floor: a slice with less than both of these is too small to offer."""
+
+
+def allocatable(resources: Resources) -> bool:
+    """Whether a slice is worth offering at all."""
+    return resources.cpus >= MIN_ALLOCATABLE_CPUS or resources.mem >= MIN_ALLOCATABLE_MEM
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    """A role's weight and guaranteed allocation (quota)."""
+
+    weight: float = 1.0
+    quota: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True)
+class PendingRevocation:
+    """Resources being taken back for a role; not asked for again until ``until``."""
+
+    role: str
+    resources: Resources
+    until: float
 
 
 @dataclass
@@ -29,6 +56,8 @@ class FrameworkEntry:
     framework_id: str
     role: str = "*"
     weight: float = 1.0
+    priority: int = 0
+    filters: OfferFilters = field(default_factory=OfferFilters)
     suppressed: bool = False
     allocated: Resources = field(default_factory=Resources)
     by_agent: dict[str, Resources] = field(default_factory=dict)
@@ -43,6 +72,21 @@ class AllocatorState:
     filters: dict[tuple[str, str], float] = field(default_factory=dict)
     """(framework id, agent id) -> time until which that agent is not offered to that framework."""
     total: Resources = field(default_factory=Resources)
+    roles: dict[str, RoleConfig] = field(default_factory=dict)
+    revoking: dict[tuple[str, str], PendingRevocation] = field(default_factory=dict)
+    """(framework id, agent id) -> a revocation in flight."""
+    free_agents: set[str] = field(default_factory=set)
+    """Index: agents with an allocatable slice, so a cycle only visits those."""
+
+    def _touch(self, agent: AgentEntry) -> None:
+        if allocatable(agent.available):
+            self.free_agents.add(agent.agent_id)
+        else:
+            self.free_agents.discard(agent.agent_id)
+
+    def role(self, name: str) -> RoleConfig:
+        """A role's configuration (defaults for roles nobody configured)."""
+        return self.roles.get(name) or RoleConfig()
 
     def add_agent(
         self, agent_id: str, hostname: str, attributes: dict[str, str], total: Resources, available: Resources
@@ -50,8 +94,10 @@ class AllocatorState:
         """Add an agent, or replace one that re-registered."""
         if agent_id in self.agents:
             self.remove_agent(agent_id)
-        self.agents[agent_id] = AgentEntry(agent_id, hostname, attributes, total, available)
+        agent = AgentEntry(agent_id, hostname, attributes, total, available)
+        self.agents[agent_id] = agent
         self.total = self.total + total
+        self._touch(agent)
 
     def remove_agent(self, agent_id: str) -> None:
         """Forget an agent and every allocation on it."""
@@ -59,19 +105,19 @@ class AllocatorState:
         if agent is None:
             return
         self.total = self.total - agent.total
+        self.free_agents.discard(agent_id)
         for fw in self.frameworks.values():
             held = fw.by_agent.pop(agent_id, None)
             if held is not None:
                 fw.allocated = fw.allocated - held
         self.filters = {k: v for k, v in self.filters.items() if k[1] != agent_id}
+        self.revoking = {k: v for k, v in self.revoking.items() if k[1] != agent_id}
 
-    def add_framework(self, framework_id: str, role: str, weight: float) -> None:
+    def add_framework(self, event: wire.FrameworkAdded) -> None:
         """Add a framework (idempotent: a re-subscription keeps its allocations)."""
-        fw = self.frameworks.get(framework_id)
-        if fw is None:
-            self.frameworks[framework_id] = FrameworkEntry(framework_id, role, weight)
-        else:
-            fw.role, fw.weight = role, weight
+        fw = self.frameworks.setdefault(event.framework_id, FrameworkEntry(event.framework_id))
+        fw.role, fw.weight, fw.priority = event.role, event.weight, event.priority
+        fw.filters, fw.suppressed = event.filters, event.suppressed
 
     def remove_framework(self, framework_id: str) -> None:
         """Forget a framework; what it held goes back to its agents."""
@@ -82,7 +128,9 @@ class AllocatorState:
             agent = self.agents.get(agent_id)
             if agent is not None:
                 agent.available = agent.available + held
+                self._touch(agent)
         self.filters = {k: v for k, v in self.filters.items() if k[0] != framework_id}
+        self.revoking = {k: v for k, v in self.revoking.items() if k[0] != framework_id}
 
     def allocate(self, framework_id: str, agent_id: str, resources: Resources) -> None:
         """Move resources of an agent to a framework."""
@@ -91,6 +139,7 @@ class AllocatorState:
         agent.available = agent.available - resources
         fw.allocated = fw.allocated + resources
         fw.by_agent[agent_id] = fw.by_agent.get(agent_id, Resources()) + resources
+        self._touch(agent)
 
     def recover(
         self, framework_id: str, agent_id: str, resources: Resources, refuse_until: float | None
@@ -108,6 +157,7 @@ class AllocatorState:
             fw.by_agent[agent_id] = rest
         fw.allocated = fw.allocated - resources
         agent.available = agent.available + resources
+        self._touch(agent)
         if refuse_until is not None:
             self.filters[(framework_id, agent_id)] = refuse_until
         return True
@@ -125,3 +175,25 @@ class AllocatorState:
     def clear_filters(self, framework_id: str) -> None:
         """Drop a framework's decline filters (REVIVE)."""
         self.filters = {k: v for k, v in self.filters.items() if k[0] != framework_id}
+
+    def role_held(self) -> dict[str, Resources]:
+        """What each role's frameworks hold together."""
+        held: dict[str, Resources] = {}
+        for fw in self.frameworks.values():
+            held[fw.role] = held.get(fw.role, Resources()) + fw.allocated
+        return held
+
+    def replace_with(self, sync: wire.StateSync) -> None:
+        """Drop everything and take the master's view (filters and roles are kept: they are not soft)."""
+        self.agents.clear()
+        self.frameworks.clear()
+        self.free_agents.clear()
+        self.revoking.clear()
+        self.total = Resources()
+        for agent in sync.agents:
+            self.add_agent(agent.agent_id, agent.hostname, agent.attributes, agent.total, agent.total)
+        for fw in sync.frameworks:
+            self.add_framework(fw)
+        for held in sync.held:
+            if held.framework_id in self.frameworks and held.agent_id in self.agents:
+                self.allocate(held.framework_id, held.agent_id, held.resources)

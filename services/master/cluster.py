@@ -53,9 +53,60 @@ class FrameworkInfo:
     name: str
     role: str
     weight: float
+    priority: int = 0
+    filters: wire.OfferFilters = field(default_factory=wire.OfferFilters)
+    suppressed: bool = False
+    subscribed_at: float = 0.0
+    last_accept_at: float | None = None
     tasks: set[TaskKey] = field(default_factory=set)
     offers: set[str] = field(default_factory=set)
     stats: FrameworkStats = field(default_factory=FrameworkStats)
+
+    def registry_entry(self) -> dict[str, object]:
+        """What etcd keeps of the framework (the durable part)."""
+        return {
+            "name": self.name,
+            "role": self.role,
+            "weight": self.weight,
+            "priority": self.priority,
+            "filters": self.filters.model_dump(mode="json"),
+            "suppressed": self.suppressed,
+            "subscribed_at": self.subscribed_at,
+        }
+
+    @classmethod
+    def from_registry(cls, framework_id: str, entry: dict[str, object]) -> FrameworkInfo:
+        """Rebuild from what :meth:`registry_entry` stored."""
+        return cls(
+            framework_id,
+            str(entry["name"]),
+            str(entry.get("role", "*")),
+            float(entry.get("weight", 1.0)),  # type: ignore[arg-type]
+            priority=int(entry.get("priority", 0)),  # type: ignore[call-overload]
+            filters=wire.OfferFilters.model_validate(entry.get("filters", {})),
+            suppressed=bool(entry.get("suppressed", False)),
+            subscribed_at=float(entry.get("subscribed_at", 0.0)),  # type: ignore[arg-type]
+        )
+
+    def as_event(self) -> wire.FrameworkAdded:
+        """The allocator's FRAMEWORK_ADDED for this framework."""
+        return wire.FrameworkAdded(
+            framework_id=self.framework_id,
+            role=self.role,
+            weight=self.weight,
+            priority=self.priority,
+            filters=self.filters,
+            suppressed=self.suppressed,
+        )
+
+
+@dataclass(frozen=True)
+class ScheduledRevocation:
+    """Tasks to kill with reason REVOKED once their grace period ends."""
+
+    deadline: float
+    framework_id: str
+    task_ids: tuple[str, ...]
 
 
 @dataclass
@@ -77,6 +128,36 @@ class Cluster:
     frameworks: dict[str, FrameworkInfo] = field(default_factory=dict)
     tasks: dict[TaskKey, TaskEntry] = field(default_factory=dict)
     offers: dict[str, wire.Offer] = field(default_factory=dict)
+    revocations: list[ScheduledRevocation] = field(default_factory=list)
+
+    def held(self) -> list[wire.Held]:
+        """What each framework holds on each agent (tasks and offers): the allocator's view to rebuild."""
+        acc: dict[tuple[str, str], Resources] = {}
+        for task in self.tasks.values():
+            if task.framework_id in self.frameworks:
+                key = (task.framework_id, task.agent_id)
+                acc[key] = acc.get(key, Resources()) + task.resources
+        for offer in self.offers.values():
+            key = (offer.framework_id, offer.agent_id)
+            acc[key] = acc.get(key, Resources()) + offer.resources
+        return [wire.Held(framework_id=f, agent_id=a, resources=r) for (f, a), r in acc.items()]
+
+    def state_sync(self) -> wire.StateSync:
+        """The whole view, for a (re)started allocator."""
+        return wire.StateSync(
+            agents=tuple(
+                wire.AgentAdded(
+                    agent_id=a.agent_id,
+                    hostname=a.hostname,
+                    attributes=a.attributes,
+                    total=a.total,
+                    available=a.free,
+                )
+                for a in self.agents.values()
+            ),
+            frameworks=tuple(fw.as_event() for fw in self.frameworks.values()),
+            held=tuple(self.held()),
+        )
 
     def add_offer(self, offer: wire.Offer) -> None:
         """Record an outstanding offer and reserve its resources on the agent."""

@@ -15,7 +15,7 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import trace
 
-from meseta.master.cluster import AgentInfo, Cluster, FrameworkInfo, TaskEntry
+from meseta.master.cluster import AgentInfo, Cluster, FrameworkInfo, ScheduledRevocation, TaskEntry
 from meseta.master.registry import Registry
 from meseta.master.validation import Refusal, validate_accept
 from meseta.sdk import wire
@@ -28,11 +28,14 @@ log = logging.getLogger(__name__)
 class MasterHandlers:
     """The master's behaviour, given its state, its bus and its registry."""
 
-    def __init__(self, cluster: Cluster, bus: Bus, registry: Registry, offer_timeout: float) -> None:
+    def __init__(
+        self, cluster: Cluster, bus: Bus, registry: Registry, offer_timeout: float, revocation_grace: float
+    ) -> None:
         self.cluster = cluster
         self.bus = bus
         self.registry = registry
         self.offer_timeout = offer_timeout
+        self.revocation_grace = revocation_grace
         self.epoch = 0
         self._by_type: dict[str, Callable[[Any, AbstractIncomingMessage], Awaitable[None]]] = {
             "REGISTER_AGENT": self.register_agent,
@@ -45,8 +48,11 @@ class MasterHandlers:
             "ACKNOWLEDGE": self.acknowledge,
             "SUPPRESS": self.suppress,
             "REVIVE": self.revive,
+            "SET_FILTERS": self.set_filters,
             "TEARDOWN": self.teardown,
             "ALLOCATION": self.allocation,
+            "ALLOCATOR_STARTED": self.allocator_started,
+            "REVOCATION_REQUEST": self.revocation,
         }
 
     async def handle(self, message: wire.Message, incoming: AbstractIncomingMessage) -> None:
@@ -94,7 +100,28 @@ class MasterHandlers:
             return
         agent = AgentInfo(msg.agent_id, msg.hostname, dict(msg.attributes), msg.resources, time.time())
         self.cluster.agents[msg.agent_id] = agent
-        log.info("agent %s registered on %s with %s", msg.agent_id, msg.hostname, msg.resources)
+        # A master that restarted learns the agent's running tasks from it; they hold resources.
+        for running in msg.running_tasks:
+            self.cluster.add_task(
+                TaskEntry(
+                    running.framework_id,
+                    running.task_id,
+                    agent.agent_id,
+                    running.resources,
+                    wire.TaskState.RUNNING,
+                )
+            )
+        log.info(
+            "agent %s registered on %s with %s (%d tasks)",
+            msg.agent_id,
+            msg.hostname,
+            msg.resources,
+            len(msg.running_tasks),
+        )
+        if msg.running_tasks:
+            # Its tasks are held by frameworks: the allocator must see them as allocated, not free.
+            await self.to_allocator(self.cluster.state_sync())
+            return
         await self.to_allocator(
             wire.AgentAdded(
                 agent_id=agent.agent_id,
@@ -169,27 +196,27 @@ class MasterHandlers:
     async def expire_offers(self) -> None:
         """Rescind offers past their expiry and recover their resources."""
         for offer in self.cluster.expired_offers(time.time()):
-            self.cluster.remove_offer(offer.offer_id)
-            if (fw := self.cluster.frameworks.get(offer.framework_id)) is not None:
-                fw.stats.offers_rescinded += 1
-            await self.recover(offer.framework_id, offer.agent_id, offer.resources)
-            await self.to_framework(
-                offer.framework_id, wire.Rescind(framework_id=offer.framework_id, offer_id=offer.offer_id)
-            )
+            await self.rescind(offer)
 
     # --- framework calls ----------------------------------------------------------------------------------
 
     async def subscribe(self, msg: wire.Subscribe, incoming: AbstractIncomingMessage) -> None:
         if not incoming.reply_to:
             raise ValueError("SUBSCRIBE needs an AMQP reply_to queue for its answer")
-        framework_id = wire.new_id("fw")
-        await self.registry.save_framework(
-            framework_id,
-            {"name": msg.name, "role": msg.role, "weight": msg.weight, "registered_at": time.time()},
+        fw = FrameworkInfo(
+            wire.new_id("fw"),
+            msg.name,
+            msg.role,
+            msg.weight,
+            msg.priority,
+            msg.filters,
+            subscribed_at=time.time(),
         )
+        framework_id = fw.framework_id
+        await self.registry.save_framework(framework_id, fw.registry_entry())
         # The master declares the framework's queue before any offer can be routed to it.
         await self.bus.declare_queue(wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id)
-        self.cluster.frameworks[framework_id] = FrameworkInfo(framework_id, msg.name, msg.role, msg.weight)
+        self.cluster.frameworks[framework_id] = fw
         log.info("framework %s (%s, role %s) subscribed", framework_id, msg.name, msg.role)
         await self.bus.publish(
             "",
@@ -198,9 +225,7 @@ class MasterHandlers:
                 framework_id=framework_id, master_epoch=self.epoch, correlation_id=msg.message_id
             ),
         )
-        await self.to_allocator(
-            wire.FrameworkAdded(framework_id=framework_id, role=msg.role, weight=msg.weight)
-        )
+        await self.to_allocator(fw.as_event())
 
     async def accept(self, msg: wire.Accept, _: AbstractIncomingMessage) -> None:
         span = trace.get_current_span()
@@ -216,6 +241,7 @@ class MasterHandlers:
         for task in msg.tasks:
             self.cluster.add_task(TaskEntry(fw.framework_id, task.task_id, agent_id, task.resources))
         fw.stats.offers_accepted += len(checked)
+        fw.last_accept_at = time.time()
         fw.stats.tasks_launched += len(msg.tasks)
         span.set_attributes(
             {"meseta.agent_id": agent_id, "meseta.offer_id": ",".join(o.offer_id for o in checked)}
@@ -262,11 +288,119 @@ class MasterHandlers:
 
     async def suppress(self, msg: wire.Suppress, _: AbstractIncomingMessage) -> None:
         if await self._known(msg):
+            fw = self.cluster.frameworks[msg.framework_id]
+            fw.suppressed = True
+            await self.registry.save_framework(fw.framework_id, fw.registry_entry())
             await self.to_allocator(wire.OffersSuppressed(framework_id=msg.framework_id))
 
     async def revive(self, msg: wire.Revive, _: AbstractIncomingMessage) -> None:
         if await self._known(msg):
+            fw = self.cluster.frameworks[msg.framework_id]
+            fw.suppressed = False
+            await self.registry.save_framework(fw.framework_id, fw.registry_entry())
             await self.to_allocator(wire.OffersRevived(framework_id=msg.framework_id))
+
+    async def set_filters(self, msg: wire.SetFilters, _: AbstractIncomingMessage) -> None:
+        if not await self._known(msg):
+            return
+        fw = self.cluster.frameworks[msg.framework_id]
+        fw.filters = msg.filters
+        # Durable before effective: a restart right after this call still knows the filters.
+        await self.registry.save_framework(fw.framework_id, fw.registry_entry())
+        await self.to_allocator(wire.FiltersUpdated(framework_id=fw.framework_id, filters=msg.filters))
+        # Outstanding offers the new filters reject are rescinded, so the framework never holds them.
+        for offer_id in list(fw.offers):
+            offer = self.cluster.offers[offer_id]
+            agent = self.cluster.agents.get(offer.agent_id)
+            if agent is not None and not msg.filters.admits(
+                agent.hostname, agent.attributes, offer.resources
+            ):
+                await self.rescind(offer)
+
+    async def rescind(self, offer: wire.Offer) -> None:
+        """Withdraw an outstanding offer: its resources return to the pool."""
+        self.cluster.remove_offer(offer.offer_id)
+        if (fw := self.cluster.frameworks.get(offer.framework_id)) is not None:
+            fw.stats.offers_rescinded += 1
+        await self.recover(offer.framework_id, offer.agent_id, offer.resources)
+        await self.to_framework(
+            offer.framework_id, wire.Rescind(framework_id=offer.framework_id, offer_id=offer.offer_id)
+        )
+
+    # --- allocator ----------------------------------------------------------------------------------------
+
+    async def allocator_started(self, msg: wire.AllocatorStarted, _: AbstractIncomingMessage) -> None:
+        log.info("an allocator started: sending it the master's view")
+        await self.to_allocator(self.cluster.state_sync())
+
+    async def revocation(self, msg: wire.Revocation, _: AbstractIncomingMessage) -> None:
+        """Take resources back for a role under its quota: outstanding offers first, then tasks."""
+        fw = self.cluster.frameworks.get(msg.framework_id)
+        if fw is None or msg.agent_id not in self.cluster.agents:
+            return
+        need = msg.resources
+        for offer_id in sorted(fw.offers):
+            offer = self.cluster.offers[offer_id]
+            if offer.agent_id == msg.agent_id and not need.is_empty():
+                await self.rescind(offer)
+                need = need.shortfall(offer.resources)
+        if need.is_empty():
+            return
+        victims: list[str] = []
+        live = [
+            t
+            for t in self.cluster.tasks.values()
+            if t.framework_id == fw.framework_id
+            and t.agent_id == msg.agent_id
+            and t.state != wire.TaskState.KILLING
+        ]
+        for task in sorted(live, key=lambda t: (-t.resources.cpus, t.task_id)):
+            if need.is_empty():
+                break
+            victims.append(task.task_id)
+            task.state = wire.TaskState.KILLING
+            need = need.shortfall(task.resources)
+        if not victims:
+            return
+        deadline = time.time() + self.revocation_grace
+        self.cluster.revocations.append(ScheduledRevocation(deadline, fw.framework_id, tuple(victims)))
+        log.info(
+            "revoking %s of %s on %s for role %s in %.1f s",
+            victims,
+            fw.framework_id,
+            msg.agent_id,
+            msg.for_role,
+            self.revocation_grace,
+        )
+        await self.to_framework(
+            fw.framework_id,
+            wire.RevocationNotice(
+                framework_id=fw.framework_id,
+                agent_id=msg.agent_id,
+                task_ids=tuple(victims),
+                grace_seconds=self.revocation_grace,
+                deadline=deadline,
+            ),
+        )
+
+    async def kill_revoked(self) -> None:
+        """Kill the tasks whose revocation grace period is over."""
+        now = time.time()
+        due = [r for r in self.cluster.revocations if r.deadline <= now]
+        self.cluster.revocations = [r for r in self.cluster.revocations if r.deadline > now]
+        for revocation in due:
+            for task_id in revocation.task_ids:
+                task = self.cluster.tasks.get((revocation.framework_id, task_id))
+                if task is not None:
+                    await self.to_agent(
+                        task.agent_id,
+                        wire.KillTask(
+                            agent_id=task.agent_id,
+                            framework_id=task.framework_id,
+                            task_id=task_id,
+                            reason=wire.StatusReason.REVOKED,
+                        ),
+                    )
 
     async def teardown(self, msg: wire.Teardown, _: AbstractIncomingMessage) -> None:
         if not await self._known(msg):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
-from meseta.master.cluster import Cluster
+from meseta.master.cluster import Cluster, FrameworkInfo
 from meseta.master.handlers import MasterHandlers
 from meseta.master.registry import Registry
+from meseta.master.starvation import DEFAULT_STARVATION_AFTER, assess
 from meseta.runtime.etcd import DEFAULT_ENDPOINT, EtcdStore
 from meseta.runtime.service import Service
 from meseta.sdk import wire
@@ -29,6 +32,11 @@ class MasterSettings:
     offer_timeout: float = DEFAULT_OFFER_TIMEOUT
     """Seconds an offer stays valid before it is rescinded."""
     sweep_interval: float = 0.5
+    """Seconds between checks for expired offers and due revocations."""
+    revocation_grace: float = 5.0
+    """Seconds a framework has between a revocation notice and the kill."""
+    starvation_after: float = DEFAULT_STARVATION_AFTER
+    health_interval: float = 5.0
 
 
 class MasterService(Service):
@@ -43,7 +51,10 @@ class MasterService(Service):
         self.bus = Bus(settings.amqp_url, self.name)
         self.store = EtcdStore(settings.etcd_endpoint, settings.etcd_prefix)
         self.registry = Registry(self.store)
-        self.handlers = MasterHandlers(self.cluster, self.bus, self.registry, settings.offer_timeout)
+        self.handlers = MasterHandlers(
+            self.cluster, self.bus, self.registry, settings.offer_timeout, settings.revocation_grace
+        )
+        self._starving: set[str] = set()
 
     @property
     def epoch(self) -> int:
@@ -53,7 +64,13 @@ class MasterService(Service):
     async def _start(self) -> None:
         await self.store.connect()
         self.handlers.epoch = await self.registry.next_epoch()
+        for framework_id, entry in (await self.registry.frameworks()).items():
+            self.cluster.frameworks[framework_id] = FrameworkInfo.from_registry(framework_id, entry)
         await self.bus.connect()
+        for framework_id in self.cluster.frameworks:
+            await self.bus.declare_queue(
+                wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id
+            )
         inbound = [
             (
                 wire.Queue.MASTER_HEARTBEATS,
@@ -74,7 +91,14 @@ class MasterService(Service):
             queue = await self.bus.declare_queue(queue_name, exchange, key)
             self.bus.consume(queue, channel, self.handlers.handle)
         self.spawn(self._sweep_loop(), "offer-expiry")
-        log.info("master started, epoch %d", self.epoch)
+        self.spawn(self._health_loop(), "health")
+        # An allocator that outlived the old master holds a view of it: replace it with ours.
+        await self.handlers.to_allocator(self.cluster.state_sync())
+        log.info(
+            "master started, epoch %d, %d frameworks from the registry",
+            self.epoch,
+            len(self.cluster.frameworks),
+        )
 
     async def _stop(self) -> None:
         await self.bus.close()
@@ -84,3 +108,61 @@ class MasterService(Service):
         while True:
             await asyncio.sleep(self.settings.sweep_interval)
             await self.handlers.expire_offers()
+            await self.handlers.kill_revoked()
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_interval)
+            report = assess(self.cluster, time.time(), self.settings.starvation_after)
+            for health in report:
+                if health.starving and health.framework_id not in self._starving:
+                    log.warning("framework %s (%s) is starving: %s", health.framework_id, health.name, health)
+                if health.offer_storm:
+                    log.warning(
+                        "framework %s declines %.0f%% of its offers: it should set filters or suppress",
+                        health.framework_id,
+                        health.decline_ratio * 100,
+                    )
+            self._starving = {h.framework_id for h in report if h.starving}
+
+    def state(self) -> dict[str, Any]:
+        """A read-only snapshot: agents, frameworks with their offer health, tasks, offers."""
+        health = {
+            h.framework_id: h.as_dict()
+            for h in assess(self.cluster, time.time(), self.settings.starvation_after)
+        }
+        return {
+            "epoch": self.epoch,
+            "agents": {
+                a.agent_id: {
+                    "hostname": a.hostname,
+                    "attributes": a.attributes,
+                    "total": a.total.model_dump(),
+                    "used": a.used.model_dump(),
+                    "offered": a.offered.model_dump(),
+                }
+                for a in self.cluster.agents.values()
+            },
+            "frameworks": {
+                fw.framework_id: {
+                    "name": fw.name,
+                    "role": fw.role,
+                    "weight": fw.weight,
+                    "priority": fw.priority,
+                    "tasks": len(fw.tasks),
+                    "offers": len(fw.offers),
+                    "health": health[fw.framework_id],
+                }
+                for fw in self.cluster.frameworks.values()
+            },
+            "tasks": [
+                {
+                    "framework_id": t.framework_id,
+                    "task_id": t.task_id,
+                    "agent_id": t.agent_id,
+                    "state": t.state.value,
+                }
+                for t in self.cluster.tasks.values()
+            ],
+            "offers": [o.model_dump(mode="json") for o in self.cluster.offers.values()],
+        }

@@ -98,7 +98,7 @@ class EtcdStore:
                 continue
             new = int(got.value) + 1
             ok, _ = await self.client.transaction(
-                compare=[tx.mod_revision(key) == got.mod_revision],
+                compare=[tx.mod(key) == got.mod_revision],
                 success=[tx.put(key, str(new).encode())],
                 failure=[],
             )
