@@ -6,10 +6,12 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
 
+from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.service import Service
 from meseta.sdk import tracing
 from meseta.sdk.wire import PortRange, Resources
@@ -79,6 +81,12 @@ def master(
     etcd_endpoint: EtcdEndpoint = "127.0.0.1:2379",
     etcd_prefix: EtcdPrefix = "/meseta",
     offer_timeout: Annotated[float, typer.Option(envvar="MESETA_OFFER_TIMEOUT")] = 30.0,
+    revocation_grace: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_REVOCATION_GRACE", help="Seconds between a revocation notice and the kill."
+        ),
+    ] = 5.0,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -87,13 +95,22 @@ def master(
     from meseta.master import MasterService, MasterSettings
 
     _setup("master", log_level, trace_exporter, otlp_endpoint)
-    _serve(MasterService(MasterSettings(amqp_url, etcd_endpoint, etcd_prefix, offer_timeout)))
+    settings = MasterSettings(
+        amqp_url, etcd_endpoint, etcd_prefix, offer_timeout=offer_timeout, revocation_grace=revocation_grace
+    )
+    _serve(MasterService(settings))
 
 
 @app.command()
 def allocator(
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
-    policy: Annotated[str, typer.Option(envvar="MESETA_ALLOCATOR_POLICY")] = "drf",
+    policy: Annotated[
+        str, typer.Option(envvar="MESETA_ALLOCATOR_POLICY", help="Until etcd names one.")
+    ] = "drf",
+    etcd_endpoint: EtcdEndpoint = "127.0.0.1:2379",
+    etcd_prefix: EtcdPrefix = "/meseta",
+    min_offer_cpus: Annotated[float, typer.Option(envvar="MESETA_MIN_OFFER_CPUS")] = 0.0,
+    min_offer_mem: Annotated[float, typer.Option(envvar="MESETA_MIN_OFFER_MEM")] = 0.0,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -102,7 +119,15 @@ def allocator(
     from meseta.allocator import AllocatorService, AllocatorSettings
 
     _setup("allocator", log_level, trace_exporter, otlp_endpoint)
-    _serve(AllocatorService(AllocatorSettings(amqp_url, policy=policy)))
+    minimum = Resources(cpus=min_offer_cpus, mem=min_offer_mem)
+    settings = AllocatorSettings(
+        amqp_url,
+        policy=policy,
+        etcd_endpoint=etcd_endpoint,
+        etcd_prefix=etcd_prefix,
+        min_offer=None if minimum.is_empty() else minimum,
+    )
+    _serve(AllocatorService(settings))
 
 
 @app.command()
@@ -140,6 +165,54 @@ def agent(
         hostname=hostname or socket.gethostname(),
     )
     _serve(AgentService(settings))
+
+
+def _with_store(etcd_endpoint: str, etcd_prefix: str, action: Callable[[EtcdStore], Awaitable[None]]) -> None:
+    async def main() -> None:
+        store = EtcdStore(etcd_endpoint, etcd_prefix)
+        await store.connect()
+        try:
+            await action(store)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+@app.command()
+def policy(
+    name: Annotated[str, typer.Argument(help="drf, wfs, priority or lottery.")],
+    etcd_endpoint: EtcdEndpoint = "127.0.0.1:2379",
+    etcd_prefix: EtcdPrefix = "/meseta",
+) -> None:
+    """Switch the running allocator's policy (takes effect within one tick, no restart)."""
+    from meseta.allocator.config import write_policy
+    from meseta.allocator.policy import POLICIES
+
+    if name not in POLICIES:
+        raise typer.BadParameter(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
+    _with_store(etcd_endpoint, etcd_prefix, lambda store: write_policy(store, name))
+    typer.echo(f"policy set to {name}")
+
+
+@app.command()
+def role(
+    name: Annotated[str, typer.Argument(help="The role.")],
+    weight: Annotated[float, typer.Option(help="Weight among roles.")] = 1.0,
+    quota_cpus: Annotated[float, typer.Option(help="Guaranteed cpus.")] = 0.0,
+    quota_mem: Annotated[float, typer.Option(help="Guaranteed memory, MiB.")] = 0.0,
+    quota_gpus: Annotated[int, typer.Option(help="Guaranteed GPUs.")] = 0,
+    etcd_endpoint: EtcdEndpoint = "127.0.0.1:2379",
+    etcd_prefix: EtcdPrefix = "/meseta",
+) -> None:
+    """Set a role's weight and quota (guaranteed allocation, enforced by revocation)."""
+    from meseta.allocator.config import write_role
+
+    quota = Resources(cpus=quota_cpus, mem=quota_mem, gpus=quota_gpus)
+    _with_store(etcd_endpoint, etcd_prefix, lambda store: write_role(store, name, weight, quota))
+    typer.echo(
+        f"role {name}: weight {weight:g}, quota cpus={quota_cpus:g} mem={quota_mem:g} gpus={quota_gpus}"
+    )
 
 
 @app.command()

@@ -167,7 +167,13 @@ class MasterHandlers:
     async def allocation(self, msg: wire.Allocation, _: AbstractIncomingMessage) -> None:
         agent = self.cluster.agents.get(msg.agent_id)
         fw = self.cluster.frameworks.get(msg.framework_id)
-        if agent is None or fw is None or not msg.resources.fits_in(agent.free):
+        # The master enforces standing filters too: an allocator with an older view must not leak offers.
+        if (
+            agent is None
+            or fw is None
+            or not msg.resources.fits_in(agent.free)
+            or not fw.filters.admits(agent.hostname, agent.attributes, msg.resources)
+        ):
             log.info("stale allocation of %s to %s sent back", msg.agent_id, msg.framework_id)
             await self.recover(msg.framework_id, msg.agent_id, msg.resources)
             return
