@@ -1,6 +1,14 @@
 """Meseta's framework SDK: a client, a callback-style scheduler, and the wire contract's public types."""
 
-from meseta.sdk.client import Event, FrameworkClient, FrameworkStats, SubscribeError, offer_cycle_percentiles
+from meseta.sdk.client import (
+    Event,
+    FrameworkClient,
+    FrameworkStats,
+    LogsUnavailable,
+    SubscribeError,
+    fetch_logs,
+    offer_cycle_percentiles,
+)
 from meseta.sdk.scheduler import Scheduler, run
 from meseta.sdk.wire import (
     AttributeConstraint,
@@ -21,6 +29,7 @@ __all__ = [
     "Event",
     "FrameworkClient",
     "FrameworkStats",
+    "LogsUnavailable",
     "Offer",
     "OfferFilters",
     "PortRange",
@@ -31,6 +40,7 @@ __all__ = [
     "TaskInfo",
     "TaskState",
     "TaskStatus",
+    "fetch_logs",
     "offer_cycle_percentiles",
     "run",
 ]

@@ -29,6 +29,8 @@ from meseta.sdk import tracing, wire
 log = logging.getLogger(__name__)
 
 Handler = Callable[[wire.Message, AbstractIncomingMessage], Awaitable[None]]
+InvalidHandler = Callable[[bytes, str, AbstractIncomingMessage], Awaitable[None]]
+"""Told about a message that failed to decode (after it was dead-lettered): body, reason, message."""
 
 DEFAULT_PREFETCH = 256
 _DEDUPE_WINDOW = 10_000  # message ids remembered per consumer, so a redelivery is handled once
@@ -125,19 +127,27 @@ class Bus:
         target = self._exchanges[exchange] if exchange else self._publish_channel.default_exchange
         await target.publish(amqp_message, routing_key=routing_key)
 
-    def consume(self, queue: AbstractQueue, channel: wire.Channel, handler: Handler) -> asyncio.Task[None]:
+    def consume(
+        self,
+        queue: AbstractQueue,
+        channel: wire.Channel,
+        handler: Handler,
+        on_invalid: InvalidHandler | None = None,
+    ) -> asyncio.Task[None]:
         """Handle the queue's messages one at a time, in order, in a background task."""
         task = asyncio.create_task(
-            self._consume(queue, channel, handler), name=f"{self.service}:{queue.name}"
+            self._consume(queue, channel, handler, on_invalid), name=f"{self.service}:{queue.name}"
         )
         self._consumers.append(task)
         return task
 
-    async def _consume(self, queue: AbstractQueue, channel: wire.Channel, handler: Handler) -> None:
+    async def _consume(
+        self, queue: AbstractQueue, channel: wire.Channel, handler: Handler, on_invalid: InvalidHandler | None
+    ) -> None:
         seen: OrderedDict[str, None] = OrderedDict()
         async with queue.iterator() as messages:
             async for incoming in messages:
-                await self._handle_one(incoming, channel, handler, seen)
+                await self._handle_one(incoming, channel, handler, seen, on_invalid)
 
     async def _handle_one(
         self,
@@ -145,11 +155,17 @@ class Bus:
         channel: wire.Channel,
         handler: Handler,
         seen: OrderedDict[str, None],
+        on_invalid: InvalidHandler | None = None,
     ) -> None:
         try:
             message = wire.decode(incoming.body, channel)
         except wire.DecodeError as exc:
             await self.dead_letter(incoming, exc.reason)
+            if on_invalid is not None and not exc.reason.startswith("oversized"):
+                try:
+                    await on_invalid(incoming.body, exc.reason, incoming)
+                except Exception:
+                    log.exception("%s: reporting an invalid message failed", self.service)
             return
         if message.message_id in seen:
             log.info("%s: duplicate %s %s ignored", self.service, message.type, message.message_id)

@@ -36,7 +36,7 @@ async def _first_answer(replies: AbstractQueue, wait: float) -> wire.Message | N
         async with asyncio.timeout(wait), replies.iterator() as answers:
             async for incoming in answers:
                 await incoming.ack()
-                return wire.decode(incoming.body, wire.FRAMEWORK_EVENTS)
+                return wire.decode(incoming.body, wire.REPLIES)
     except TimeoutError:
         pass
     return None
@@ -44,6 +44,30 @@ async def _first_answer(replies: AbstractQueue, wait: float) -> wire.Message | N
 
 class SubscribeError(RuntimeError):
     """The master refused or did not answer a SUBSCRIBE."""
+
+
+class LogsUnavailable(RuntimeError):
+    """A task's output could not be had (unknown task, or past its retention)."""
+
+
+async def fetch_logs(
+    bus: Bus, task_id: str, framework_id: str | None = None, tail_bytes: int = 65536, timeout: float = 10.0
+) -> wire.TaskLogs:
+    """A task's stdout and stderr, through the master, from the agent that ran it.
+
+    Raises:
+        LogsUnavailable: the master or the agent said why not, or nobody answered in time.
+    """
+    replies = await bus.reply_queue()
+    call = wire.GetLogs(task_id=task_id, framework_id=framework_id, tail_bytes=tail_bytes)
+    await bus.publish(wire.Exchange.CALLS, wire.RoutingKey.CALL, call, reply_to=replies.name)
+    answer = await _first_answer(replies, timeout)
+    await replies.delete(if_unused=False, if_empty=False)
+    if isinstance(answer, wire.TaskLogs):
+        return answer
+    if isinstance(answer, wire.Error):
+        raise LogsUnavailable(f"{answer.code}: {answer.message}")
+    raise LogsUnavailable(f"no answer about task {task_id} within {timeout} s")
 
 
 @dataclass
@@ -281,6 +305,10 @@ class FrameworkClient:
     async def revive(self) -> None:
         """Receive offers again; decline filters are dropped."""
         await self._call(wire.Revive(framework_id=self._id))
+
+    async def logs(self, task_id: str, tail_bytes: int = 65536) -> wire.TaskLogs:
+        """One of our tasks' stdout and stderr (kept for the agent's retention after it ends)."""
+        return await fetch_logs(self._bus, task_id, self._id, tail_bytes)
 
     async def set_filters(self, filters: wire.OfferFilters) -> None:
         """Replace the standing filters: from now on only offers that pass them arrive (durably)."""

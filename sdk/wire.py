@@ -266,14 +266,25 @@ class StatusReason(StrEnum):
     AGENT_REMOVED = "AGENT_REMOVED"
     FRAMEWORK_REMOVED = "FRAMEWORK_REMOVED"
     REVOKED = "REVOKED"
+    OOM_KILLED = "OOM_KILLED"
+    EXECUTOR_TERMINATED = "EXECUTOR_TERMINATED"
 
 
 class ContainerSpec(_Frozen):
-    """What to run: a Docker image, its argv and environment."""
+    """What to run: a Docker image, its command and arguments, environment and working directory.
+
+    ``command`` replaces the image's command; ``arguments`` are appended to it (Mesos's CommandInfo).
+    """
 
     image: str = Field(min_length=1, max_length=256)
     command: tuple[str, ...] = ()
+    arguments: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
+    working_dir: str | None = Field(default=None, max_length=1024)
+
+    def argv(self) -> tuple[str, ...]:
+        """The full command line."""
+        return self.command + self.arguments
 
     @classmethod
     def shell(cls, image: str, script: str, env: dict[str, str] | None = None) -> ContainerSpec:
@@ -281,13 +292,31 @@ class ContainerSpec(_Frozen):
         return cls(image=image, command=("sh", "-c", script), env=env or {})
 
 
+class ExecutorInfo(_Frozen):
+    """A framework's own executor: started once per framework on an agent, it runs the framework's tasks.
+
+    The container runs with host networking and ``MESETA_*`` variables that let
+    :class:`meseta.sdk.executor.Executor` connect back to the agent.
+    """
+
+    executor_id: Id
+    container: ContainerSpec
+    resources: Resources = Field(default_factory=lambda: Resources(cpus=0.1, mem=64))
+
+
 class TaskInfo(_Frozen):
-    """A task a framework asks to launch on one agent."""
+    """A task a framework asks to launch on one agent.
+
+    With ``executor`` unset it is a command task: one container of its own. ``kill_grace_seconds`` is the
+    time between SIGTERM and SIGKILL when it is killed (the agent's default when unset).
+    """
 
     task_id: Id
     name: str = Field(default="", max_length=256)
     resources: Resources
     container: ContainerSpec
+    kill_grace_seconds: float | None = Field(default=None, ge=0, le=600)
+    executor: ExecutorInfo | None = None
 
     @field_validator("resources")
     @classmethod
@@ -319,6 +348,8 @@ class Offer(_Frozen):
     hostname: str
     resources: Resources
     attributes: dict[str, str] = Field(default_factory=dict)
+    gpu_ids: tuple[str, ...] = ()
+    """The device ids of the offered GPUs."""
     allocated_at: float
     expires_at: float
 
@@ -375,6 +406,7 @@ class RunningTask(_Frozen):
     framework_id: Id
     task_id: Id
     resources: Resources
+    gpu_ids: tuple[str, ...] = ()
 
 
 # --- Messages ---------------------------------------------------------------------------------------------
@@ -400,6 +432,8 @@ class RegisterAgent(Message):
     hostname: str = Field(min_length=1, max_length=253)
     attributes: dict[str, str] = Field(default_factory=dict)
     resources: Resources
+    gpu_ids: tuple[str, ...] = ()
+    """Device ids of the agent's GPUs (as many as ``resources.gpus``)."""
     running_tasks: tuple[RunningTask, ...] = ()
 
 
@@ -422,6 +456,8 @@ class LaunchTasks(Message):
     agent_id: Id
     framework_id: Id
     tasks: tuple[TaskInfo, ...] = Field(min_length=1)
+    gpu_assignments: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Task id -> the GPU device ids the master assigned it."""
 
 
 class KillTask(Message):
@@ -441,6 +477,17 @@ class AcknowledgeUpdate(Message):
     agent_id: Id
     task_id: Id
     uuid: str
+
+
+class FetchLogs(Message):
+    """Send a task's output to ``reply_to`` (the master routes GET_LOGS here)."""
+
+    type: Literal["FETCH_LOGS"] = "FETCH_LOGS"
+    agent_id: Id
+    framework_id: Id
+    task_id: Id
+    reply_to: str = Field(min_length=1, max_length=255)
+    tail_bytes: int = Field(default=65536, gt=0, le=MAX_MESSAGE_BYTES // 4)
 
 
 class ReregisterAgent(Message):
@@ -534,6 +581,28 @@ class SetFilters(_FrameworkCall):
     filters: OfferFilters
 
 
+class GetLogs(Message):
+    """Ask for a task's stdout and stderr; TASK_LOGS (or ERROR) answers on the AMQP ``reply_to`` queue.
+
+    ``framework_id`` may be omitted when the task id is unique in the cluster.
+    """
+
+    type: Literal["GET_LOGS"] = "GET_LOGS"
+    task_id: Id
+    framework_id: Id | None = None
+    tail_bytes: int = Field(default=65536, gt=0, le=MAX_MESSAGE_BYTES // 4)
+
+
+class TaskLogs(Message):
+    """A task's output (the last ``tail_bytes`` of each stream)."""
+
+    type: Literal["TASK_LOGS"] = "TASK_LOGS"
+    framework_id: Id
+    task_id: Id
+    stdout: str
+    stderr: str
+
+
 class Teardown(_FrameworkCall):
     """Remove the framework: its tasks are killed and its offers rescinded."""
 
@@ -605,6 +674,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_FRAMEWORK = "UNKNOWN_FRAMEWORK"
     UNKNOWN_TASK = "UNKNOWN_TASK"
     INVALID_CALL = "INVALID_CALL"
+    INVALID_TASK = "INVALID_TASK"
+    LOGS_UNAVAILABLE = "LOGS_UNAVAILABLE"
 
 
 class Error(Message):
@@ -753,11 +824,23 @@ class Channel:
 
 
 HEARTBEATS = Channel(Exchange.HEARTBEATS, RegisterAgent, Heartbeat)
-LAUNCHES = Channel(Exchange.LAUNCHES, LaunchTasks, KillTask, AcknowledgeUpdate, ReregisterAgent)
+LAUNCHES = Channel(Exchange.LAUNCHES, LaunchTasks, KillTask, AcknowledgeUpdate, ReregisterAgent, FetchLogs)
 STATUS = Channel(Exchange.STATUS, StatusUpdate)
 CALLS = Channel(
-    Exchange.CALLS, Subscribe, Accept, Decline, Kill, Acknowledge, Suppress, Revive, SetFilters, Teardown
+    Exchange.CALLS,
+    Subscribe,
+    Accept,
+    Decline,
+    Kill,
+    Acknowledge,
+    Suppress,
+    Revive,
+    SetFilters,
+    Teardown,
+    GetLogs,
 )
+REPLIES = Channel("reply", Subscribed, TaskLogs, Error)
+"""Answers that come to a caller's private ``reply_to`` queue."""
 FRAMEWORK_EVENTS = Channel(
     Exchange.OFFERS, Subscribed, Offers, Rescind, Update, Failure, RevocationNotice, Error
 )

@@ -145,6 +145,13 @@ def agent(
     cluster: Annotated[
         str, typer.Option(envvar="MESETA_CLUSTER", help="Label on this cluster's containers.")
     ] = "meseta",
+    isolator: Annotated[str, typer.Option(envvar="MESETA_ISOLATOR", help="docker or process.")] = "docker",
+    gpu_ids: Annotated[
+        str | None, typer.Option(envvar="MESETA_GPU_IDS", help="GPU ids to offer, e.g. 0,1; default: NVML.")
+    ] = None,
+    container_retention: Annotated[
+        float, typer.Option(envvar="MESETA_CONTAINER_RETENTION", help="Seconds exited tasks are kept.")
+    ] = 600.0,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -161,10 +168,43 @@ def agent(
         attributes=parse_attributes(attribute or []),
         heartbeat_interval=heartbeat_interval,
         cluster=cluster,
+        isolator=isolator,
+        gpu_ids=None if gpu_ids is None else tuple(filter(None, gpu_ids.split(","))),
+        container_retention=container_retention,
         agent_id=agent_id or default_agent_id(),
         hostname=hostname or socket.gethostname(),
     )
     _serve(AgentService(settings))
+
+
+@app.command()
+def logs(
+    task_id: Annotated[str, typer.Argument(help="The task.")],
+    framework_id: Annotated[
+        str | None, typer.Option(help="Needed when several frameworks use the id.")
+    ] = None,
+    tail_bytes: Annotated[int, typer.Option(help="Bytes from the end of each stream.")] = 65536,
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+) -> None:
+    """Print a task's stdout (then its stderr, on stderr)."""
+    from meseta.sdk import LogsUnavailable, fetch_logs
+    from meseta.sdk.bus import Bus
+
+    async def main() -> int:
+        bus = Bus(amqp_url, "cli")
+        await bus.connect()
+        try:
+            found = await fetch_logs(bus, task_id, framework_id, tail_bytes)
+        except LogsUnavailable as exc:
+            typer.echo(str(exc), err=True)
+            return 1
+        finally:
+            await bus.close()
+        typer.echo(found.stdout, nl=False)
+        typer.echo(found.stderr, nl=False, err=True)
+        return 0
+
+    raise typer.Exit(asyncio.run(main()))
 
 
 def _with_store(etcd_endpoint: str, etcd_prefix: str, action: Callable[[EtcdStore], Awaitable[None]]) -> None:

@@ -57,7 +57,9 @@ async def local_cluster(
     etcd_prefix: str,
     agents: int = 3,
     resources: wire.Resources = AGENT_RESOURCES,
-    keep_containers: bool = False,
+    container_retention: float = 600.0,
+    isolator: str = "docker",
+    gpu_ids: list[tuple[str, ...]] | None = None,
     offer_timeout: float = 30.0,
     agent_resources: list[wire.Resources] | None = None,
     revocation_grace: float = 5.0,
@@ -88,7 +90,9 @@ async def local_cluster(
                 attributes={"rack": f"r{i % 2}"},
                 heartbeat_interval=0.5,
                 cluster=name,
-                keep_containers=keep_containers,
+                container_retention=container_retention,
+                isolator=isolator,
+                gpu_ids=gpu_ids[i] if gpu_ids else (),
                 kill_grace_seconds=1,
             )
         )

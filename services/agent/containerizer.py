@@ -1,4 +1,4 @@
-"""Runs tasks as Docker containers with the task's cpu and memory limits.
+"""Runs tasks as Docker containers with the task's limits, ports and GPUs.
 
 The Docker SDK is synchronous: every call runs in this containerizer's own thread pool, so a burst of
 launches never starves the event loop's default executor.
@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from datetime import datetime
+from typing import Any, Final, Protocol, TypeVar
 
 import docker
 import docker.errors
+import docker.types
 import requests
 
 from meseta.sdk.wire import TaskInfo
@@ -30,6 +33,7 @@ LABEL_FRAMEWORK: Final = "meseta.framework_id"
 LABEL_TASK: Final = "meseta.task_id"
 
 _WAIT_SLICE = 2  # seconds per blocking wait call, so stopping never hangs on a long task
+_CPU_SHARES_PER_CPU = 1024
 
 
 class ImageMissing(Exception):
@@ -42,6 +46,46 @@ class Exit:
 
     code: int
     oom_killed: bool
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything a containerizer needs to start one task."""
+
+    task: TaskInfo
+    framework_id: str
+    gpu_ids: tuple[str, ...] = ()
+    extra_env: tuple[tuple[str, str], ...] = ()
+    host_network: bool = False
+
+
+class Containerizer(Protocol):
+    """What the agent needs from a container runtime (Docker, or plain processes)."""
+
+    async def ping(self) -> None: ...
+    async def create(self, launch: Launch) -> str: ...
+    async def start(self, container_id: str) -> None: ...
+    async def wait(self, container_id: str) -> Exit: ...
+    async def stop(self, container_id: str, grace_seconds: float) -> None: ...
+    async def logs(self, container_id: str, tail_bytes: int) -> tuple[str, str]: ...
+    async def find(self, framework_id: str, task_id: str) -> str | None: ...
+    async def remove(self, container_id: str) -> None: ...
+    async def collect_garbage(self, retention_seconds: float) -> int: ...
+    def close(self) -> None: ...
+
+
+def task_env(launch: Launch) -> dict[str, str]:
+    """The environment a task sees: its own, plus where its ports and GPUs are."""
+    env = dict(launch.task.container.env)
+    ports = [p for r in launch.task.resources.ports for p in range(r.begin, r.end + 1)]
+    for i, port in enumerate(ports):
+        env[f"PORT{i}"] = str(port)
+    if ports:
+        env["PORTS"] = ",".join(map(str, ports))
+    if launch.gpu_ids:
+        env["MESETA_GPU_IDS"] = ",".join(launch.gpu_ids)
+    env.update(dict(launch.extra_env))
+    return env
 
 
 class DockerContainerizer:
@@ -79,20 +123,33 @@ class DockerContainerizer:
             LABEL_TASK: task_id,
         }
 
-    async def create(self, task: TaskInfo, framework_id: str) -> str:
+    async def create(self, launch: Launch) -> str:
         """Create (not start) the task's container; returns its id."""
-        spec = task.container
+        task, spec = launch.task, launch.task.container
+        ports = [p for r in task.resources.ports for p in range(r.begin, r.end + 1)]
+        mem_bytes = int(task.resources.mem * 1024 * 1024)
+        kwargs: dict[str, Any] = {
+            "command": list(spec.argv()) or None,
+            "environment": task_env(launch),
+            "working_dir": spec.working_dir,
+            "labels": self.labels(launch.framework_id, task.task_id),
+            "nano_cpus": int(task.resources.cpus * 1e9),
+            "cpu_shares": max(2, int(task.resources.cpus * _CPU_SHARES_PER_CPU)),
+            "mem_limit": mem_bytes,
+            "memswap_limit": mem_bytes,  # no swap: a task over its memory is OOM-killed, not slowed
+            "detach": True,
+        }
+        if launch.host_network:
+            kwargs["network_mode"] = "host"
+        elif ports:
+            # The same number inside and out: the task reads PORTn and binds it.
+            kwargs["ports"] = {f"{p}/tcp": p for p in ports}
+        if launch.gpu_ids:
+            kwargs["device_requests"] = [
+                docker.types.DeviceRequest(device_ids=list(launch.gpu_ids), capabilities=[["gpu"]])
+            ]
         try:
-            container = await self._call(
-                self._client.containers.create,
-                spec.image,
-                command=list(spec.command) or None,
-                environment=dict(spec.env),
-                labels=self.labels(framework_id, task.task_id),
-                nano_cpus=int(task.resources.cpus * 1e9),
-                mem_limit=int(task.resources.mem * 1024 * 1024),
-                detach=True,
-            )
+            container = await self._call(self._client.containers.create, spec.image, **kwargs)
         except docker.errors.ImageNotFound as exc:
             raise ImageMissing(f"image {spec.image!r} is not on this agent: {exc.explanation}") from None
         return str(container.id)
@@ -111,7 +168,7 @@ class DockerContainerizer:
                 break
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 continue
-        container.reload()
+        await self._call(container.reload)
         return Exit(
             code=int(result.get("StatusCode", -1)), oom_killed=bool(container.attrs["State"].get("OOMKilled"))
         )
@@ -120,9 +177,22 @@ class DockerContainerizer:
         """SIGTERM, then SIGKILL after the grace period."""
         try:
             container = await self._call(self._client.containers.get, container_id)
-            await self._call(container.stop, timeout=max(0, int(grace_seconds)))
+            await self._call(container.stop, timeout=max(0, round(grace_seconds)))
         except docker.errors.NotFound:
             pass
+
+    async def logs(self, container_id: str, tail_bytes: int) -> tuple[str, str]:
+        """The last ``tail_bytes`` of the container's stdout and stderr."""
+        container = await self._call(self._client.containers.get, container_id)
+        out = await self._call(container.logs, stdout=True, stderr=False)
+        err = await self._call(container.logs, stdout=False, stderr=True)
+        return _tail(out, tail_bytes), _tail(err, tail_bytes)
+
+    async def find(self, framework_id: str, task_id: str) -> str | None:
+        """The container of a task, running or exited, if it is still kept."""
+        labels = [f"{k}={v}" for k, v in self.labels(framework_id, task_id).items()]
+        found = await self._call(self._client.containers.list, all=True, filters={"label": labels})
+        return str(found[0].id) if found else None
 
     async def remove(self, container_id: str) -> None:
         """Remove a container (gone already is fine)."""
@@ -132,7 +202,34 @@ class DockerContainerizer:
         except docker.errors.NotFound:
             pass
 
+    async def collect_garbage(self, retention_seconds: float) -> int:
+        """Remove this agent's exited containers older than the retention; returns how many."""
+        filters = {
+            "label": [f"{LABEL_CLUSTER}={self.cluster}", f"{LABEL_AGENT}={self.agent_id}"],
+            "status": "exited",
+        }
+        removed = 0
+        for container in await self._call(self._client.containers.list, all=True, filters=filters):
+            finished = _parse_time(container.attrs["State"].get("FinishedAt", ""))
+            if finished is not None and time.time() - finished >= retention_seconds:
+                await self.remove(str(container.id))
+                removed += 1
+        return removed
+
     def close(self) -> None:
         """Release the thread pool and the engine connection."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
+
+
+def _tail(data: bytes, limit: int) -> str:
+    return data[-limit:].decode(errors="replace")
+
+
+def _parse_time(stamp: str) -> float | None:
+    """Docker's RFC 3339 time with nanoseconds, as epoch seconds."""
+    if not stamp or stamp.startswith("0001-"):
+        return None
+    base, _, frac = stamp.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(base + "+00:00").timestamp()
+    return seconds + (float(f"0.{frac[:6]}") if frac else 0.0)

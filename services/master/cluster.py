@@ -5,6 +5,7 @@ Agents' accounting keeps ``used + offered <= total``; an allocation that would b
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from meseta.sdk import wire
@@ -26,6 +27,17 @@ class AgentInfo:
     used: Resources = field(default_factory=Resources)
     offered: Resources = field(default_factory=Resources)
     tasks: set[TaskKey] = field(default_factory=set)
+    gpu_ids: tuple[str, ...] = ()
+    gpu_owner: dict[str, str] = field(default_factory=dict)
+    """GPU id -> the offer id or task key string holding it; absent ids are free."""
+
+    def free_gpus(self, count: int) -> tuple[str, ...]:
+        """The first ``count`` GPU ids neither offered nor used."""
+        return tuple(g for g in self.gpu_ids if g not in self.gpu_owner)[:count]
+
+    def release_gpus(self, owner: str) -> None:
+        """Free every GPU id ``owner`` held."""
+        self.gpu_owner = {g: o for g, o in self.gpu_owner.items() if o != owner}
 
     @property
     def free(self) -> Resources:
@@ -118,6 +130,12 @@ class TaskEntry:
     agent_id: str
     resources: Resources
     state: TaskState = TaskState.STAGING
+    gpu_ids: tuple[str, ...] = ()
+
+    @property
+    def owner(self) -> str:
+        """How the task is named as a GPU holder."""
+        return f"task:{self.framework_id}/{self.task_id}"
 
 
 @dataclass
@@ -129,6 +147,9 @@ class Cluster:
     tasks: dict[TaskKey, TaskEntry] = field(default_factory=dict)
     offers: dict[str, wire.Offer] = field(default_factory=dict)
     revocations: list[ScheduledRevocation] = field(default_factory=list)
+    finished: OrderedDict[TaskKey, str] = field(default_factory=OrderedDict)
+    """Recently ended tasks -> their agent, so their logs can still be found."""
+    finished_limit: int = 10_000
 
     def held(self) -> list[wire.Held]:
         """What each framework holds on each agent (tasks and offers): the allocator's view to rebuild."""
@@ -162,7 +183,9 @@ class Cluster:
     def add_offer(self, offer: wire.Offer) -> None:
         """Record an outstanding offer and reserve its resources on the agent."""
         self.offers[offer.offer_id] = offer
-        self.agents[offer.agent_id].offered += offer.resources
+        agent = self.agents[offer.agent_id]
+        agent.offered += offer.resources
+        agent.gpu_owner.update({g: f"offer:{offer.offer_id}" for g in offer.gpu_ids})
         self.frameworks[offer.framework_id].offers.add(offer.offer_id)
 
     def remove_offer(self, offer_id: str) -> wire.Offer | None:
@@ -172,6 +195,7 @@ class Cluster:
             return None
         if (agent := self.agents.get(offer.agent_id)) is not None:
             agent.offered -= offer.resources
+            agent.release_gpus(f"offer:{offer.offer_id}")
         if (fw := self.frameworks.get(offer.framework_id)) is not None:
             fw.offers.discard(offer_id)
         return offer
@@ -183,6 +207,7 @@ class Cluster:
         agent = self.agents[task.agent_id]
         agent.used += task.resources
         agent.tasks.add(key)
+        agent.gpu_owner.update({g: task.owner for g in task.gpu_ids})
         if (fw := self.frameworks.get(task.framework_id)) is not None:
             fw.tasks.add(key)
 
@@ -194,6 +219,10 @@ class Cluster:
         if (agent := self.agents.get(task.agent_id)) is not None:
             agent.used -= task.resources
             agent.tasks.discard(key)
+            agent.release_gpus(task.owner)
+        self.finished[key] = task.agent_id
+        if len(self.finished) > self.finished_limit:
+            self.finished.popitem(last=False)
         if (fw := self.frameworks.get(task.framework_id)) is not None:
             fw.tasks.discard(key)
         return task

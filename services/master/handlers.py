@@ -7,6 +7,7 @@ sent back as recovered.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,7 @@ class MasterHandlers:
             "ALLOCATION": self.allocation,
             "ALLOCATOR_STARTED": self.allocator_started,
             "REVOCATION_REQUEST": self.revocation,
+            "GET_LOGS": self.get_logs,
         }
 
     async def handle(self, message: wire.Message, incoming: AbstractIncomingMessage) -> None:
@@ -98,7 +100,9 @@ class MasterHandlers:
             agent.last_seen = time.time()
             log.info("agent %s re-registered", msg.agent_id)
             return
-        agent = AgentInfo(msg.agent_id, msg.hostname, dict(msg.attributes), msg.resources, time.time())
+        agent = AgentInfo(
+            msg.agent_id, msg.hostname, dict(msg.attributes), msg.resources, time.time(), gpu_ids=msg.gpu_ids
+        )
         self.cluster.agents[msg.agent_id] = agent
         # A master that restarted learns the agent's running tasks from it; they hold resources.
         for running in msg.running_tasks:
@@ -109,6 +113,7 @@ class MasterHandlers:
                     agent.agent_id,
                     running.resources,
                     wire.TaskState.RUNNING,
+                    running.gpu_ids,
                 )
             )
         log.info(
@@ -173,6 +178,7 @@ class MasterHandlers:
             or fw is None
             or not msg.resources.fits_in(agent.free)
             or not fw.filters.admits(agent.hostname, agent.attributes, msg.resources)
+            or len(agent.free_gpus(msg.resources.gpus)) < msg.resources.gpus
         ):
             log.info("stale allocation of %s to %s sent back", msg.agent_id, msg.framework_id)
             await self.recover(msg.framework_id, msg.agent_id, msg.resources)
@@ -185,6 +191,7 @@ class MasterHandlers:
             hostname=agent.hostname,
             resources=msg.resources,
             attributes=agent.attributes,
+            gpu_ids=agent.free_gpus(msg.resources.gpus),
             allocated_at=msg.allocated_at,
             expires_at=now + self.offer_timeout,
         )
@@ -242,10 +249,18 @@ class MasterHandlers:
             return
         fw = self.cluster.frameworks[msg.framework_id]
         agent_id = checked[0].agent_id
+        gpu_pool = [g for offer in checked for g in offer.gpu_ids]
+        assignments: dict[str, tuple[str, ...]] = {}
         for offer in checked:
             self.cluster.remove_offer(offer.offer_id)
         for task in msg.tasks:
-            self.cluster.add_task(TaskEntry(fw.framework_id, task.task_id, agent_id, task.resources))
+            # Exactly the offered device ids, each to one task; the rest go back with the remainder.
+            ids, gpu_pool = tuple(gpu_pool[: task.resources.gpus]), gpu_pool[task.resources.gpus :]
+            if ids:
+                assignments[task.task_id] = ids
+            self.cluster.add_task(
+                TaskEntry(fw.framework_id, task.task_id, agent_id, task.resources, gpu_ids=ids)
+            )
         fw.stats.offers_accepted += len(checked)
         fw.last_accept_at = time.time()
         fw.stats.tasks_launched += len(msg.tasks)
@@ -256,7 +271,13 @@ class MasterHandlers:
         used = wire.total(t.resources for t in msg.tasks)
         if msg.tasks:
             await self.to_agent(
-                agent_id, wire.LaunchTasks(agent_id=agent_id, framework_id=fw.framework_id, tasks=msg.tasks)
+                agent_id,
+                wire.LaunchTasks(
+                    agent_id=agent_id,
+                    framework_id=fw.framework_id,
+                    tasks=msg.tasks,
+                    gpu_assignments=assignments,
+                ),
             )
         await self.recover(fw.framework_id, agent_id, offered - used, msg.refuse_seconds)
 
@@ -424,6 +445,62 @@ class MasterHandlers:
             )
         await self.registry.remove_framework(fw.framework_id)
         log.info("framework %s torn down (%d tasks killed)", fw.framework_id, len(live))
+
+    async def get_logs(self, msg: wire.GetLogs, incoming: AbstractIncomingMessage) -> None:
+        """Route a log request to the agent that runs (or ran) the task; it answers the asker directly."""
+        if not incoming.reply_to:
+            raise ValueError("GET_LOGS needs an AMQP reply_to queue for its answer")
+        keys = [k for k in (*self.cluster.tasks, *self.cluster.finished) if k[1] == msg.task_id]
+        keys = [k for k in dict.fromkeys(keys) if msg.framework_id in (None, k[0])]
+        error: tuple[ErrorCode, str] | None = None
+        if not keys:
+            error = (ErrorCode.UNKNOWN_TASK, f"no task {msg.task_id} is known to the master")
+        elif len(keys) > 1:
+            error = (ErrorCode.INVALID_CALL, f"task id {msg.task_id} is used by several frameworks: name one")
+        if error is not None:
+            answer = wire.Error(
+                framework_id=msg.framework_id or "",
+                code=error[0],
+                message=error[1],
+                correlation_id=msg.message_id,
+            )
+            await self.bus.publish("", incoming.reply_to, answer)
+            return
+        framework_id, task_id = keys[0]
+        task = self.cluster.tasks.get(keys[0])
+        agent_id = task.agent_id if task is not None else self.cluster.finished[keys[0]]
+        await self.to_agent(
+            agent_id,
+            wire.FetchLogs(
+                agent_id=agent_id,
+                framework_id=framework_id,
+                task_id=task_id,
+                reply_to=incoming.reply_to,
+                tail_bytes=msg.tail_bytes,
+                correlation_id=msg.message_id,
+            ),
+        )
+
+    async def invalid_call(self, body: bytes, reason: str, incoming: AbstractIncomingMessage) -> None:
+        """A call that failed validation was dead-lettered: tell its sender why, when it can be told."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        framework_id = data.get("framework_id")
+        code = ErrorCode.INVALID_TASK if ".tasks." in reason or "tasks." in reason else ErrorCode.INVALID_CALL
+        answer = wire.Error(
+            framework_id=framework_id if isinstance(framework_id, str) else "",
+            code=code,
+            message=reason,
+            correlation_id=str(data.get("message_id", ""))[:64] or None,
+        )
+        if incoming.reply_to:
+            await self.bus.publish("", incoming.reply_to, answer)
+        elif isinstance(framework_id, str) and framework_id in self.cluster.frameworks:
+            await self.to_framework(framework_id, answer)
 
     async def _known(self, msg: wire.Message) -> bool:
         framework_id: str = getattr(msg, "framework_id", "")

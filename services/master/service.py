@@ -89,7 +89,8 @@ class MasterService(Service):
         ]
         for queue_name, exchange, key, channel in inbound:
             queue = await self.bus.declare_queue(queue_name, exchange, key)
-            self.bus.consume(queue, channel, self.handlers.handle)
+            on_invalid = self.handlers.invalid_call if channel is wire.CALLS else None
+            self.bus.consume(queue, channel, self.handlers.handle, on_invalid)
         self.spawn(self._sweep_loop(), "offer-expiry")
         self.spawn(self._health_loop(), "health")
         # An allocator that outlived the old master holds a view of it: replace it with ours.

@@ -38,6 +38,8 @@ def validate_accept(cluster: Cluster, call: wire.Accept, now: float) -> list[wir
         seen.add(task.task_id)
     offered = wire.total(o.resources for o in offers)
     wanted = wire.total(t.resources for t in call.tasks)
+    if wanted.port_count() != sum(t.resources.port_count() for t in call.tasks):
+        return Refusal(ErrorCode.INVALID_TASK, "two tasks ask for the same host port")
     if not wanted.fits_in(offered):
         return Refusal(
             ErrorCode.INSUFFICIENT_RESOURCES,

@@ -56,7 +56,10 @@ async def test_gpu_filter_offers_only_gpu_agents_and_survives_restarts(
     amqp_url: str, etcd_prefix: str
 ) -> None:
     async with local_cluster(
-        amqp_url, etcd_prefix, agent_resources=[CPU_AGENT, GPU_AGENT, CPU_AGENT]
+        amqp_url,
+        etcd_prefix,
+        agent_resources=[CPU_AGENT, GPU_AGENT, CPU_AGENT],
+        gpu_ids=[(), ("0",), ()],
     ) as cluster:
         gpu_agent = cluster.agents[1].agent_id
         trainer = await cluster.framework("trainer", filters=GPUS_ONLY)

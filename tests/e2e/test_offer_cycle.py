@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 async def test_two_frameworks_run_all_tasks_in_real_containers(
     amqp_url: str, etcd_prefix: str, spans: InMemorySpanExporter
 ) -> None:
-    async with local_cluster(amqp_url, etcd_prefix, agents=3, keep_containers=True) as cluster:
+    async with local_cluster(amqp_url, etcd_prefix, agents=3) as cluster:
         alpha = await cluster.framework("alpha")
         beta = await cluster.framework("beta")
         runs = await asyncio.wait_for(
