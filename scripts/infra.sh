@@ -55,12 +55,43 @@ start_etcd() {
   fi
 }
 
+# dockerd resolves GPU device requests through an NVIDIA driver that it registers only when
+# nvidia-container-runtime-hook is on its PATH. Where the real NVIDIA toolkit is absent, a no-op hook on
+# dockerd's PATH (not the system's) lets the agent's GPU path run for real against the engine: device
+# requests are recorded and containers start with NVIDIA_VISIBLE_DEVICES set. A host with the toolkit
+# keeps its own hook, and GPUs.
+GPU_SHIM_DIR="$RUN_DIR/gpu-shim"
+install_gpu_shim() {
+  command -v nvidia-container-runtime-hook >/dev/null && return 0
+  mkdir -p "$GPU_SHIM_DIR"
+  cat >"$GPU_SHIM_DIR/nvidia-container-runtime-hook" <<'HOOK'
+#!/bin/sh
+# Meseta test double for the NVIDIA prestart hook on a host with no NVIDIA stack: accept and do nothing.
+cat >/dev/null
+exit 0
+HOOK
+  chmod +x "$GPU_SHIM_DIR/nvidia-container-runtime-hook"
+}
+
+gpu_requests_work() {
+  docker run --rm --gpus '"device=0"' "$TASK_IMAGE" true >/dev/null 2>&1
+}
+
 start_dockerd() {
-  if ! docker info >/dev/null 2>&1; then
-    log "starting dockerd"
-    nohup dockerd >"$RUN_DIR/dockerd.log" 2>&1 &
-    wait_for 60 "dockerd" docker info
+  if docker info >/dev/null 2>&1; then
+    # A dockerd started without the hook refuses GPU device requests: restart it with the hook.
+    if [ -x "$GPU_SHIM_DIR/nvidia-container-runtime-hook" ] && docker image inspect "$TASK_IMAGE" >/dev/null 2>&1 \
+        && ! gpu_requests_work; then
+      log "restarting dockerd so it accepts GPU device requests"
+      pkill -x dockerd || true
+      wait_for 30 "dockerd to stop" sh -c '! pgrep -x dockerd'
+    else
+      return 0
+    fi
   fi
+  log "starting dockerd"
+  PATH="$GPU_SHIM_DIR:$PATH" nohup dockerd >"$RUN_DIR/dockerd.log" 2>&1 &
+  wait_for 60 "dockerd" docker info
 }
 
 build_task_image() {
@@ -93,6 +124,7 @@ install_python() {
 install_packages
 start_rabbitmq &
 start_etcd
+install_gpu_shim
 start_dockerd
 build_task_image
 install_python

@@ -251,11 +251,12 @@ class AgentService(Service):
             exit_info = await self.containerizer.wait(local.container_id)
             if local.kill_reason is not None:
                 await self._report(local, TaskState.KILLED, local.kill_reason, exit_code=exit_info.code)
-            elif exit_info.code == 0:
-                await self._report(local, TaskState.FINISHED, StatusReason.CONTAINER_EXITED, exit_code=0)
             elif exit_info.oom_killed:
+                # Any kill by the memory limit fails the task, even when its main process survived it.
                 text = f"out of memory: over its {local.info.resources.mem:g} MiB"
                 await self._report(local, TaskState.FAILED, StatusReason.OOM_KILLED, text, exit_info.code)
+            elif exit_info.code == 0:
+                await self._report(local, TaskState.FINISHED, StatusReason.CONTAINER_EXITED, exit_code=0)
             else:
                 text = f"exited with code {exit_info.code}"
                 await self._report(
