@@ -306,6 +306,12 @@ class FrameworkClient:
         """Receive offers again; decline filters are dropped."""
         await self._call(wire.Revive(framework_id=self._id))
 
+    async def send_to_executor(self, agent_id: str, executor_id: str, data: str) -> None:
+        """Send opaque data to one of our executors; its ``framework_message`` callback receives it."""
+        await self._call(
+            wire.SendToExecutor(framework_id=self._id, agent_id=agent_id, executor_id=executor_id, data=data)
+        )
+
     async def logs(self, task_id: str, tail_bytes: int = 65536) -> wire.TaskLogs:
         """One of our tasks' stdout and stderr (kept for the agent's retention after it ends)."""
         return await fetch_logs(self._bus, task_id, self._id, tail_bytes)

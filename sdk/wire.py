@@ -83,6 +83,16 @@ class Queue(StrEnum):
     DEAD_LETTER = "meseta.dead-letter"
 
 
+def executor_task_id(executor_id: str, agent_id: str) -> str:
+    """The task id under which an executor's own container is accounted and reported."""
+    return f"executor.{executor_id}.{agent_id}"[:128]
+
+
+def executor_key(agent_id: str, framework_id: str, executor_id: str) -> str:
+    """Routing key (and queue name suffix) of one executor on one agent."""
+    return f"executor.{agent_id}.{framework_id}.{executor_id}"
+
+
 def agent_queue(agent_id: str) -> str:
     """The queue an agent consumes LAUNCH/KILL from."""
     return f"meseta.agent.{agent_id}"
@@ -270,6 +280,14 @@ class StatusReason(StrEnum):
     EXECUTOR_TERMINATED = "EXECUTOR_TERMINATED"
 
 
+class Mount(_Frozen):
+    """A host path bind-mounted into the container (Mesos's host-path volume)."""
+
+    host_path: str = Field(pattern=r"^/")
+    container_path: str = Field(pattern=r"^/")
+    read_only: bool = True
+
+
 class ContainerSpec(_Frozen):
     """What to run: a Docker image, its command and arguments, environment and working directory.
 
@@ -281,6 +299,7 @@ class ContainerSpec(_Frozen):
     arguments: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
     working_dir: str | None = Field(default=None, max_length=1024)
+    mounts: tuple[Mount, ...] = ()
 
     def argv(self) -> tuple[str, ...]:
         """The full command line."""
@@ -490,6 +509,56 @@ class FetchLogs(Message):
     tail_bytes: int = Field(default=65536, gt=0, le=MAX_MESSAGE_BYTES // 4)
 
 
+class ExecutorRegistered(Message):
+    """An executor is up and consuming its queue (executor -> agent)."""
+
+    type: Literal["EXECUTOR_REGISTERED"] = "EXECUTOR_REGISTERED"
+    agent_id: Id
+    framework_id: Id
+    executor_id: Id
+
+
+class ExecutorUpdate(Message):
+    """A task the executor runs changed state (executor -> agent, which reports it on)."""
+
+    type: Literal["EXECUTOR_UPDATE"] = "EXECUTOR_UPDATE"
+    agent_id: Id
+    framework_id: Id
+    executor_id: Id
+    status: TaskStatus
+
+
+class ExecutorMessage(Message):
+    """Opaque data for an executor (master -> agent -> executor)."""
+
+    type: Literal["EXECUTOR_MESSAGE"] = "EXECUTOR_MESSAGE"
+    agent_id: Id
+    framework_id: Id
+    executor_id: Id
+    data: str = Field(max_length=MAX_MESSAGE_BYTES // 4)
+
+
+class RunTask(Message):
+    """Run this task (agent -> executor)."""
+
+    type: Literal["RUN_TASK"] = "RUN_TASK"
+    task: TaskInfo
+
+
+class KillExecutorTask(Message):
+    """Kill this task (agent -> executor)."""
+
+    type: Literal["KILL_EXECUTOR_TASK"] = "KILL_EXECUTOR_TASK"
+    task_id: Id
+    grace_seconds: float
+
+
+class ShutdownExecutor(Message):
+    """Stop: kill what still runs and exit (agent -> executor)."""
+
+    type: Literal["SHUTDOWN_EXECUTOR"] = "SHUTDOWN_EXECUTOR"
+
+
 class ReregisterAgent(Message):
     """The master does not know this agent (it restarted or lost it): send a full registration."""
 
@@ -579,6 +648,15 @@ class SetFilters(_FrameworkCall):
 
     type: Literal["SET_FILTERS"] = "SET_FILTERS"
     filters: OfferFilters
+
+
+class SendToExecutor(_FrameworkCall):
+    """Send opaque data to one of the framework's executors on an agent."""
+
+    type: Literal["SEND_TO_EXECUTOR"] = "SEND_TO_EXECUTOR"
+    agent_id: Id
+    executor_id: Id
+    data: str = Field(max_length=MAX_MESSAGE_BYTES // 4)
 
 
 class GetLogs(Message):
@@ -824,7 +902,19 @@ class Channel:
 
 
 HEARTBEATS = Channel(Exchange.HEARTBEATS, RegisterAgent, Heartbeat)
-LAUNCHES = Channel(Exchange.LAUNCHES, LaunchTasks, KillTask, AcknowledgeUpdate, ReregisterAgent, FetchLogs)
+LAUNCHES = Channel(
+    Exchange.LAUNCHES,
+    LaunchTasks,
+    KillTask,
+    AcknowledgeUpdate,
+    ReregisterAgent,
+    FetchLogs,
+    ExecutorRegistered,
+    ExecutorUpdate,
+    ExecutorMessage,
+)
+EXECUTOR = Channel("executor", RunTask, KillExecutorTask, ShutdownExecutor, ExecutorMessage)
+"""What an executor receives from its agent."""
 STATUS = Channel(Exchange.STATUS, StatusUpdate)
 CALLS = Channel(
     Exchange.CALLS,
@@ -838,6 +928,7 @@ CALLS = Channel(
     SetFilters,
     Teardown,
     GetLogs,
+    SendToExecutor,
 )
 REPLIES = Channel("reply", Subscribed, TaskLogs, Error)
 """Answers that come to a caller's private ``reply_to`` queue."""

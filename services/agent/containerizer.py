@@ -139,6 +139,11 @@ class DockerContainerizer:
             "memswap_limit": mem_bytes,  # no swap: a task over its memory is OOM-killed, not slowed
             "detach": True,
         }
+        if spec.mounts:
+            kwargs["volumes"] = {
+                m.host_path: {"bind": m.container_path, "mode": "ro" if m.read_only else "rw"}
+                for m in spec.mounts
+            }
         if launch.host_network:
             kwargs["network_mode"] = "host"
         elif ports:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import trace
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_INTERVAL = 1.0
 DEFAULT_KILL_GRACE = 3.0
+EXECUTOR_REGISTRATION_TIMEOUT = 60.0
 DEFAULT_RETENTION = 600.0
 
 
@@ -67,6 +70,27 @@ class LocalTask:
     container_id: str | None = None
     kill_reason: StatusReason | None = None
     """Set once a KILL arrived: the reason the KILLED update will carry."""
+    executor: tuple[str, str] | None = None
+    """(framework id, executor id) when a custom executor runs the task, or when it is that executor."""
+    is_executor: bool = False
+    """This is an executor's own container, not a task."""
+    launch_env: tuple[tuple[str, str], ...] = ()
+    host_network: bool = False
+
+
+@dataclass
+class ExecutorRun:
+    """A custom executor's container on this agent and the tasks it was handed."""
+
+    framework_id: str
+    info: wire.ExecutorInfo
+    task_id: str
+    """The id its own container is accounted and reported under."""
+    registered: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: set[str] = field(default_factory=set)
+
+    def routing_key(self, agent_id: str) -> str:
+        return wire.executor_key(agent_id, self.framework_id, self.info.executor_id)
 
 
 class AgentService(Service):
@@ -92,6 +116,7 @@ class AgentService(Service):
         else:
             raise ValueError(f"unknown isolator {settings.isolator!r}: use docker or process")
         self.tasks: dict[tuple[str, str], LocalTask] = {}
+        self.executors: dict[tuple[str, str], ExecutorRun] = {}
         self.unacknowledged: dict[str, wire.StatusUpdate] = {}
         """Status updates the framework has not acknowledged yet, by uuid."""
         self._runners: set[asyncio.Task[None]] = set()
@@ -169,6 +194,14 @@ class AgentService(Service):
                 await self.register()
             case wire.FetchLogs():
                 await self._send_logs(message)
+            case wire.ExecutorRegistered():
+                if (run := self.executors.get((message.framework_id, message.executor_id))) is not None:
+                    run.registered.set()
+            case wire.ExecutorUpdate():
+                await self._executor_update(message)
+            case wire.ExecutorMessage():
+                if (run := self.executors.get((message.framework_id, message.executor_id))) is not None:
+                    await self.bus.publish(wire.Exchange.LAUNCHES, run.routing_key(self.agent_id), message)
 
     def _launch(self, message: wire.LaunchTasks) -> None:
         for info in message.tasks:
@@ -182,10 +215,115 @@ class AgentService(Service):
                 continue
             local = LocalTask(message.framework_id, info, message.gpu_assignments.get(info.task_id, ()))
             self.tasks[key] = local
-            # The runner inherits the current trace context, so its statuses join the offer cycle's trace.
-            runner = asyncio.create_task(self._run(local), name=f"task:{info.task_id}")
-            self._runners.add(runner)
-            runner.add_done_callback(self._runners.discard)
+            if info.executor is None:
+                self._start_runner(self._run(local), info.task_id)
+                continue
+            run = self._ensure_executor(message.framework_id, info.executor)
+            local.executor = (message.framework_id, info.executor.executor_id)
+            run.tasks.add(info.task_id)
+            self._start_runner(self._run_in_executor(local, run), info.task_id)
+
+    def _start_runner(self, coro: Coroutine[Any, Any, None], task_id: str) -> None:
+        # The runner inherits the current trace context, so its statuses join the offer cycle's trace.
+        runner = asyncio.create_task(coro, name=f"task:{task_id}")
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
+
+    def _ensure_executor(self, framework_id: str, info: wire.ExecutorInfo) -> ExecutorRun:
+        """The framework's executor on this agent, started if it is not running yet."""
+        key = (framework_id, info.executor_id)
+        if (run := self.executors.get(key)) is not None:
+            return run
+        task_id = wire.executor_task_id(info.executor_id, self.agent_id)
+        run = self.executors[key] = ExecutorRun(framework_id, info, task_id)
+        container = TaskInfo(
+            task_id=task_id,
+            name=f"executor {info.executor_id}",
+            resources=info.resources,
+            container=info.container,
+        )
+        env = (
+            ("MESETA_AMQP_URL", self.settings.amqp_url),
+            ("MESETA_AGENT_ID", self.agent_id),
+            ("MESETA_FRAMEWORK_ID", framework_id),
+            ("MESETA_EXECUTOR_ID", info.executor_id),
+        )
+        # Host networking: the executor reaches the broker the way the agent does.
+        local = LocalTask(
+            framework_id, container, launch_env=env, host_network=True, executor=key, is_executor=True
+        )
+        self.tasks[(framework_id, task_id)] = local
+        self._start_runner(self._run(local), task_id)
+        return run
+
+    async def _run_in_executor(self, local: LocalTask, run: ExecutorRun) -> None:
+        await self._report(local, TaskState.STARTING)
+        try:
+            await asyncio.wait_for(run.registered.wait(), EXECUTOR_REGISTRATION_TIMEOUT)
+        except TimeoutError:
+            await self._end_in_executor(local, run, TaskState.FAILED, "the executor never registered")
+            return
+        if local.kill_reason is not None:
+            await self._end_in_executor(
+                local, run, TaskState.KILLED, "killed before start", local.kill_reason
+            )
+            return
+        await self.bus.publish(
+            wire.Exchange.LAUNCHES, run.routing_key(self.agent_id), wire.RunTask(task=local.info)
+        )
+
+    async def _end_in_executor(
+        self,
+        local: LocalTask,
+        run: ExecutorRun,
+        state: TaskState,
+        text: str,
+        reason: StatusReason = StatusReason.EXECUTOR_TERMINATED,
+    ) -> None:
+        self.tasks.pop((local.framework_id, local.info.task_id), None)
+        run.tasks.discard(local.info.task_id)
+        await self._report(local, state, reason, text)
+        await self._shutdown_if_idle(run)
+
+    async def _shutdown_if_idle(self, run: ExecutorRun) -> None:
+        if not run.tasks and run.registered.is_set():
+            await self.bus.publish(
+                wire.Exchange.LAUNCHES, run.routing_key(self.agent_id), wire.ShutdownExecutor()
+            )
+
+    async def _executor_update(self, message: wire.ExecutorUpdate) -> None:
+        run = self.executors.get((message.framework_id, message.executor_id))
+        local = self.tasks.get((message.framework_id, message.status.task_id))
+        if run is None or local is None or message.status.task_id not in run.tasks:
+            log.warning(
+                "update for %s from executor %s ignored: not its task",
+                message.status.task_id,
+                message.executor_id,
+            )
+            return
+        status = message.status.model_copy(update={"agent_id": self.agent_id})
+        if status.state.terminal:
+            self.tasks.pop((local.framework_id, local.info.task_id), None)
+            run.tasks.discard(local.info.task_id)
+        await self._send(local.framework_id, status)
+        if status.state.terminal:
+            await self._shutdown_if_idle(run)
+
+    async def _executor_gone(self, key: tuple[str, str]) -> None:
+        """The executor's container ended: every task it still had failed with it."""
+        run = self.executors.pop(key, None)
+        if run is None:
+            return
+        for task_id in sorted(run.tasks):
+            local = self.tasks.pop((run.framework_id, task_id), None)
+            if local is not None:
+                await self._report(
+                    local,
+                    TaskState.FAILED,
+                    StatusReason.EXECUTOR_TERMINATED,
+                    f"executor {run.info.executor_id} terminated",
+                )
+        run.tasks.clear()
 
     async def _kill(self, message: wire.KillTask) -> None:
         local = self.tasks.get((message.framework_id, message.task_id))
@@ -202,6 +340,16 @@ class AgentService(Service):
             )
             return
         local.kill_reason = message.reason
+        grace_default = self.settings.kill_grace_seconds
+        if local.executor is not None and not local.is_executor:
+            run = self.executors.get(local.executor)
+            if run is not None and run.registered.is_set():
+                grace = local.info.kill_grace_seconds
+                kill = wire.KillExecutorTask(
+                    task_id=local.info.task_id, grace_seconds=grace_default if grace is None else grace
+                )
+                await self.bus.publish(wire.Exchange.LAUNCHES, run.routing_key(self.agent_id), kill)
+            return
         if local.container_id is not None:
             grace = local.info.kill_grace_seconds
             await self.containerizer.stop(
@@ -264,6 +412,8 @@ class AgentService(Service):
                 )
         finally:
             self.tasks.pop(key, None)
+            if local.is_executor and local.executor is not None:
+                await self._executor_gone(local.executor)
             if local.container_id is not None and self.settings.container_retention <= 0:
                 await asyncio.shield(self.containerizer.remove(local.container_id))
 
@@ -307,7 +457,9 @@ class AgentService(Service):
                 )
                 await self._report(local, TaskState.ERROR, StatusReason.INVALID_TASK, text)
                 return False
-            launch = Launch(local.info, local.framework_id, local.gpu_ids)
+            launch = Launch(
+                local.info, local.framework_id, local.gpu_ids, local.launch_env, local.host_network
+            )
             local.container_id = await self.containerizer.create(launch)
             if local.kill_reason is not None:
                 await self._report(local, TaskState.KILLED, local.kill_reason, "killed before start")

@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from meseta.master.cluster import AgentInfo, Cluster, FrameworkInfo, ScheduledRevocation, TaskEntry
 from meseta.master.registry import Registry
-from meseta.master.validation import Refusal, validate_accept
+from meseta.master.validation import Refusal, executors_to_start, validate_accept
 from meseta.sdk import wire
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import ErrorCode, Resources
@@ -55,6 +55,7 @@ class MasterHandlers:
             "ALLOCATOR_STARTED": self.allocator_started,
             "REVOCATION_REQUEST": self.revocation,
             "GET_LOGS": self.get_logs,
+            "SEND_TO_EXECUTOR": self.send_to_executor,
         }
 
     async def handle(self, message: wire.Message, incoming: AbstractIncomingMessage) -> None:
@@ -249,6 +250,10 @@ class MasterHandlers:
             return
         fw = self.cluster.frameworks[msg.framework_id]
         agent_id = checked[0].agent_id
+        for executor in executors_to_start(self.cluster, msg, agent_id):
+            # The executor's container is accounted like a task until the agent reports it ended.
+            executor_task = wire.executor_task_id(executor.executor_id, agent_id)
+            self.cluster.add_task(TaskEntry(fw.framework_id, executor_task, agent_id, executor.resources))
         gpu_pool = [g for offer in checked for g in offer.gpu_ids]
         assignments: dict[str, tuple[str, ...]] = {}
         for offer in checked:
@@ -445,6 +450,19 @@ class MasterHandlers:
             )
         await self.registry.remove_framework(fw.framework_id)
         log.info("framework %s torn down (%d tasks killed)", fw.framework_id, len(live))
+
+    async def send_to_executor(self, msg: wire.SendToExecutor, _: AbstractIncomingMessage) -> None:
+        if not await self._known(msg):
+            return
+        key = (msg.framework_id, wire.executor_task_id(msg.executor_id, msg.agent_id))
+        if key not in self.cluster.tasks:
+            text = f"no executor {msg.executor_id} of this framework runs on {msg.agent_id}"
+            await self.error(msg.framework_id, msg, ErrorCode.UNKNOWN_TASK, text)
+            return
+        forward = wire.ExecutorMessage(
+            agent_id=msg.agent_id, framework_id=msg.framework_id, executor_id=msg.executor_id, data=msg.data
+        )
+        await self.to_agent(msg.agent_id, forward)
 
     async def get_logs(self, msg: wire.GetLogs, incoming: AbstractIncomingMessage) -> None:
         """Route a log request to the agent that runs (or ran) the task; it answers the asker directly."""

@@ -37,7 +37,8 @@ def validate_accept(cluster: Cluster, call: wire.Accept, now: float) -> list[wir
             return Refusal(ErrorCode.DUPLICATE_TASK_ID, f"task id {task.task_id} is already in use")
         seen.add(task.task_id)
     offered = wire.total(o.resources for o in offers)
-    wanted = wire.total(t.resources for t in call.tasks)
+    new_executors = executors_to_start(cluster, call, offers[0].agent_id)
+    wanted = wire.total([*(t.resources for t in call.tasks), *(e.resources for e in new_executors)])
     if wanted.port_count() != sum(t.resources.port_count() for t in call.tasks):
         return Refusal(ErrorCode.INVALID_TASK, "two tasks ask for the same host port")
     if not wanted.fits_in(offered):
@@ -51,3 +52,16 @@ def validate_accept(cluster: Cluster, call: wire.Accept, now: float) -> list[wir
 def _brief(r: wire.Resources) -> str:
     ports = f", ports={[(p.begin, p.end) for p in r.ports]}" if r.ports else ""
     return f"cpus={r.cpus:g}, mem={r.mem:g}, disk={r.disk:g}, gpus={r.gpus}{ports}"
+
+
+def executors_to_start(cluster: Cluster, call: wire.Accept, agent_id: str) -> list[wire.ExecutorInfo]:
+    """The executors these tasks need that do not run on the agent yet: their resources are charged once."""
+    needed: dict[str, wire.ExecutorInfo] = {}
+    for task in call.tasks:
+        if task.executor is not None:
+            needed.setdefault(task.executor.executor_id, task.executor)
+    return [
+        info
+        for executor_id, info in needed.items()
+        if (call.framework_id, wire.executor_task_id(executor_id, agent_id)) not in cluster.tasks
+    ]
