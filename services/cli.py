@@ -152,6 +152,12 @@ def agent(
     container_retention: Annotated[
         float, typer.Option(envvar="MESETA_CONTAINER_RETENTION", help="Seconds exited tasks are kept.")
     ] = 600.0,
+    kill_grace: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_KILL_GRACE", help="SIGTERM-to-SIGKILL seconds for tasks without their own."
+        ),
+    ] = 3.0,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -171,6 +177,7 @@ def agent(
         isolator=isolator,
         gpu_ids=None if gpu_ids is None else tuple(filter(None, gpu_ids.split(","))),
         container_retention=container_retention,
+        kill_grace_seconds=kill_grace,
         agent_id=agent_id or default_agent_id(),
         hostname=hostname or socket.gethostname(),
     )
