@@ -10,7 +10,7 @@ demo: infra
 	$(PY) -m meseta.cli demo
 
 test: infra
-	$(PY) -m ruff check services sdk tests
+	$(PY) -m ruff check services sdk examples tests
 	bash scripts/typecheck.sh
 	$(PY) -m pytest -q -n 2 tests
 
@@ -18,8 +18,8 @@ unit: infra
 	$(PY) -m pytest -q tests/unit
 
 lint:
-	$(PY) -m ruff check services sdk tests
-	$(PY) -m ruff format --check services sdk tests
+	$(PY) -m ruff check services sdk examples tests
+	$(PY) -m ruff format --check services sdk examples tests
 
 typecheck:
 	bash scripts/typecheck.sh

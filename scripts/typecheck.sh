@@ -7,4 +7,5 @@ tree=build/typecheck/meseta
 rm -rf build/typecheck && mkdir -p "$tree"
 for entry in services/*; do ln -s "$PWD/$entry" "$tree/$(basename "$entry")"; done
 ln -s "$PWD/sdk" "$tree/sdk"
+ln -s "$PWD/examples" "$tree/examples"
 MYPYPATH=build/typecheck .venv/bin/python -m mypy -p meseta "$@"

@@ -263,6 +263,26 @@ def role(
 
 
 @app.command()
+def example(
+    name: Annotated[str, typer.Argument(help="batch, gang or service.")],
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    hosts: Annotated[
+        str, typer.Option(help="batch: hosts holding the input blocks.")
+    ] = "host-a,host-b,host-c",
+    size: Annotated[int, typer.Option(help="gang: ranks; service: instances.")] = 3,
+    delay: Annotated[float, typer.Option(help="batch: delay scheduling wait, seconds.")] = 3.0,
+    hold: Annotated[float, typer.Option(help="service: seconds to stay up before scaling to 0.")] = 5.0,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+) -> None:
+    """Run an example framework against a running cluster until it is done."""
+    from meseta.examples.runner import run_example
+
+    logging.basicConfig(level=logging.WARNING)
+    summary = asyncio.run(run_example(name, amqp_url, hosts.split(","), size, delay, timeout, hold))
+    typer.echo(summary)
+
+
+@app.command()
 def demo(
     batch_tasks: Annotated[int, typer.Option(help="Short tasks of the batch framework.")] = 30,
     service_tasks: Annotated[int, typer.Option(help="Long tasks the service framework holds.")] = 2,

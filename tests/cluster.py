@@ -63,6 +63,7 @@ async def local_cluster(
     offer_timeout: float = 30.0,
     agent_resources: list[wire.Resources] | None = None,
     revocation_grace: float = 5.0,
+    agent_timeout: float = 5.0,
 ) -> AsyncIterator[Cluster]:
     """Start allocator, master and agents; stop them and remove their containers afterwards."""
     name = f"test-{uuid.uuid4().hex[:10]}"
@@ -78,6 +79,7 @@ async def local_cluster(
             offer_timeout=offer_timeout,
             sweep_interval=0.1,
             revocation_grace=revocation_grace,
+            agent_timeout=agent_timeout,
         )
     )
     agent_services = [

@@ -22,7 +22,9 @@ from rich.live import Live
 from rich.table import Table
 
 from meseta.agent.containerizer import LABEL_CLUSTER
-from meseta.demo.frameworks import BatchFramework, ServiceFramework, Tracked
+from meseta.examples.batch import BatchJob
+from meseta.examples.common import TrackedScheduler
+from meseta.examples.service import ServiceApp
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.rabbitmq import Management
 from meseta.sdk import FrameworkClient, offer_cycle_percentiles, run
@@ -127,7 +129,7 @@ def _remove_containers(run_id: str) -> None:
     client.close()
 
 
-def _live_table(clients: list[tuple[FrameworkClient, Tracked]], started: float) -> Table:
+def _live_table(clients: list[tuple[FrameworkClient, TrackedScheduler]], started: float) -> Table:
     table = Table(title=f"Meseta demo — {time.monotonic() - started:5.1f} s")
     table.add_column("framework")
     for state in STATES:
@@ -144,7 +146,7 @@ def _live_table(clients: list[tuple[FrameworkClient, Tracked]], started: float) 
     return table
 
 
-def summary(clients: list[tuple[FrameworkClient, Tracked]], elapsed: float) -> Table:
+def summary(clients: list[tuple[FrameworkClient, TrackedScheduler]], elapsed: float) -> Table:
     """The closing table: tasks by state, offers, offer-cycle latency."""
     table = Table(title=f"Meseta demo summary ({elapsed:.1f} s)")
     for column in (
@@ -194,11 +196,15 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
     console.print(
         f"[bold]Meseta demo[/] {run_id}: 1 allocator, 1 master, {len(AGENTS)} agents; logs in {log_dir}"
     )
-    batch = BatchFramework(image, batch_tasks)
-    service = ServiceFramework(image, service_tasks)
+    reduces = max(1, batch_tasks // 5)
+    batch = BatchJob([host for host, _ in AGENTS], maps=batch_tasks - reduces, reduces=reduces, image=image)
+    service = ServiceApp(instances=service_tasks, image=image)
     batch_client = FrameworkClient(demo.amqp_url, "batch")
     service_client = FrameworkClient(demo.amqp_url, "service")
-    clients: list[tuple[FrameworkClient, Tracked]] = [(batch_client, batch), (service_client, service)]
+    clients: list[tuple[FrameworkClient, TrackedScheduler]] = [
+        (batch_client, batch),
+        (service_client, service),
+    ]
     started = time.monotonic()
     ok = False
     loops: list[asyncio.Task[None]] = []
@@ -217,7 +223,7 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
 
                     refresher = asyncio.create_task(refresh())
                     await asyncio.gather(batch.done.wait(), service.done.wait())
-                    await service.stop(service_client)
+                    await service.scale(service_client, 0)
                     await service.done.wait()
                     refresher.cancel()
                     live.update(_live_table(clients, started))
@@ -239,5 +245,10 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
             for loop in loops:
                 loop.cancel()
     console.print(summary(clients, time.monotonic() - started))
+    report = batch.report()
+    console.print(
+        f"batch data locality: {report.local_maps}/{report.maps} maps ran where their block is "
+        f"({report.locality:.0%}), job completed in {report.seconds:.1f} s"
+    )
     console.print("[green]demo finished[/]" if ok else "[red]demo did not complete[/]")
     return 0 if ok else 1

@@ -147,6 +147,8 @@ class Cluster:
     tasks: dict[TaskKey, TaskEntry] = field(default_factory=dict)
     offers: dict[str, wire.Offer] = field(default_factory=dict)
     revocations: list[ScheduledRevocation] = field(default_factory=list)
+    lost_agents: set[str] = field(default_factory=set)
+    """Agents removed for silence: their frameworks were told their tasks are LOST."""
     finished: OrderedDict[TaskKey, str] = field(default_factory=OrderedDict)
     """Recently ended tasks -> their agent, so their logs can still be found."""
     finished_limit: int = 10_000

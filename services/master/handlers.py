@@ -105,6 +105,18 @@ class MasterHandlers:
             msg.agent_id, msg.hostname, dict(msg.attributes), msg.resources, time.time(), gpu_ids=msg.gpu_ids
         )
         self.cluster.agents[msg.agent_id] = agent
+        if msg.agent_id in self.cluster.lost_agents:
+            # Back from the dead: its frameworks were told these tasks are LOST and have replaced them.
+            self.cluster.lost_agents.discard(msg.agent_id)
+            for running in msg.running_tasks:
+                kill = wire.KillTask(
+                    agent_id=msg.agent_id,
+                    framework_id=running.framework_id,
+                    task_id=running.task_id,
+                    reason=wire.StatusReason.AGENT_REMOVED,
+                )
+                await self.to_agent(msg.agent_id, kill)
+            msg = msg.model_copy(update={"running_tasks": ()})
         # A master that restarted learns the agent's running tasks from it; they hold resources.
         for running in msg.running_tasks:
             self.cluster.add_task(
@@ -206,6 +218,43 @@ class MasterHandlers:
             }
         )
         await self.to_framework(fw.framework_id, wire.Offers(framework_id=fw.framework_id, offers=(offer,)))
+
+    async def remove_silent_agents(self, timeout: float) -> None:
+        """Agents that missed heartbeats for ``timeout`` seconds are lost, and so are their tasks."""
+        now = time.time()
+        for agent in [a for a in self.cluster.agents.values() if now - a.last_seen > timeout]:
+            await self.remove_agent(agent, f"no heartbeat for {now - agent.last_seen:.1f} s")
+
+    async def remove_agent(self, agent: AgentInfo, why: str) -> None:
+        """Forget an agent: rescind its offers, report its tasks LOST, tell frameworks and allocator."""
+        log.warning("agent %s lost: %s", agent.agent_id, why)
+        for offer in [o for o in self.cluster.offers.values() if o.agent_id == agent.agent_id]:
+            self.cluster.remove_offer(offer.offer_id)
+            rescind = wire.Rescind(framework_id=offer.framework_id, offer_id=offer.offer_id)
+            await self.to_framework(offer.framework_id, rescind)
+        affected: set[str] = set()
+        for key in sorted(agent.tasks):
+            task = self.cluster.end_task(key)
+            if task is None or task.framework_id not in self.cluster.frameworks:
+                continue
+            affected.add(task.framework_id)
+            status = wire.TaskStatus(
+                task_id=task.task_id,
+                state=wire.TaskState.LOST,
+                agent_id=agent.agent_id,
+                reason=wire.StatusReason.AGENT_REMOVED,
+                message=f"agent {agent.agent_id} lost: {why}",
+            )
+            await self.to_framework(
+                task.framework_id, wire.Update(framework_id=task.framework_id, status=status)
+            )
+        del self.cluster.agents[agent.agent_id]
+        self.cluster.lost_agents.add(agent.agent_id)
+        await self.to_allocator(wire.AgentRemoved(agent_id=agent.agent_id))
+        for framework_id in sorted(affected):
+            await self.to_framework(
+                framework_id, wire.Failure(framework_id=framework_id, agent_id=agent.agent_id)
+            )
 
     async def expire_offers(self) -> None:
         """Rescind offers past their expiry and recover their resources."""

@@ -35,6 +35,8 @@ class MasterSettings:
     """Seconds between checks for expired offers and due revocations."""
     revocation_grace: float = 5.0
     """Seconds a framework has between a revocation notice and the kill."""
+    agent_timeout: float = 5.0
+    """Seconds without a heartbeat after which an agent and its tasks are lost."""
     starvation_after: float = DEFAULT_STARVATION_AFTER
     health_interval: float = 5.0
 
@@ -110,6 +112,7 @@ class MasterService(Service):
             await asyncio.sleep(self.settings.sweep_interval)
             await self.handlers.expire_offers()
             await self.handlers.kill_revoked()
+            await self.handlers.remove_silent_agents(self.settings.agent_timeout)
 
     async def _health_loop(self) -> None:
         while True:
