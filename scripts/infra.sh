@@ -48,8 +48,11 @@ start_rabbitmq() {
 start_etcd() {
   if ! curl -sf http://127.0.0.1:2379/health >/dev/null; then
     log "starting etcd"
+    # One member: a short election timeout costs nothing and lets leases be as short as 1 s
+    # (etcd's floor is 1.5 election timeouts), which bounds how fast a standby master takes over.
     nohup etcd --data-dir "$RUN_DIR/etcd" --listen-client-urls http://127.0.0.1:2379 \
       --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
+      --heartbeat-interval 50 --election-timeout 500 \
       >"$RUN_DIR/etcd.log" 2>&1 &
     wait_for 30 "etcd" curl -sf http://127.0.0.1:2379/health
   fi
@@ -123,10 +126,12 @@ install_python() {
 
 install_packages
 start_rabbitmq &
+rabbitmq_job=$!
 start_etcd
 install_gpu_shim
 start_dockerd
 build_task_image
 install_python
-wait
+# Wait for RabbitMQ's start only: a bare `wait` would also wait for the daemons started above.
+wait "$rabbitmq_job"
 log "ready: rabbitmq :5672 (management :15672), etcd :2379, dockerd, image $TASK_IMAGE, .venv"
