@@ -54,6 +54,11 @@ class Bus:
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         self._consumers: list[asyncio.Task[None]] = []
         self.dead_lettered = 0
+        self.epoch: int | None = None
+        """This service's leadership epoch, stamped on everything it publishes (None: not a leader)."""
+        self.epochs_accepted: list[int] = []
+        """Each new epoch a fenced consumer accepted, in order (for operators and tests)."""
+        self.fenced = 0
 
     async def connect(self) -> None:
         """Connect and declare the shared topology."""
@@ -112,6 +117,8 @@ class Bus:
         """Publish ``message`` with the trace context in its headers; ``exchange=""`` is the default one."""
         assert self._publish_channel is not None
         headers = tracing.inject({}, context)
+        if self.epoch is not None:
+            headers[wire.HEADER_EPOCH] = self.epoch
         amqp_message = aio_pika.Message(
             wire.encode(message),
             content_type="application/json",
@@ -133,20 +140,47 @@ class Bus:
         channel: wire.Channel,
         handler: Handler,
         on_invalid: InvalidHandler | None = None,
+        fence: bool = False,
     ) -> asyncio.Task[None]:
-        """Handle the queue's messages one at a time, in order, in a background task."""
+        """Handle the queue's messages one at a time, in order, in a background task.
+
+        With ``fence``, messages stamped with an epoch lower than one already seen come from a deposed
+        leader: they are dropped.
+        """
         task = asyncio.create_task(
-            self._consume(queue, channel, handler, on_invalid), name=f"{self.service}:{queue.name}"
+            self._consume(queue, channel, handler, on_invalid, fence), name=f"{self.service}:{queue.name}"
         )
         self._consumers.append(task)
         return task
 
     async def _consume(
-        self, queue: AbstractQueue, channel: wire.Channel, handler: Handler, on_invalid: InvalidHandler | None
+        self,
+        queue: AbstractQueue,
+        channel: wire.Channel,
+        handler: Handler,
+        on_invalid: InvalidHandler | None,
+        fence: bool,
     ) -> None:
         seen: OrderedDict[str, None] = OrderedDict()
+        highest = 0
         async with queue.iterator() as messages:
             async for incoming in messages:
+                if fence:
+                    epoch = _epoch(incoming)
+                    if epoch is not None and epoch < highest:
+                        self.fenced += 1
+                        log.warning(
+                            "%s: dropped %s from deposed epoch %d (now %d)",
+                            self.service,
+                            incoming.type,
+                            epoch,
+                            highest,
+                        )
+                        await incoming.ack()
+                        continue
+                    if epoch is not None and epoch > highest:
+                        highest = epoch
+                        self.epochs_accepted.append(epoch)
                 await self._handle_one(incoming, channel, handler, seen, on_invalid)
 
     async def _handle_one(
@@ -218,3 +252,8 @@ class Bus:
         if self._connection is not None and not self._connection.is_closed:
             await self._connection.close()
         self._connection = None
+
+
+def _epoch(incoming: AbstractIncomingMessage) -> int | None:
+    value = (incoming.headers or {}).get(wire.HEADER_EPOCH)
+    return value if isinstance(value, int) else None

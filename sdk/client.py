@@ -155,7 +155,7 @@ class FrameworkClient:
         queue = await self._bus.declare_queue(
             wire.framework_queue(self.framework_id), wire.Exchange.OFFERS, self.framework_id
         )
-        self._bus.consume(queue, wire.FRAMEWORK_EVENTS, self._on_event)
+        self._bus.consume(queue, wire.FRAMEWORK_EVENTS, self._on_event, fence=True)
         log.info("framework %s subscribed as %s", self.name, self.framework_id)
         return self.framework_id
 

@@ -133,7 +133,7 @@ class AgentService(Service):
         queue = await self.bus.declare_queue(
             wire.agent_queue(self.agent_id), wire.Exchange.LAUNCHES, self.agent_id, durable=True
         )
-        self.bus.consume(queue, wire.LAUNCHES, self._on_message)
+        self.bus.consume(queue, wire.LAUNCHES, self._on_message, fence=True)
         await self.register()
         self.spawn(self._heartbeat_loop(), "heartbeats")
         self.spawn(self._gc_loop(), "retention")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import context as otel_context
@@ -21,6 +23,7 @@ from meseta.allocator.pipeline import Plan, plan_cycle
 from meseta.allocator.policy import Policy, make_policy
 from meseta.allocator.state import AllocatorState, PendingRevocation
 from meseta.runtime.etcd import EtcdStore
+from meseta.runtime.leader import Leadership
 from meseta.runtime.service import Service
 from meseta.sdk import tracing, wire
 from meseta.sdk.bus import Bus
@@ -45,6 +48,8 @@ class AllocatorSettings:
     """Seconds between periodic cycles (and configuration reads)."""
     min_offer: Resources | None = None
     """Global minimum offer size: smaller slices wait until they grow."""
+    name: str = field(default_factory=lambda: f"allocator-{socket.gethostname()}-{os.getpid()}")
+    lease_ttl: int = 1
     revocation_hold: float = 15.0
     """Seconds a revocation in flight is counted before the allocator may ask again."""
 
@@ -63,6 +68,13 @@ class AllocatorService(Service):
         self.store = (
             EtcdStore(settings.etcd_endpoint, settings.etcd_prefix) if settings.etcd_endpoint else None
         )
+        self.leadership = (
+            Leadership(self.store, "allocator", settings.name, settings.lease_ttl)
+            if self.store is not None
+            else None
+        )
+        self.leading = asyncio.Event()
+        """Set once this allocator is the active one."""
         self._tracer = tracing.tracer(self.name)
         self._wakeup = asyncio.Event()
         self.cycles = 0
@@ -72,17 +84,30 @@ class AllocatorService(Service):
             await self.store.connect()
             await self.reload_config()
         await self.bus.connect()
-        queue = await self.bus.declare_queue(
+        # Declared by a standby too: events wait for whichever allocator leads.
+        self._queue = await self.bus.declare_queue(
             wire.Queue.ALLOCATOR_EVENTS, wire.Exchange.ALLOCATION, wire.RoutingKey.TO_ALLOCATOR
         )
-        self.bus.consume(queue, wire.TO_ALLOCATOR, self._on_event)
+        self.spawn(self._lead(), "leadership")
+
+    async def _lead(self) -> None:
+        """With etcd, campaign first (one active allocator); without, serve at once."""
+        if self.leadership is not None:
+            self.bus.epoch = await self.leadership.campaign()
+        # Events from a deposed master are fenced off by its epoch.
+        self.bus.consume(self._queue, wire.TO_ALLOCATOR, self._on_event, fence=True)
         self.spawn(self._cycle_loop(), "cycles")
         # Whatever we knew is gone: ask the master for its whole view.
         await self.bus.publish(wire.Exchange.ALLOCATION, wire.RoutingKey.TO_MASTER, wire.AllocatorStarted())
-        log.info("allocator started with policy %s", self.policy.name)
+        self.leading.set()
+        log.info("allocator active with policy %s, epoch %s", self.policy.name, self.bus.epoch)
+        if self.leadership is not None:
+            await self.leadership.keep()
 
     async def _stop(self) -> None:
         await self.bus.close()
+        if self.leadership is not None:
+            await self.leadership.resign()
         if self.store is not None:
             await self.store.close()
 

@@ -8,14 +8,10 @@ from meseta.runtime.etcd import EtcdStore
 
 
 class Registry:
-    """Frameworks survive a master restart here; the epoch fences a deposed master's messages."""
+    """Frameworks survive a master restart here."""
 
     def __init__(self, store: EtcdStore) -> None:
         self.store = store
-
-    async def next_epoch(self) -> int:
-        """Claim a new master epoch (a fencing token that only grows)."""
-        return await self.store.increment("master", "epoch")
 
     async def save_framework(self, framework_id: str, info: dict[str, Any]) -> None:
         """Record a subscribed framework."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from meseta.master.cluster import Cluster, FrameworkInfo
@@ -13,6 +15,7 @@ from meseta.master.handlers import MasterHandlers
 from meseta.master.registry import Registry
 from meseta.master.starvation import DEFAULT_STARVATION_AFTER, assess
 from meseta.runtime.etcd import DEFAULT_ENDPOINT, EtcdStore
+from meseta.runtime.leader import Leadership
 from meseta.runtime.service import Service
 from meseta.sdk import wire
 from meseta.sdk.bus import Bus
@@ -35,6 +38,9 @@ class MasterSettings:
     """Seconds between checks for expired offers and due revocations."""
     revocation_grace: float = 5.0
     """Seconds a framework has between a revocation notice and the kill."""
+    name: str = field(default_factory=lambda: f"master-{socket.gethostname()}-{os.getpid()}")
+    lease_ttl: int = 1
+    """Seconds of the leader lease: a dead leader's standby takes over within about this long."""
     agent_timeout: float = 5.0
     """Seconds without a heartbeat after which an agent and its tasks are lost."""
     starvation_after: float = DEFAULT_STARVATION_AFTER
@@ -57,6 +63,9 @@ class MasterService(Service):
             self.cluster, self.bus, self.registry, settings.offer_timeout, settings.revocation_grace
         )
         self._starving: set[str] = set()
+        self.leadership = Leadership(self.store, "master", settings.name, settings.lease_ttl)
+        self.leading = asyncio.Event()
+        """Set once this master leads."""
 
     @property
     def epoch(self) -> int:
@@ -65,14 +74,7 @@ class MasterService(Service):
 
     async def _start(self) -> None:
         await self.store.connect()
-        self.handlers.epoch = await self.registry.next_epoch()
-        for framework_id, entry in (await self.registry.frameworks()).items():
-            self.cluster.frameworks[framework_id] = FrameworkInfo.from_registry(framework_id, entry)
         await self.bus.connect()
-        for framework_id in self.cluster.frameworks:
-            await self.bus.declare_queue(
-                wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id
-            )
         inbound = [
             (
                 wire.Queue.MASTER_HEARTBEATS,
@@ -89,22 +91,45 @@ class MasterService(Service):
                 wire.TO_MASTER,
             ),
         ]
-        for queue_name, exchange, key, channel in inbound:
-            queue = await self.bus.declare_queue(queue_name, exchange, key)
+        # Declared by standbys too, so nothing sent while no master leads is lost.
+        self._inbound = [
+            (await self.bus.declare_queue(name, exchange, key), channel)
+            for name, exchange, key, channel in inbound
+        ]
+        self.spawn(self._lead(), "leadership")
+
+    async def _lead(self) -> None:
+        """Campaign; once elected, take over, then hold the lease (losing it fails the service at once)."""
+        epoch = await self.leadership.campaign()
+        self.bus.epoch = self.handlers.epoch = epoch
+        for framework_id, entry in (await self.registry.frameworks()).items():
+            self.cluster.frameworks[framework_id] = FrameworkInfo.from_registry(framework_id, entry)
+            await self.bus.declare_queue(
+                wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id
+            )
+        for queue, channel in self._inbound:
             on_invalid = self.handlers.invalid_call if channel is wire.CALLS else None
-            self.bus.consume(queue, channel, self.handlers.handle, on_invalid)
+            # Allocations from a deposed allocator are fenced off by its epoch.
+            self.bus.consume(
+                queue, channel, self.handlers.handle, on_invalid, fence=channel is wire.TO_MASTER
+            )
         self.spawn(self._sweep_loop(), "offer-expiry")
         self.spawn(self._health_loop(), "health")
-        # An allocator that outlived the old master holds a view of it: replace it with ours.
+        # An allocator that outlived the old master holds a view of it: replace it with ours. Agents are
+        # asked to re-register by their next heartbeat, which this master does not know.
         await self.handlers.to_allocator(self.cluster.state_sync())
+        self.leading.set()
         log.info(
-            "master started, epoch %d, %d frameworks from the registry",
-            self.epoch,
+            "master %s leads, epoch %d, %d frameworks from the registry",
+            self.settings.name,
+            epoch,
             len(self.cluster.frameworks),
         )
+        await self.leadership.keep()
 
     async def _stop(self) -> None:
-        await self.bus.close()
+        await self.bus.close()  # stop acting first...
+        await self.leadership.resign()  # ...then let a standby take over at once
         await self.store.close()
 
     async def _sweep_loop(self) -> None:
