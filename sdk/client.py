@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -27,6 +28,7 @@ Event = wire.Offers | wire.Rescind | wire.Update | wire.Failure | wire.Revocatio
 
 
 SUBSCRIBE_RETRY = 2.0
+_SEEN_UPDATES = 100_000  # status uuids remembered to drop redeliveries
 """Seconds between re-sent SUBSCRIBE calls while no master answers."""
 
 
@@ -79,6 +81,7 @@ class FrameworkStats:
     offers_declined: int = 0
     offers_rescinded: int = 0
     revocation_notices: int = 0
+    duplicate_updates: int = 0
     tasks_launched: int = 0
     errors: int = 0
     cycle_seconds: list[float] = field(default_factory=list)
@@ -124,6 +127,7 @@ class FrameworkClient:
         self._allocated_at: dict[str, float] = {}
         self._launched_from: dict[str, float] = {}
         self._closed = False
+        self._seen_updates: OrderedDict[str, None] = OrderedDict()
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -205,9 +209,18 @@ class FrameworkClient:
                 self.stats.offers_rescinded += 1
                 self._decide([message.offer_id], "rescinded")
             case wire.Update():
-                self._observe_status(message.status)
-                if self.auto_acknowledge:
+                duplicate = message.status.uuid in self._seen_updates
+                if not duplicate:
+                    self._seen_updates[message.status.uuid] = None
+                    if len(self._seen_updates) > _SEEN_UPDATES:
+                        self._seen_updates.popitem(last=False)
+                    self._observe_status(message.status)
+                if self.auto_acknowledge or duplicate:
                     await self.acknowledge(message.status)
+                if duplicate:
+                    # Updates are delivered at least once; the scheduler sees each exactly once.
+                    self.stats.duplicate_updates += 1
+                    return
             case wire.RevocationNotice():
                 self.stats.revocation_notices += 1
                 log.warning(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -96,6 +98,8 @@ async def local_cluster(
                 isolator=isolator,
                 gpu_ids=gpu_ids[i] if gpu_ids else (),
                 kill_grace_seconds=1,
+                work_dir=Path(tempfile.gettempdir()) / "meseta-test-agents" / name,
+                status_retry_interval=1.0,
             )
         )
         for i in range(len(per_agent))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import trace
 
+from meseta.agent.checkpoint import Checkpoint
 from meseta.agent.containerizer import Containerizer, DockerContainerizer, ImageMissing, Launch
 from meseta.agent.gpus import discover_gpus
 from meseta.agent.process import ProcessContainerizer
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_INTERVAL = 1.0
 DEFAULT_KILL_GRACE = 3.0
+DEFAULT_STATUS_RETRY = 2.0
+MAX_RETRY_DELAY = 30.0
+RETRY_TICK = 0.25
 EXECUTOR_REGISTRATION_TIMEOUT = 60.0
 DEFAULT_RETENTION = 600.0
 
@@ -56,6 +61,8 @@ class AgentSettings:
     """``docker`` (default) or ``process`` (subprocesses with cgroup/rlimit limits, no Docker needed)."""
     work_dir: Path = Path("/var/tmp/meseta-agent")
     docker_url: str | None = None
+    status_retry_interval: float = DEFAULT_STATUS_RETRY
+    """Seconds before an unacknowledged status update is first resent (doubling after each resend)."""
     gpu_ids: tuple[str, ...] | None = None
     """GPU device ids to offer; None: discover them through NVML (none when there is no NVIDIA driver)."""
 
@@ -76,6 +83,16 @@ class LocalTask:
     """This is an executor's own container, not a task."""
     launch_env: tuple[tuple[str, str], ...] = ()
     host_network: bool = False
+
+
+@dataclass
+class PendingUpdate:
+    """A status update waiting for its acknowledgement."""
+
+    update: wire.StatusUpdate
+    due: float
+    """When to resend it (monotonic clock)."""
+    delay: float = DEFAULT_STATUS_RETRY
 
 
 @dataclass
@@ -117,7 +134,8 @@ class AgentService(Service):
             raise ValueError(f"unknown isolator {settings.isolator!r}: use docker or process")
         self.tasks: dict[tuple[str, str], LocalTask] = {}
         self.executors: dict[tuple[str, str], ExecutorRun] = {}
-        self.unacknowledged: dict[str, wire.StatusUpdate] = {}
+        self.unacknowledged: dict[str, PendingUpdate] = {}
+        self.checkpoint = Checkpoint(settings.work_dir / settings.agent_id)
         """Status updates the framework has not acknowledged yet, by uuid."""
         self._runners: set[asyncio.Task[None]] = set()
         self._tracer = tracing.tracer(self.name)
@@ -134,8 +152,10 @@ class AgentService(Service):
             wire.agent_queue(self.agent_id), wire.Exchange.LAUNCHES, self.agent_id, durable=True
         )
         self.bus.consume(queue, wire.LAUNCHES, self._on_message, fence=True)
+        await self._recover()
         await self.register()
         self.spawn(self._heartbeat_loop(), "heartbeats")
+        self.spawn(self._retry_loop(), "status-retries")
         self.spawn(self._gc_loop(), "retention")
         log.info(
             "agent %s started with %s (%s isolator)", self.agent_id, self.resources, self.settings.isolator
@@ -190,6 +210,7 @@ class AgentService(Service):
                 await self._kill(message)
             case wire.AcknowledgeUpdate():
                 self.unacknowledged.pop(message.uuid, None)
+                self.checkpoint.drop_update(message.uuid)
             case wire.ReregisterAgent():
                 await self.register()
             case wire.FetchLogs():
@@ -216,6 +237,7 @@ class AgentService(Service):
             local = LocalTask(message.framework_id, info, message.gpu_assignments.get(info.task_id, ()))
             self.tasks[key] = local
             if info.executor is None:
+                self.checkpoint.save_task(message.framework_id, info, local.gpu_ids)
                 self._start_runner(self._run(local), info.task_id)
                 continue
             run = self._ensure_executor(message.framework_id, info.executor)
@@ -357,9 +379,12 @@ class AgentService(Service):
             )
 
     async def _send(self, framework_id: str, status: TaskStatus) -> None:
+        """Checkpoint, then publish (persistent); it is resent until the framework acknowledges it."""
         update = wire.StatusUpdate(agent_id=self.agent_id, framework_id=framework_id, status=status)
-        self.unacknowledged[status.uuid] = update
-        await self.bus.publish(wire.Exchange.STATUS, wire.RoutingKey.STATUS, update)
+        self.checkpoint.save_update(update)
+        delay = self.settings.status_retry_interval
+        self.unacknowledged[status.uuid] = PendingUpdate(update, due=time.monotonic() + delay, delay=delay)
+        await self.bus.publish(wire.Exchange.STATUS, wire.RoutingKey.STATUS, update, persistent=True)
 
     async def _report(
         self,
@@ -380,42 +405,86 @@ class AgentService(Service):
         await self._send(local.framework_id, status)
 
     async def _run(self, local: LocalTask) -> None:
-        key = (local.framework_id, local.info.task_id)
-        try:
-            await self._report(local, TaskState.STARTING)
-            with self._tracer.start_as_current_span(
-                "agent launch",
-                attributes={
-                    "meseta.service": self.name,
-                    "meseta.task_id": local.info.task_id,
-                    "meseta.agent_id": self.agent_id,
-                    "meseta.framework_id": local.framework_id,
-                },
-            ) as span:
-                started = await self._start_container(local, span)
-            if not started:
-                return
-            assert local.container_id is not None
-            exit_info = await self.containerizer.wait(local.container_id)
-            if local.kill_reason is not None:
-                await self._report(local, TaskState.KILLED, local.kill_reason, exit_code=exit_info.code)
-            elif exit_info.oom_killed:
-                # Any kill by the memory limit fails the task, even when its main process survived it.
-                text = f"out of memory: over its {local.info.resources.mem:g} MiB"
-                await self._report(local, TaskState.FAILED, StatusReason.OOM_KILLED, text, exit_info.code)
-            elif exit_info.code == 0:
-                await self._report(local, TaskState.FINISHED, StatusReason.CONTAINER_EXITED, exit_code=0)
+        await self._report(local, TaskState.STARTING)
+        with self._tracer.start_as_current_span(
+            "agent launch",
+            attributes={
+                "meseta.service": self.name,
+                "meseta.task_id": local.info.task_id,
+                "meseta.agent_id": self.agent_id,
+                "meseta.framework_id": local.framework_id,
+            },
+        ) as span:
+            started = await self._start_container(local, span)
+        if started:
+            await self._watch(local)
+        else:
+            await self._forget(local)
+
+    async def _watch(self, local: LocalTask) -> None:
+        """Wait for the container to end, report how, forget the task (also after an agent restart)."""
+        assert local.container_id is not None
+        exit_info = await self.containerizer.wait(local.container_id)
+        if local.kill_reason is not None:
+            await self._report(local, TaskState.KILLED, local.kill_reason, exit_code=exit_info.code)
+        elif exit_info.oom_killed:
+            # Any kill by the memory limit fails the task, even when its main process survived it.
+            text = f"out of memory: over its {local.info.resources.mem:g} MiB"
+            await self._report(local, TaskState.FAILED, StatusReason.OOM_KILLED, text, exit_info.code)
+        elif exit_info.code == 0:
+            await self._report(local, TaskState.FINISHED, StatusReason.CONTAINER_EXITED, exit_code=0)
+        else:
+            text = f"exited with code {exit_info.code}"
+            await self._report(local, TaskState.FAILED, StatusReason.CONTAINER_EXITED, text, exit_info.code)
+        await self._forget(local)
+
+    async def _forget(self, local: LocalTask) -> None:
+        """The task's terminal update is sent (and checkpointed): drop everything else about it.
+
+        Not reached when the agent stops mid-task: the checkpoint stays, and a restarted agent resumes.
+        """
+        self.tasks.pop((local.framework_id, local.info.task_id), None)
+        self.checkpoint.drop_task(local.framework_id, local.info.task_id)
+        if local.is_executor and local.executor is not None:
+            await self._executor_gone(local.executor)
+        if local.container_id is not None and self.settings.container_retention <= 0:
+            await self.containerizer.remove(local.container_id)
+
+    async def _recover(self) -> None:
+        """After a restart: re-attach to checkpointed tasks' containers, requeue unacknowledged updates."""
+        for framework_id, info, gpu_ids in self.checkpoint.tasks():
+            local = LocalTask(framework_id, info, gpu_ids)
+            self.tasks[(framework_id, info.task_id)] = local
+            local.container_id = await self.containerizer.find(framework_id, info.task_id)
+            if local.container_id is None:
+                text = "its container was gone when the agent restarted"
+                await self._report(local, TaskState.LOST, StatusReason.CONTAINER_LAUNCH_FAILED, text)
+                await self._forget(local)
             else:
-                text = f"exited with code {exit_info.code}"
-                await self._report(
-                    local, TaskState.FAILED, StatusReason.CONTAINER_EXITED, text, exit_info.code
+                log.info(
+                    "recovered task %s of %s (container %s)",
+                    info.task_id,
+                    framework_id,
+                    local.container_id[:12],
                 )
-        finally:
-            self.tasks.pop(key, None)
-            if local.is_executor and local.executor is not None:
-                await self._executor_gone(local.executor)
-            if local.container_id is not None and self.settings.container_retention <= 0:
-                await asyncio.shield(self.containerizer.remove(local.container_id))
+                self._start_runner(self._watch(local), info.task_id)
+        for update in self.checkpoint.updates():
+            self.unacknowledged[update.status.uuid] = PendingUpdate(update, due=0.0)
+        if self.unacknowledged:
+            log.info("resending %d unacknowledged status updates", len(self.unacknowledged))
+
+    async def _retry_loop(self) -> None:
+        """At-least-once: resend each unacknowledged update, backing off, until it is acknowledged."""
+        while True:
+            await asyncio.sleep(RETRY_TICK)
+            now = time.monotonic()
+            for pending in list(self.unacknowledged.values()):
+                if pending.due <= now:
+                    await self.bus.publish(
+                        wire.Exchange.STATUS, wire.RoutingKey.STATUS, pending.update, persistent=True
+                    )
+                    pending.delay = min(pending.delay * 2, MAX_RETRY_DELAY)
+                    pending.due = now + pending.delay
 
     async def _gc_loop(self) -> None:
         while True:

@@ -1,0 +1,71 @@
+"""The agent's checkpoint on disk: tasks it runs and status updates not yet acknowledged.
+
+A restarted agent reads both back: it re-attaches to its tasks' containers and resends every update the
+framework has not acknowledged, so a restart loses neither. Files are written whole and renamed into
+place, so a crash never leaves half a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from meseta.sdk import wire
+
+
+class Checkpoint:
+    """Records under ``root`` (one agent's work directory)."""
+
+    def __init__(self, root: Path) -> None:
+        self.tasks_dir = root / "tasks"
+        self.updates_dir = root / "updates"
+        self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        self.updates_dir.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _write(path: Path, data: str) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(data)
+        os.replace(tmp, path)
+
+    def save_task(self, framework_id: str, info: wire.TaskInfo, gpu_ids: tuple[str, ...]) -> None:
+        """Remember a task this agent runs (until it ends)."""
+        record = {
+            "framework_id": framework_id,
+            "info": info.model_dump(mode="json"),
+            "gpu_ids": list(gpu_ids),
+        }
+        self._write(self.tasks_dir / f"{framework_id}__{info.task_id}.json", json.dumps(record))
+
+    def drop_task(self, framework_id: str, task_id: str) -> None:
+        (self.tasks_dir / f"{framework_id}__{task_id}.json").unlink(missing_ok=True)
+
+    def tasks(self) -> list[tuple[str, wire.TaskInfo, tuple[str, ...]]]:
+        """Every remembered task: (framework id, task, GPU ids)."""
+        found = []
+        for path in sorted(self.tasks_dir.glob("*.json")):
+            record: dict[str, Any] = json.loads(path.read_text())
+            found.append(
+                (
+                    record["framework_id"],
+                    wire.TaskInfo.model_validate(record["info"]),
+                    tuple(record["gpu_ids"]),
+                )
+            )
+        return found
+
+    def save_update(self, update: wire.StatusUpdate) -> None:
+        """Keep an update until the framework acknowledges it."""
+        self._write(self.updates_dir / f"{update.status.uuid}.json", update.model_dump_json())
+
+    def drop_update(self, uuid: str) -> None:
+        (self.updates_dir / f"{uuid}.json").unlink(missing_ok=True)
+
+    def updates(self) -> list[wire.StatusUpdate]:
+        """Every unacknowledged update, oldest first."""
+        found = [
+            wire.StatusUpdate.model_validate_json(p.read_text()) for p in self.updates_dir.glob("*.json")
+        ]
+        return sorted(found, key=lambda u: u.status.timestamp)
