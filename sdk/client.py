@@ -28,6 +28,7 @@ Event = wire.Offers | wire.Rescind | wire.Update | wire.Failure | wire.Revocatio
 
 
 SUBSCRIBE_RETRY = 2.0
+HEARTBEAT_INTERVAL = 1.0
 _SEEN_UPDATES = 100_000  # status uuids remembered to drop redeliveries
 """Seconds between re-sent SUBSCRIBE calls while no master answers."""
 
@@ -110,6 +111,9 @@ class FrameworkClient:
         priority: int = 0,
         filters: wire.OfferFilters | None = None,
         auto_acknowledge: bool = True,
+        framework_id: str | None = None,
+        secret: str | None = None,
+        failover_timeout: float = wire.DEFAULT_FAILOVER_TIMEOUT,
     ) -> None:
         self.name = name
         self.role = role
@@ -117,7 +121,12 @@ class FrameworkClient:
         self.priority = priority
         self.filters = filters or wire.OfferFilters()
         self.auto_acknowledge = auto_acknowledge
-        self.framework_id: str | None = None
+        self.framework_id: str | None = framework_id
+        self.secret: str | None = secret
+        """Given by the master at subscription; keep it to re-subscribe after a failover."""
+        self.failover_timeout = failover_timeout
+        self._heartbeats: asyncio.Task[None] | None = None
+        self._reply_queue: str | None = None
         self.stats = FrameworkStats()
         self._bus = Bus(amqp_url, "framework")
         self._tracer = tracing.tracer("framework")
@@ -140,7 +149,14 @@ class FrameworkClient:
         await self._bus.connect()
         replies = await self._bus.reply_queue()
         call = wire.Subscribe(
-            name=self.name, role=self.role, weight=self.weight, priority=self.priority, filters=self.filters
+            name=self.name,
+            role=self.role,
+            weight=self.weight,
+            priority=self.priority,
+            filters=self.filters,
+            framework_id=self.framework_id,
+            secret=self.secret,
+            failover_timeout=self.failover_timeout,
         )
         deadline = asyncio.get_running_loop().time() + timeout
         answer: wire.Message | None = None
@@ -150,24 +166,37 @@ class FrameworkClient:
                 raise SubscribeError(f"no answer from a master within {timeout} s")
             await self._bus.publish(wire.Exchange.CALLS, wire.RoutingKey.CALL, call, reply_to=replies.name)
             answer = await _first_answer(replies, min(left, SUBSCRIBE_RETRY))
-        await replies.delete(if_unused=False, if_empty=False)
         if isinstance(answer, wire.Error):
+            await replies.delete(if_unused=False, if_empty=False)
             raise SubscribeError(f"{answer.code}: {answer.message}")
         if not isinstance(answer, wire.Subscribed):
             raise SubscribeError(f"unexpected answer {answer.type} to SUBSCRIBE")
-        self.framework_id = answer.framework_id
+        self.framework_id, self.secret = answer.framework_id, answer.secret
         queue = await self._bus.declare_queue(
             wire.framework_queue(self.framework_id), wire.Exchange.OFFERS, self.framework_id
         )
         self._bus.consume(queue, wire.FRAMEWORK_EVENTS, self._on_event, fence=True)
+        # The private reply queue stays: answers to our calls that cannot go to our framework queue
+        # (say, a refused call) come here, and join the same event stream.
+        self._reply_queue = replies.name
+        self._bus.consume(replies, wire.REPLIES, self._on_event)
+        self._heartbeats = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeats:{self.name}")
         log.info("framework %s subscribed as %s", self.name, self.framework_id)
         return self.framework_id
+
+    async def _heartbeat_loop(self) -> None:
+        """Tell the master we are here; when this stops, our failover timeout starts."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            await self._call(wire.FrameworkHeartbeat(framework_id=self._id))
 
     async def close(self) -> None:
         """Stop receiving and disconnect (the framework stays registered). Safe twice."""
         if self._closed:
             return
         self._closed = True
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
         for span in self._decisions.values():
             span.end()
         self._decisions.clear()
@@ -191,6 +220,8 @@ class FrameworkClient:
             yield event
 
     async def _on_event(self, message: wire.Message, _: AbstractIncomingMessage) -> None:
+        if isinstance(message, wire.Subscribed | wire.TaskLogs):
+            return  # a late answer to a re-sent SUBSCRIBE, or to a call nobody waits for any more
         match message:
             case wire.Offers():
                 for offer in message.offers:
@@ -265,9 +296,12 @@ class FrameworkClient:
             raise RuntimeError("subscribe() first")
         return self.framework_id
 
-    async def _call(self, call: wire.Message, parent: trace.Span | None = None) -> None:
+    async def _call(self, call: wire.FrameworkCall, parent: trace.Span | None = None) -> None:
         context = trace.set_span_in_context(parent) if parent is not None else None
-        await self._bus.publish(wire.Exchange.CALLS, wire.RoutingKey.CALL, call, context=context)
+        call = call.model_copy(update={"secret": self.secret or ""})
+        await self._bus.publish(
+            wire.Exchange.CALLS, wire.RoutingKey.CALL, call, context=context, reply_to=self._reply_queue
+        )
 
     async def accept(
         self, offer_ids: Iterable[str], tasks: Iterable[TaskInfo], refuse_seconds: float = 0.0
@@ -328,6 +362,10 @@ class FrameworkClient:
     async def logs(self, task_id: str, tail_bytes: int = 65536) -> wire.TaskLogs:
         """One of our tasks' stdout and stderr (kept for the agent's retention after it ends)."""
         return await fetch_logs(self._bus, task_id, self._id, tail_bytes)
+
+    async def reconcile(self, task_ids: Iterable[str] = ()) -> None:
+        """Ask for our tasks' states (all, when no ids are given): UPDATEs with reason RECONCILIATION."""
+        await self._call(wire.Reconcile(framework_id=self._id, task_ids=tuple(task_ids)))
 
     async def set_filters(self, filters: wire.OfferFilters) -> None:
         """Replace the standing filters: from now on only offers that pass them arrive (durably)."""

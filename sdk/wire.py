@@ -29,6 +29,7 @@ PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 1 << 20
 """Larger bodies are dead-lettered unread: no legitimate message comes close."""
 
+DEFAULT_FAILOVER_TIMEOUT: Final = 60.0
 DEFAULT_REFUSE_SECONDS: Final = 5.0
 """Mesos's default filter: a declined agent is not re-offered to the same framework for this long."""
 
@@ -276,6 +277,7 @@ class StatusReason(StrEnum):
     AGENT_REMOVED = "AGENT_REMOVED"
     FRAMEWORK_REMOVED = "FRAMEWORK_REMOVED"
     REVOKED = "REVOKED"
+    RECONCILIATION = "RECONCILIATION"
     OOM_KILLED = "OOM_KILLED"
     EXECUTOR_TERMINATED = "EXECUTOR_TERMINATED"
 
@@ -591,13 +593,22 @@ class Subscribe(Message):
     priority: int = 0
     """Used by the ``priority`` policy: higher is served first."""
     filters: OfferFilters = Field(default_factory=OfferFilters)
+    framework_id: Id | None = None
+    """Set to re-subscribe after a failover: with the ``secret`` SUBSCRIBED gave, it gets its tasks back."""
+    secret: str | None = Field(default=None, max_length=128)
+    failover_timeout: float = Field(default=DEFAULT_FAILOVER_TIMEOUT, ge=0, le=7 * 24 * 3600)
+    """Seconds a disconnected framework keeps its tasks before they are killed and it is removed."""
 
 
-class _FrameworkCall(Message):
+class FrameworkCall(Message):
+    """A call a subscribed framework makes; the master checks its secret."""
+
     framework_id: Id
+    secret: str = Field(default="", max_length=128)
+    """The secret SUBSCRIBED gave: calls that do not carry it are refused."""
 
 
-class Accept(_FrameworkCall):
+class Accept(FrameworkCall):
     """Launch tasks on the resources of one or more offers of one agent."""
 
     type: Literal["ACCEPT"] = "ACCEPT"
@@ -607,7 +618,7 @@ class Accept(_FrameworkCall):
     """How long the unused remainder is not offered back to this framework."""
 
 
-class Decline(_FrameworkCall):
+class Decline(FrameworkCall):
     """Give offers back; their agents are not re-offered to this framework for ``refuse_seconds``."""
 
     type: Literal["DECLINE"] = "DECLINE"
@@ -615,14 +626,14 @@ class Decline(_FrameworkCall):
     refuse_seconds: float = Field(default=DEFAULT_REFUSE_SECONDS, ge=0)
 
 
-class Kill(_FrameworkCall):
+class Kill(FrameworkCall):
     """Kill one of the framework's tasks."""
 
     type: Literal["KILL_TASK"] = "KILL_TASK"
     task_id: Id
 
 
-class Acknowledge(_FrameworkCall):
+class Acknowledge(FrameworkCall):
     """The framework has processed the status update with this uuid."""
 
     type: Literal["ACKNOWLEDGE"] = "ACKNOWLEDGE"
@@ -631,26 +642,42 @@ class Acknowledge(_FrameworkCall):
     uuid: str
 
 
-class Suppress(_FrameworkCall):
+class Suppress(FrameworkCall):
     """Stop sending offers to this framework until it revives."""
 
     type: Literal["SUPPRESS"] = "SUPPRESS"
 
 
-class Revive(_FrameworkCall):
+class Revive(FrameworkCall):
     """Send offers again, and drop the framework's decline filters."""
 
     type: Literal["REVIVE"] = "REVIVE"
 
 
-class SetFilters(_FrameworkCall):
+class FrameworkHeartbeat(FrameworkCall):
+    """The framework is alive (the SDK sends one every second); silence starts its failover timeout."""
+
+    type: Literal["FRAMEWORK_HEARTBEAT"] = "FRAMEWORK_HEARTBEAT"
+
+
+class Reconcile(FrameworkCall):
+    """Ask for the state of these tasks (explicit) or of all the framework's tasks (implicit, no ids).
+
+    Answers come as UPDATE events with reason RECONCILIATION; unknown tasks are LOST.
+    """
+
+    type: Literal["RECONCILE"] = "RECONCILE"
+    task_ids: tuple[Id, ...] = ()
+
+
+class SetFilters(FrameworkCall):
     """Replace the framework's standing filters (kept in etcd, so they survive restarts)."""
 
     type: Literal["SET_FILTERS"] = "SET_FILTERS"
     filters: OfferFilters
 
 
-class SendToExecutor(_FrameworkCall):
+class SendToExecutor(FrameworkCall):
     """Send opaque data to one of the framework's executors on an agent."""
 
     type: Literal["SEND_TO_EXECUTOR"] = "SEND_TO_EXECUTOR"
@@ -681,7 +708,7 @@ class TaskLogs(Message):
     stderr: str
 
 
-class Teardown(_FrameworkCall):
+class Teardown(FrameworkCall):
     """Remove the framework: its tasks are killed and its offers rescinded."""
 
     type: Literal["TEARDOWN"] = "TEARDOWN"
@@ -695,6 +722,8 @@ class Subscribed(Message):
 
     type: Literal["SUBSCRIBED"] = "SUBSCRIBED"
     framework_id: Id
+    secret: str = Field(max_length=128)
+    """Carried by every later call, and needed to re-subscribe after a failover."""
     master_epoch: int = 0
 
 
@@ -754,6 +783,7 @@ class ErrorCode(StrEnum):
     INVALID_CALL = "INVALID_CALL"
     INVALID_TASK = "INVALID_TASK"
     LOGS_UNAVAILABLE = "LOGS_UNAVAILABLE"
+    UNAUTHORIZED = "UNAUTHORIZED"
 
 
 class Error(Message):
@@ -929,6 +959,8 @@ CALLS = Channel(
     Teardown,
     GetLogs,
     SendToExecutor,
+    FrameworkHeartbeat,
+    Reconcile,
 )
 REPLIES = Channel("reply", Subscribed, TaskLogs, Error)
 """Answers that come to a caller's private ``reply_to`` queue."""

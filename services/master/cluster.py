@@ -5,6 +5,9 @@ Agents' accounting keeps ``used + offered <= total``; an allocation that would b
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -45,6 +48,11 @@ class AgentInfo:
         return self.total - self.used - self.offered
 
 
+def hash_secret(secret: str) -> str:
+    """What etcd keeps of a framework's secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 @dataclass
 class FrameworkStats:
     """Counters of one framework's offer cycles."""
@@ -69,6 +77,11 @@ class FrameworkInfo:
     filters: wire.OfferFilters = field(default_factory=wire.OfferFilters)
     suppressed: bool = False
     subscribed_at: float = 0.0
+    secret_hash: str = ""
+    failover_timeout: float = wire.DEFAULT_FAILOVER_TIMEOUT
+    last_seen: float = field(default_factory=time.time)
+    disconnected_at: float | None = None
+    """When its heartbeats stopped; it keeps its tasks for ``failover_timeout`` after that."""
     last_accept_at: float | None = None
     tasks: set[TaskKey] = field(default_factory=set)
     offers: set[str] = field(default_factory=set)
@@ -84,6 +97,8 @@ class FrameworkInfo:
             "filters": self.filters.model_dump(mode="json"),
             "suppressed": self.suppressed,
             "subscribed_at": self.subscribed_at,
+            "secret_hash": self.secret_hash,
+            "failover_timeout": self.failover_timeout,
         }
 
     @classmethod
@@ -98,7 +113,13 @@ class FrameworkInfo:
             filters=wire.OfferFilters.model_validate(entry.get("filters", {})),
             suppressed=bool(entry.get("suppressed", False)),
             subscribed_at=float(entry.get("subscribed_at", 0.0)),  # type: ignore[arg-type]
+            secret_hash=str(entry.get("secret_hash", "")),
+            failover_timeout=float(entry.get("failover_timeout", wire.DEFAULT_FAILOVER_TIMEOUT)),  # type: ignore[arg-type]
         )
+
+    def holds_secret(self, secret: str | None) -> bool:
+        """Whether ``secret`` is this framework's (compared in constant time)."""
+        return secret is not None and hmac.compare_digest(hash_secret(secret), self.secret_hash)
 
     def as_event(self) -> wire.FrameworkAdded:
         """The allocator's FRAMEWORK_ADDED for this framework."""

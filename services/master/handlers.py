@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +17,14 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import trace
 
-from meseta.master.cluster import AgentInfo, Cluster, FrameworkInfo, ScheduledRevocation, TaskEntry
+from meseta.master.cluster import (
+    AgentInfo,
+    Cluster,
+    FrameworkInfo,
+    ScheduledRevocation,
+    TaskEntry,
+    hash_secret,
+)
 from meseta.master.registry import Registry
 from meseta.master.validation import Refusal, executors_to_start, validate_accept
 from meseta.sdk import wire
@@ -38,6 +46,7 @@ class MasterHandlers:
         self.offer_timeout = offer_timeout
         self.revocation_grace = revocation_grace
         self.epoch = 0
+        self._reply_to: str | None = None
         self._by_type: dict[str, Callable[[Any, AbstractIncomingMessage], Awaitable[None]]] = {
             "REGISTER_AGENT": self.register_agent,
             "HEARTBEAT": self.heartbeat,
@@ -56,11 +65,33 @@ class MasterHandlers:
             "REVOCATION_REQUEST": self.revocation,
             "GET_LOGS": self.get_logs,
             "SEND_TO_EXECUTOR": self.send_to_executor,
+            "FRAMEWORK_HEARTBEAT": self.framework_heartbeat,
+            "RECONCILE": self.reconcile,
         }
 
     async def handle(self, message: wire.Message, incoming: AbstractIncomingMessage) -> None:
-        """Dispatch one decoded message."""
+        """Dispatch one decoded message; framework calls must carry their framework's secret."""
+        self._reply_to = incoming.reply_to
+        framework_id = getattr(message, "framework_id", None)
+        if isinstance(message, wire.FrameworkCall) and framework_id in self.cluster.frameworks:
+            if not self.cluster.frameworks[framework_id].holds_secret(message.secret):
+                # Told to the caller only: the framework it pretends to be hears nothing.
+                await self._answer_caller(
+                    wire.Error(
+                        framework_id=framework_id,
+                        code=ErrorCode.UNAUTHORIZED,
+                        message=f"wrong secret for framework {framework_id}",
+                        correlation_id=message.message_id,
+                    )
+                )
+                return
+            self.cluster.frameworks[framework_id].last_seen = time.time()
         await self._by_type[message.type](message, incoming)
+
+    async def _answer_caller(self, answer: wire.Message) -> None:
+        log.info("refused a call: %s", answer)
+        if self._reply_to:
+            await self.bus.publish("", self._reply_to, answer)
 
     # --- publishing helpers ------------------------------------------------------------------------------
 
@@ -88,10 +119,11 @@ class MasterHandlers:
         if (fw := self.cluster.frameworks.get(framework_id)) is not None:
             fw.stats.errors += 1
         trace.get_current_span().set_attribute("meseta.error", str(code))
-        await self.to_framework(
-            framework_id,
-            wire.Error(framework_id=framework_id, code=code, message=text, correlation_id=call.message_id),
-        )
+        error = wire.Error(framework_id=framework_id, code=code, message=text, correlation_id=call.message_id)
+        if framework_id not in self.cluster.frameworks:
+            await self._answer_caller(error)  # no queue of that name to route to
+        else:
+            await self.to_framework(framework_id, error)
 
     # --- agents -------------------------------------------------------------------------------------------
 
@@ -266,6 +298,10 @@ class MasterHandlers:
     async def subscribe(self, msg: wire.Subscribe, incoming: AbstractIncomingMessage) -> None:
         if not incoming.reply_to:
             raise ValueError("SUBSCRIBE needs an AMQP reply_to queue for its answer")
+        if msg.framework_id is not None:
+            await self._resubscribe(msg, incoming.reply_to)
+            return
+        secret = secrets.token_urlsafe(24)
         fw = FrameworkInfo(
             wire.new_id("fw"),
             msg.name,
@@ -274,6 +310,8 @@ class MasterHandlers:
             msg.priority,
             msg.filters,
             subscribed_at=time.time(),
+            secret_hash=hash_secret(secret),
+            failover_timeout=msg.failover_timeout,
         )
         framework_id = fw.framework_id
         await self.registry.save_framework(framework_id, fw.registry_entry())
@@ -281,14 +319,90 @@ class MasterHandlers:
         await self.bus.declare_queue(wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id)
         self.cluster.frameworks[framework_id] = fw
         log.info("framework %s (%s, role %s) subscribed", framework_id, msg.name, msg.role)
-        await self.bus.publish(
-            "",
-            incoming.reply_to,
-            wire.Subscribed(
-                framework_id=framework_id, master_epoch=self.epoch, correlation_id=msg.message_id
-            ),
+        answer = wire.Subscribed(
+            framework_id=framework_id, secret=secret, master_epoch=self.epoch, correlation_id=msg.message_id
         )
+        await self.bus.publish("", incoming.reply_to, answer)
         await self.to_allocator(fw.as_event())
+
+    async def _resubscribe(self, msg: wire.Subscribe, reply_to: str) -> None:
+        """A framework comes back (failover): same id, same secret, its tasks and queued updates intact."""
+        assert msg.framework_id is not None
+        fw = self.cluster.frameworks.get(msg.framework_id)
+        if fw is None or not fw.holds_secret(msg.secret):
+            code = ErrorCode.UNKNOWN_FRAMEWORK if fw is None else ErrorCode.UNAUTHORIZED
+            text = "no such framework (past its failover timeout?)" if fw is None else "wrong secret"
+            error = wire.Error(
+                framework_id=msg.framework_id, code=code, message=text, correlation_id=msg.message_id
+            )
+            await self.bus.publish("", reply_to, error)
+            return
+        fw.failover_timeout = msg.failover_timeout
+        await self.registry.save_framework(fw.framework_id, fw.registry_entry())
+        await self.bus.declare_queue(
+            wire.framework_queue(fw.framework_id), wire.Exchange.OFFERS, fw.framework_id
+        )
+        await self.reconnect(fw)
+        log.info("framework %s re-subscribed with %d tasks", fw.framework_id, len(fw.tasks))
+        answer = wire.Subscribed(
+            framework_id=fw.framework_id,
+            secret=msg.secret or "",
+            master_epoch=self.epoch,
+            correlation_id=msg.message_id,
+        )
+        await self.bus.publish("", reply_to, answer)
+
+    async def framework_heartbeat(self, msg: wire.FrameworkHeartbeat, _: AbstractIncomingMessage) -> None:
+        fw = self.cluster.frameworks.get(msg.framework_id)
+        if fw is not None and fw.disconnected_at is not None:
+            await self.reconnect(fw)
+
+    async def reconnect(self, fw: FrameworkInfo) -> None:
+        fw.last_seen = time.time()
+        if fw.disconnected_at is None:
+            return
+        fw.disconnected_at = None
+        if not fw.suppressed:
+            await self.to_allocator(wire.OffersRevived(framework_id=fw.framework_id))
+
+    async def check_frameworks(self, timeout: float) -> None:
+        """Silent frameworks are disconnected (no offers); past their failover timeout they are removed."""
+        now = time.time()
+        for fw in list(self.cluster.frameworks.values()):
+            if fw.disconnected_at is None and now - fw.last_seen > timeout:
+                fw.disconnected_at = now
+                log.warning(
+                    "framework %s disconnected; it keeps its tasks for %.0f s",
+                    fw.framework_id,
+                    fw.failover_timeout,
+                )
+                for offer_id in sorted(fw.offers):
+                    await self.rescind(self.cluster.offers[offer_id])
+                await self.to_allocator(wire.OffersSuppressed(framework_id=fw.framework_id))
+            elif fw.disconnected_at is not None and now - fw.disconnected_at > fw.failover_timeout:
+                log.warning(
+                    "framework %s did not come back within %.0f s: removing it",
+                    fw.framework_id,
+                    fw.failover_timeout,
+                )
+                await self.remove_framework(fw)
+
+    async def reconcile(self, msg: wire.Reconcile, _: AbstractIncomingMessage) -> None:
+        """Answer with each task's state as the master knows it (LOST when it does not)."""
+        if not await self._known(msg):
+            return
+        fw = self.cluster.frameworks[msg.framework_id]
+        task_ids = msg.task_ids or tuple(sorted(tid for _, tid in fw.tasks))
+        for task_id in task_ids:
+            task = self.cluster.tasks.get((fw.framework_id, task_id))
+            status = wire.TaskStatus(
+                task_id=task_id,
+                state=task.state if task is not None else wire.TaskState.LOST,
+                agent_id=task.agent_id if task is not None else None,
+                reason=wire.StatusReason.RECONCILIATION,
+                message="known to the master" if task is not None else "unknown to the master",
+            )
+            await self.to_framework(fw.framework_id, wire.Update(framework_id=fw.framework_id, status=status))
 
     async def accept(self, msg: wire.Accept, _: AbstractIncomingMessage) -> None:
         span = trace.get_current_span()
@@ -484,21 +598,27 @@ class MasterHandlers:
                     )
 
     async def teardown(self, msg: wire.Teardown, _: AbstractIncomingMessage) -> None:
-        if not await self._known(msg):
-            return
-        fw = self.cluster.frameworks.pop(msg.framework_id)
+        if await self._known(msg):
+            await self.remove_framework(self.cluster.frameworks[msg.framework_id])
+
+    async def remove_framework(self, fw: FrameworkInfo) -> None:
+        """Forget a framework: rescind its offers, kill its tasks, delete it from the registry."""
+        del self.cluster.frameworks[fw.framework_id]
         for offer_id in list(fw.offers):
             self.cluster.remove_offer(offer_id)
         live = [self.cluster.tasks[key] for key in fw.tasks if key in self.cluster.tasks]
         # The allocator gives back everything the framework held when it hears FRAMEWORK_REMOVED.
         await self.to_allocator(wire.FrameworkRemoved(framework_id=fw.framework_id))
         for task in live:
-            await self.to_agent(
-                task.agent_id,
-                wire.KillTask(agent_id=task.agent_id, framework_id=fw.framework_id, task_id=task.task_id),
+            kill = wire.KillTask(
+                agent_id=task.agent_id,
+                framework_id=fw.framework_id,
+                task_id=task.task_id,
+                reason=wire.StatusReason.FRAMEWORK_REMOVED,
             )
+            await self.to_agent(task.agent_id, kill)
         await self.registry.remove_framework(fw.framework_id)
-        log.info("framework %s torn down (%d tasks killed)", fw.framework_id, len(live))
+        log.info("framework %s removed (%d tasks killed)", fw.framework_id, len(live))
 
     async def send_to_executor(self, msg: wire.SendToExecutor, _: AbstractIncomingMessage) -> None:
         if not await self._known(msg):

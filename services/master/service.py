@@ -42,6 +42,8 @@ class MasterSettings:
     lease_ttl: int = 1
     """Seconds of the leader lease: a dead leader's standby takes over within about this long."""
     agent_timeout: float = 5.0
+    framework_timeout: float = 3.0
+    """Seconds without a framework heartbeat (or call) before it counts as disconnected."""
     """Seconds without a heartbeat after which an agent and its tasks are lost."""
     starvation_after: float = DEFAULT_STARVATION_AFTER
     health_interval: float = 5.0
@@ -138,6 +140,7 @@ class MasterService(Service):
             await self.handlers.expire_offers()
             await self.handlers.kill_revoked()
             await self.handlers.remove_silent_agents(self.settings.agent_timeout)
+            await self.handlers.check_frameworks(self.settings.framework_timeout)
 
     async def _health_loop(self) -> None:
         while True:
