@@ -71,6 +71,8 @@ class RoutingKey(StrEnum):
     TO_ALLOCATOR = "to-allocator"
     TO_MASTER = "to-master"
     DEAD_LETTER = "dead-letter"
+    ALL_AGENTS = "all-agents"
+    """Every agent's queue is bound with it too: the master's broadcasts (REREGISTER after a failover)."""
 
 
 class Queue(StrEnum):
@@ -562,7 +564,8 @@ class ShutdownExecutor(Message):
 
 
 class ReregisterAgent(Message):
-    """The master does not know this agent (it restarted or lost it): send a full registration."""
+    """Send a full registration: the master does not know this agent (``agent_id``), or a new master
+    took over and asks every agent at once (``agent_id`` = ``all``, on the ``all-agents`` key)."""
 
     type: Literal["REREGISTER"] = "REREGISTER"
     agent_id: Id

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -87,6 +89,14 @@ def master(
             envvar="MESETA_REVOCATION_GRACE", help="Seconds between a revocation notice and the kill."
         ),
     ] = 5.0,
+    name: Annotated[str | None, typer.Option(envvar="MESETA_MASTER_NAME", help="Candidate name.")] = None,
+    lease_ttl: Annotated[int, typer.Option(envvar="MESETA_LEASE_TTL", help="Leader lease, seconds.")] = 1,
+    agent_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_AGENT_TIMEOUT", help="Seconds without heartbeats before an agent is lost."
+        ),
+    ] = 5.0,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -96,8 +106,15 @@ def master(
 
     _setup("master", log_level, trace_exporter, otlp_endpoint)
     settings = MasterSettings(
-        amqp_url, etcd_endpoint, etcd_prefix, offer_timeout=offer_timeout, revocation_grace=revocation_grace
+        amqp_url,
+        etcd_endpoint,
+        etcd_prefix,
+        offer_timeout=offer_timeout,
+        revocation_grace=revocation_grace,
+        lease_ttl=lease_ttl,
+        agent_timeout=agent_timeout,
     )
+    settings = dataclasses.replace(settings, name=name) if name else settings
     _serve(MasterService(settings))
 
 
@@ -111,6 +128,8 @@ def allocator(
     etcd_prefix: EtcdPrefix = "/meseta",
     min_offer_cpus: Annotated[float, typer.Option(envvar="MESETA_MIN_OFFER_CPUS")] = 0.0,
     min_offer_mem: Annotated[float, typer.Option(envvar="MESETA_MIN_OFFER_MEM")] = 0.0,
+    name: Annotated[str | None, typer.Option(envvar="MESETA_ALLOCATOR_NAME", help="Candidate name.")] = None,
+    lease_ttl: Annotated[int, typer.Option(envvar="MESETA_LEASE_TTL", help="Leader lease, seconds.")] = 1,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -126,7 +145,9 @@ def allocator(
         etcd_endpoint=etcd_endpoint,
         etcd_prefix=etcd_prefix,
         min_offer=None if minimum.is_empty() else minimum,
+        lease_ttl=lease_ttl,
     )
+    settings = dataclasses.replace(settings, name=name) if name else settings
     _serve(AllocatorService(settings))
 
 
@@ -158,6 +179,9 @@ def agent(
             envvar="MESETA_KILL_GRACE", help="SIGTERM-to-SIGKILL seconds for tasks without their own."
         ),
     ] = 3.0,
+    work_dir: Annotated[
+        Path, typer.Option(envvar="MESETA_WORK_DIR", help="Checkpoints (tasks, unacknowledged updates).")
+    ] = Path("/var/tmp/meseta-agent"),
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -178,6 +202,7 @@ def agent(
         gpu_ids=None if gpu_ids is None else tuple(filter(None, gpu_ids.split(","))),
         container_retention=container_retention,
         kill_grace_seconds=kill_grace,
+        work_dir=work_dir,
         agent_id=agent_id or default_agent_id(),
         hostname=hostname or socket.gethostname(),
     )

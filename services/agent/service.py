@@ -151,6 +151,7 @@ class AgentService(Service):
         queue = await self.bus.declare_queue(
             wire.agent_queue(self.agent_id), wire.Exchange.LAUNCHES, self.agent_id, durable=True
         )
+        await queue.bind(wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS)
         self.bus.consume(queue, wire.LAUNCHES, self._on_message, fence=True)
         await self._recover()
         await self.register()

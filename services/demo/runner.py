@@ -8,25 +8,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from meseta.agent.containerizer import LABEL_CLUSTER
+from meseta.demo.processes import ProcessCluster
 from meseta.examples.batch import BatchJob
 from meseta.examples.common import TrackedScheduler
 from meseta.examples.service import ServiceApp
-from meseta.runtime.etcd import EtcdStore
-from meseta.runtime.rabbitmq import Management
 from meseta.sdk import FrameworkClient, offer_cycle_percentiles, run
 
 AGENTS = (
@@ -37,96 +31,13 @@ AGENTS = (
 STATES = ("STAGING", "STARTING", "RUNNING", "FINISHED", "FAILED", "KILLED", "LOST", "ERROR")
 
 
-@dataclass
-class Demo:
-    """Names and places of one demo run."""
-
-    run_id: str
-    amqp_host: str
-    etcd_endpoint: str
-    log_dir: Path
-
-    @property
-    def vhost(self) -> str:
-        return f"meseta-{self.run_id}"
-
-    @property
-    def amqp_url(self) -> str:
-        return f"amqp://guest:guest@{self.amqp_host}/{self.vhost}"
-
-    @property
-    def etcd_prefix(self) -> str:
-        return f"/meseta-{self.run_id}"
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "MESETA_AMQP_URL": self.amqp_url,
-            "MESETA_ETCD_ENDPOINT": self.etcd_endpoint,
-            "MESETA_ETCD_PREFIX": self.etcd_prefix,
-            "MESETA_CLUSTER": self.run_id,
-        }
-
-
-async def _spawn(demo: Demo, name: str, *args: str) -> asyncio.subprocess.Process:
-    log = (demo.log_dir / f"{name}.log").open("wb")
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "meseta.cli",
-        *args,
-        env=demo.env(),
-        stdout=log,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
-@contextlib.asynccontextmanager
-async def services(demo: Demo) -> AsyncIterator[list[asyncio.subprocess.Process]]:
-    """Start allocator, master and agents as processes; stop them and clean up afterwards."""
-    await asyncio.to_thread(Management().create_vhost, demo.vhost)
-    procs: list[asyncio.subprocess.Process] = []
-    try:
-        procs.append(await _spawn(demo, "allocator", "allocator"))
-        procs.append(await _spawn(demo, "master", "master"))
-        for i, (hostname, attributes) in enumerate(AGENTS):
-            flags = [f"--attribute={k}={v}" for k, v in attributes.items()]
-            procs.append(
-                await _spawn(
-                    demo,
-                    f"agent-{i}",
-                    "agent",
-                    f"--agent-id={demo.run_id}-agent-{i}",
-                    f"--hostname={hostname}",
-                    "--cpus=2",
-                    "--mem=1024",
-                    *flags,
-                )
-            )
-        yield procs
-    finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-        await asyncio.to_thread(_remove_containers, demo.run_id)
-        await asyncio.to_thread(Management().delete_vhost, demo.vhost)
-        store = EtcdStore(demo.etcd_endpoint, demo.etcd_prefix)
-        with contextlib.suppress(Exception):
-            await store.connect()
-            await store.delete_prefix()
-        await store.close()
-
-
-def _remove_containers(run_id: str) -> None:
-    client = docker.from_env()
-    for container in client.containers.list(all=True, filters={"label": f"{LABEL_CLUSTER}={run_id}"}):
-        container.remove(force=True)
-    client.close()
+async def start_cluster(cluster: ProcessCluster) -> None:
+    """One allocator, one master, and the three agents, as processes."""
+    await cluster.allocator(0)
+    await cluster.master(0)
+    for i, (hostname, attributes) in enumerate(AGENTS):
+        flags = [f"--attribute={k}={v}" for k, v in attributes.items()]
+        await cluster.agent(i, hostname, "--cpus=2", "--mem=1024", *flags)
 
 
 def _live_table(clients: list[tuple[FrameworkClient, TrackedScheduler]], started: float) -> Table:
@@ -186,12 +97,11 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
     console = Console(width=None if sys.stdout.isatty() else 132)
     run_id = f"demo-{uuid.uuid4().hex[:8]}"
     log_dir = Path(os.environ.get("MESETA_DEMO_LOGS", f".run/{run_id}"))
-    await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
-    demo = Demo(
-        run_id,
-        os.environ.get("MESETA_AMQP_HOST", "127.0.0.1:5672"),
-        os.environ.get("MESETA_ETCD_ENDPOINT", "127.0.0.1:2379"),
+    cluster = ProcessCluster(
         log_dir,
+        run_id,
+        amqp_host=os.environ.get("MESETA_AMQP_HOST", "127.0.0.1:5672"),
+        etcd_endpoint=os.environ.get("MESETA_ETCD_ENDPOINT", "127.0.0.1:2379"),
     )
     console.print(
         f"[bold]Meseta demo[/] {run_id}: 1 allocator, 1 master, {len(AGENTS)} agents; logs in {log_dir}"
@@ -199,8 +109,8 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
     reduces = max(1, batch_tasks // 5)
     batch = BatchJob([host for host, _ in AGENTS], maps=batch_tasks - reduces, reduces=reduces, image=image)
     service = ServiceApp(instances=service_tasks, image=image)
-    batch_client = FrameworkClient(demo.amqp_url, "batch")
-    service_client = FrameworkClient(demo.amqp_url, "service")
+    batch_client = FrameworkClient(cluster.amqp_url, "batch")
+    service_client = FrameworkClient(cluster.amqp_url, "service")
     clients: list[tuple[FrameworkClient, TrackedScheduler]] = [
         (batch_client, batch),
         (service_client, service),
@@ -208,7 +118,8 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
     started = time.monotonic()
     ok = False
     loops: list[asyncio.Task[None]] = []
-    async with services(demo) as procs:
+    async with cluster:
+        await start_cluster(cluster)
         try:
             async with asyncio.timeout(timeout):
                 for client, _ in clients:
@@ -239,7 +150,7 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
                     with contextlib.suppress(Exception):
                         await client.teardown()
                 await client.close()
-            dead = [p for p in procs if p.returncode is not None]
+            dead = [p for p in cluster.procs.values() if p.returncode is not None]
             if dead:
                 console.print(f"[red]{len(dead)} service process(es) exited early; see {log_dir}[/]")
             for loop in loops:

@@ -117,9 +117,12 @@ class MasterService(Service):
             )
         self.spawn(self._sweep_loop(), "offer-expiry")
         self.spawn(self._health_loop(), "health")
-        # An allocator that outlived the old master holds a view of it: replace it with ours. Agents are
-        # asked to re-register by their next heartbeat, which this master does not know.
+        # An allocator that outlived the old master holds a view of it: replace it with ours.
         await self.handlers.to_allocator(self.cluster.state_sync())
+        # Every agent re-registers now, rather than at its next heartbeat: offers resume sooner.
+        await self.bus.publish(
+            wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS, wire.ReregisterAgent(agent_id="all")
+        )
         self.leading.set()
         log.info(
             "master %s leads, epoch %d, %d frameworks from the registry",

@@ -35,7 +35,7 @@ async def test_demo_runs_and_prints_its_summary(infrastructure: None, tmp_path: 
     assert "FINISHED 6" in text
     assert "KILLED 1" in text
     assert "demo finished" in text
-    ready = {"master": "leads master", "allocator": "allocator active", "agent-0": "started"}
+    ready = {"master-0": "leads master", "allocator-0": "allocator active", "agent-0": "started"}
     ready |= {"agent-1": "started", "agent-2": "started"}
     for service, line in ready.items():
         assert line in (tmp_path / f"{service}.log").read_text(), service

@@ -1,0 +1,155 @@
+"""A local cluster of real service processes: masters, allocators, agents, each a ``meseta`` process.
+
+Used by ``meseta demo``, the fault-tolerance tests (which kill these processes with signals) and the
+failover benchmark. Everything it starts it also stops: processes, containers, its vhost, its etcd keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import docker
+
+from meseta.agent.containerizer import LABEL_CLUSTER
+from meseta.runtime.etcd import EtcdStore
+from meseta.runtime.rabbitmq import Management
+
+DEFAULT_AMQP_HOST = "127.0.0.1:5672"
+DEFAULT_ETCD = "127.0.0.1:2379"
+
+
+@dataclass
+class ProcessCluster:
+    """Processes of one cluster, by name (``master-0``, ``agent-1``, ...).
+
+    Args:
+        log_dir: where each process writes ``<name>.log``.
+        env: extra environment for every process (``MESETA_*`` settings).
+    """
+
+    log_dir: Path
+    run_id: str = field(default_factory=lambda: f"run-{uuid.uuid4().hex[:8]}")
+    amqp_host: str = DEFAULT_AMQP_HOST
+    etcd_endpoint: str = DEFAULT_ETCD
+    env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    args: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def vhost(self) -> str:
+        return f"meseta-{self.run_id}"
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://guest:guest@{self.amqp_host}/{self.vhost}"
+
+    @property
+    def etcd_prefix(self) -> str:
+        return f"/meseta-{self.run_id}"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.log_dir / "agents"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "MESETA_AMQP_URL": self.amqp_url,
+            "MESETA_ETCD_ENDPOINT": self.etcd_endpoint,
+            "MESETA_ETCD_PREFIX": self.etcd_prefix,
+            "MESETA_CLUSTER": self.run_id,
+            "MESETA_WORK_DIR": str(self.work_dir),
+            **self.env,
+        }
+
+    async def __aenter__(self) -> Self:
+        await asyncio.to_thread(self.log_dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(Management().create_vhost, self.vhost)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop_all()
+        await asyncio.to_thread(_remove_containers, self.run_id)
+        await asyncio.to_thread(Management().delete_vhost, self.vhost)
+        store = EtcdStore(self.etcd_endpoint, self.etcd_prefix)
+        with contextlib.suppress(Exception):
+            await store.connect()
+            await store.delete_prefix()
+        await store.close()
+        await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
+
+    async def start(self, name: str, *args: str) -> asyncio.subprocess.Process:
+        """Start ``meseta ARGS...`` as process ``name`` (again, after a kill, with the same arguments)."""
+        self.args[name] = args
+        log = (self.log_dir / f"{name}.log").open("ab")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "meseta.cli",
+            *args,
+            env=self._env(),
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        log.close()  # the child has its own descriptor
+        self.procs[name] = proc
+        return proc
+
+    async def master(self, index: int, *extra: str) -> asyncio.subprocess.Process:
+        return await self.start(f"master-{index}", "master", f"--name=master-{index}", *extra)
+
+    async def allocator(self, index: int, *extra: str) -> asyncio.subprocess.Process:
+        return await self.start(f"allocator-{index}", "allocator", f"--name=allocator-{index}", *extra)
+
+    async def agent(self, index: int, hostname: str, *extra: str) -> asyncio.subprocess.Process:
+        agent_id = f"{self.run_id}-agent-{index}"
+        return await self.start(
+            f"agent-{index}", "agent", f"--agent-id={agent_id}", f"--hostname={hostname}", *extra
+        )
+
+    def agent_id(self, index: int) -> str:
+        return f"{self.run_id}-agent-{index}"
+
+    async def restart(self, name: str) -> asyncio.subprocess.Process:
+        """Start a process again with the arguments it had."""
+        return await self.start(name, *self.args[name])
+
+    async def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send a signal and wait for the process to end; returns its exit status."""
+        proc = self.procs[name]
+        if proc.returncode is None:
+            proc.send_signal(sig)
+        return await proc.wait()
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    async def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def _remove_containers(run_id: str) -> None:
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL_CLUSTER}={run_id}"}):
+        container.remove(force=True)
+    client.close()
