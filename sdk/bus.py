@@ -8,12 +8,16 @@ logged. A bad message never stops a consumer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
+import aiormq.exceptions
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -33,6 +37,27 @@ InvalidHandler = Callable[[bytes, str, AbstractIncomingMessage], Awaitable[None]
 """Told about a message that failed to decode (after it was dead-lettered): body, reason, message."""
 
 DEFAULT_PREFETCH = 256
+PUBLISH_PATIENCE = 60.0
+"""Seconds a publish waits for a lost broker connection to come back before it gives up."""
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+)
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """The broker link failed (not the message, not the handler): retry rather than give up on it.
+
+    aiormq cancels in-flight operations when the connection drops; that is told apart from a real
+    cancellation of the current task, which must propagate.
+    """
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return True
+    task = asyncio.current_task()
+    return isinstance(exc, asyncio.CancelledError) and task is not None and not task.cancelling()
+
+
 _DEDUPE_WINDOW = 10_000  # message ids remembered per consumer, so a redelivery is handled once
 
 
@@ -59,16 +84,23 @@ class Bus:
         self.epochs_accepted: list[int] = []
         """Each new epoch a fenced consumer accepted, in order (for operators and tests)."""
         self.fenced = 0
+        self.reconnects = 0
+        """How often the robust connection came back after losing the broker."""
 
     async def connect(self) -> None:
         """Connect and declare the shared topology."""
-        self._connection = await aio_pika.connect_robust(
+        self._connection = connection = await aio_pika.connect_robust(
             self.url, client_properties={"connection_name": self.service}
         )
+        connection.reconnect_callbacks.add(self._on_reconnect)
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         self._consume_channel = await self._connection.channel()
         await self._consume_channel.set_qos(prefetch_count=DEFAULT_PREFETCH)
         await self._declare_exchanges()
+
+    def _on_reconnect(self, *_: object) -> None:
+        self.reconnects += 1
+        log.warning("%s: reconnected to the broker (%d times)", self.service, self.reconnects)
 
     async def _declare_exchanges(self) -> None:
         assert self._publish_channel is not None
@@ -131,8 +163,22 @@ class Bus:
             if persistent
             else aio_pika.DeliveryMode.NOT_PERSISTENT,
         )
-        target = self._exchanges[exchange] if exchange else self._publish_channel.default_exchange
-        await target.publish(amqp_message, routing_key=routing_key)
+        deadline = time.monotonic() + PUBLISH_PATIENCE
+        while True:
+            target = self._exchanges[exchange] if exchange else self._publish_channel.default_exchange
+            try:
+                await target.publish(amqp_message, routing_key=routing_key)
+                return
+            except BaseException as exc:
+                if not is_transport_error(exc) or time.monotonic() > deadline or self._connection is None:
+                    raise
+                # The robust connection restores itself and its channels: wait for it, then send again.
+                log.info("%s: publish failed (%r); waiting for the broker", self.service, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._connection.connected.wait(), max(0.1, deadline - time.monotonic())
+                    )
+                await asyncio.sleep(0.05)
 
     def consume(
         self,
@@ -161,27 +207,42 @@ class Bus:
         on_invalid: InvalidHandler | None,
         fence: bool,
     ) -> None:
-        seen: OrderedDict[str, None] = OrderedDict()
-        highest = 0
+        state = _ConsumerState()
         async with queue.iterator() as messages:
             async for incoming in messages:
-                if fence:
-                    epoch = _epoch(incoming)
-                    if epoch is not None and epoch < highest:
-                        self.fenced += 1
-                        log.warning(
-                            "%s: dropped %s from deposed epoch %d (now %d)",
-                            self.service,
-                            incoming.type,
-                            epoch,
-                            highest,
-                        )
-                        await incoming.ack()
+                try:
+                    if fence and not await self._admit(incoming, state):
                         continue
-                    if epoch is not None and epoch > highest:
-                        highest = epoch
-                        self.epochs_accepted.append(epoch)
-                await self._handle_one(incoming, channel, handler, seen, on_invalid)
+                    await self._handle_one(incoming, channel, handler, state.seen, on_invalid)
+                except BaseException as exc:
+                    if not is_transport_error(exc):
+                        raise
+                    log.warning(
+                        "%s: lost the broker on %s; unacknowledged messages come again",
+                        self.service,
+                        queue.name,
+                    )
+
+    async def _admit(self, incoming: AbstractIncomingMessage, state: _ConsumerState) -> bool:
+        """Fencing: drop (and ack) a message stamped with an epoch older than one already seen."""
+        epoch = _epoch(incoming)
+        if epoch is None:
+            return True
+        if epoch < state.highest:
+            self.fenced += 1
+            log.warning(
+                "%s: dropped %s from deposed epoch %d (now %d)",
+                self.service,
+                incoming.type,
+                epoch,
+                state.highest,
+            )
+            await incoming.ack()
+            return False
+        if epoch > state.highest:
+            state.highest = epoch
+            self.epochs_accepted.append(epoch)
+        return True
 
     async def _handle_one(
         self,
@@ -217,9 +278,18 @@ class Bus:
         ) as span:
             try:
                 await handler(message, incoming)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except BaseException as exc:
+                if is_transport_error(exc):
+                    # Not the message's fault: leave it unacknowledged, the broker redelivers it.
+                    log.warning(
+                        "%s: lost the broker while handling %s; it will be redelivered",
+                        self.service,
+                        message.type,
+                    )
+                    seen.pop(message.message_id, None)
+                    return
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
                 span.record_exception(exc)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
                 log.exception("%s: handler for %s failed", self.service, message.type)
@@ -252,6 +322,14 @@ class Bus:
         if self._connection is not None and not self._connection.is_closed:
             await self._connection.close()
         self._connection = None
+
+
+@dataclass
+class _ConsumerState:
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """Message ids handled lately, so a redelivery is handled once."""
+    highest: int = 0
+    """The highest leader epoch seen on this queue."""
 
 
 def _epoch(incoming: AbstractIncomingMessage) -> int | None:

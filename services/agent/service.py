@@ -480,7 +480,7 @@ class AgentService(Service):
             await asyncio.sleep(RETRY_TICK)
             now = time.monotonic()
             for pending in list(self.unacknowledged.values()):
-                if pending.due <= now:
+                if pending.due <= now and pending.update.status.uuid in self.unacknowledged:
                     await self.bus.publish(
                         wire.Exchange.STATUS, wire.RoutingKey.STATUS, pending.update, persistent=True
                     )
