@@ -1,0 +1,164 @@
+"""Faults on real processes, killed with signals, on real RabbitMQ, etcd and dockerd."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from meseta.agent import AgentService, AgentSettings
+from meseta.demo.processes import ProcessCluster
+from meseta.runtime.etcd import EtcdStore
+from meseta.sdk import FrameworkClient, wire
+from tests.cluster import AGENT_RESOURCES, next_event, short_task
+from tests.conftest import ETCD, wait_for
+from tests.faults.resilient import ResilientBatch
+
+pytestmark = pytest.mark.e2e
+
+FAST = {"MESETA_HEARTBEAT_INTERVAL": "0.5", "MESETA_AGENT_TIMEOUT": "2", "MESETA_CONTAINER_RETENTION": "60"}
+
+
+@pytest.fixture
+async def procs(infrastructure: None, tmp_path: Path) -> AsyncIterator[ProcessCluster]:
+    async with ProcessCluster(tmp_path, env=FAST) as cluster:
+        yield cluster
+
+
+def leader(cluster: ProcessCluster) -> str | None:
+    """The master process whose log says it leads (the latest to say so)."""
+    leading = [n for n in cluster.procs if n.startswith("master") and "leads master" in cluster.log(n)]
+    alive = [n for n in leading if cluster.procs[n].returncode is None]
+    return alive[-1] if alive else None
+
+
+async def start(cluster: ProcessCluster, masters: int = 2, agents: int = 3) -> None:
+    for i in range(2):
+        await cluster.allocator(i)
+    for i in range(masters):
+        await cluster.master(i)
+    for i in range(agents):
+        await cluster.agent(i, f"host-{i}", "--cpus=2", "--mem=2048")
+    await wait_for(lambda: leader(cluster) is not None, 30, "a leading master")
+
+
+async def subscribed(cluster: ProcessCluster, name: str) -> FrameworkClient:
+    client = FrameworkClient(cluster.amqp_url, name)
+    await client.subscribe(timeout=30)
+    return client
+
+
+async def test_killing_the_leader_loses_no_task_and_no_update(procs: ProcessCluster) -> None:
+    await start(procs)
+    clients = [await subscribed(procs, f"fw-{k}") for k in range(2)]
+    jobs = [
+        ResilientBatch(c, [short_task(f"{c.name}-{i}", cpus=0.25, mem=16, script="true") for i in range(100)])
+        for c in clients
+    ]
+    loops = [asyncio.create_task(job.run()) for job in jobs]
+    try:
+        await wait_for(lambda: sum(len(j.terminal) for j in jobs) >= 50, 90, "a quarter of the tasks")
+        old = leader(procs)
+        assert old is not None
+        killed_at = time.time()
+        await procs.kill(old, signal.SIGKILL)
+        await wait_for(lambda: leader(procs) not in (None, old), 15, "a standby to lead")
+        await asyncio.wait_for(asyncio.gather(*(j.done.wait() for j in jobs)), 150)
+        offers_after = [t for j in jobs for t in j.offer_times if t > killed_at]
+        print(f"failover: offers again {min(offers_after) - killed_at:.2f} s after the leader was killed")
+        for job in jobs:
+            assert set(job.terminal.values()) == {1}, "every task ends exactly once at its framework"
+            assert {job.states[t] for t in job.by_id} == {wire.TaskState.FINISHED}
+    finally:
+        for loop in loops:
+            loop.cancel()
+        for client in clients:
+            await client.close()
+
+
+async def test_a_killed_agent_is_reported_then_comes_back(procs: ProcessCluster) -> None:
+    await start(procs, masters=1, agents=2)
+    client = await subscribed(procs, "watcher")
+    placed: dict[str, str] = {}
+    while len(placed) < 2:
+        offer = (await next_event(client, wire.Offers, 30)).offers[0]
+        if offer.agent_id in placed.values():
+            await client.decline([offer.offer_id], refuse_seconds=0)
+            continue
+        task = short_task(f"on-{offer.hostname}", script="while true; do sleep 0.1; done")
+        placed[task.task_id] = offer.agent_id
+        await client.accept([offer.offer_id], [task])
+    await procs.kill("agent-1", signal.SIGKILL)
+    victim = procs.agent_id(1)
+    failure = await next_event(client, wire.Failure, 15)
+    assert failure.agent_id == victim
+    lost = await next_event(client, wire.Update)
+    while lost.status.state != wire.TaskState.LOST:
+        lost = await next_event(client, wire.Update)
+    assert placed[lost.status.task_id] == victim and lost.status.reason == wire.StatusReason.AGENT_REMOVED
+    await procs.restart("agent-1")
+    while True:  # it re-registers: its resources are offered again
+        offer = (await next_event(client, wire.Offers, 30)).offers[0]
+        if offer.agent_id == victim:
+            break
+        await client.decline([offer.offer_id], refuse_seconds=0)
+    await client.close()
+
+
+async def test_an_agent_restarted_mid_task_keeps_it_and_reports_its_end(procs: ProcessCluster) -> None:
+    await start(procs, masters=1, agents=1)
+    client = await subscribed(procs, "patient")
+    offer = (await next_event(client, wire.Offers, 30)).offers[0]
+    await client.accept([offer.offer_id], [short_task("slow", script="sleep 4; echo done")])
+    update = await next_event(client, wire.Update)
+    while update.status.state != wire.TaskState.RUNNING:
+        update = await next_event(client, wire.Update)
+    await procs.kill("agent-0", signal.SIGKILL)
+    await procs.restart("agent-0")
+    while not update.status.state.terminal:
+        update = await next_event(client, wire.Update, 30)
+    assert (update.status.task_id, update.status.state) == ("slow", wire.TaskState.FINISHED)
+    assert "recovered task slow" in procs.log("agent-0")
+    assert client.stats.duplicate_updates >= 0
+    await client.close()
+
+
+async def test_two_masters_never_lead_at_once(procs: ProcessCluster, tmp_path: Path) -> None:
+    await start(procs, masters=2, agents=0)
+    agent = AgentService(
+        AgentSettings(
+            amqp_url=procs.amqp_url,
+            resources=AGENT_RESOURCES,
+            agent_id=procs.agent_id(9),
+            cluster=procs.run_id,
+            work_dir=tmp_path / "in-process",
+            heartbeat_interval=0.5,
+        )
+    )
+    await agent.start()
+    client = await subscribed(procs, "prober")
+    try:
+        offer = (await next_event(client, wire.Offers, 30)).offers[0]
+        await client.accept([offer.offer_id], [short_task("probe", script="true")])  # a LAUNCH from the leader
+        await wait_for(lambda: len(agent.bus.epochs_accepted) == 1, 15, "the leader's first message")
+        old = leader(procs)
+        assert old is not None
+        store = EtcdStore(ETCD, procs.etcd_prefix)
+        await store.connect()
+        got = await store.client.get(store.key("master", "leader"))
+        await store.client.revoke_lease(got.lease)  # the leader's lease is gone
+        await store.close()
+        assert await asyncio.wait_for(procs.procs[old].wait(), 10) != 0  # it stepped down at once
+        assert "lease is gone" in procs.log(old)
+        await wait_for(lambda: len(agent.bus.epochs_accepted) == 2, 15, "the new leader's first message")
+        first, second = agent.bus.epochs_accepted
+        assert second > first
+        new = leader(procs)
+        assert new not in (None, old) and f"epoch {second}" in procs.log(new or "")
+    finally:
+        await client.close()
+        await agent.stop()
