@@ -1,5 +1,5 @@
 # The two commands of the README. Both install and start what is missing first.
-.PHONY: demo test infra lint typecheck unit
+.PHONY: demo test infra lint typecheck unit bench-failover
 
 PY := .venv/bin/python
 
@@ -23,3 +23,6 @@ lint:
 
 typecheck:
 	bash scripts/typecheck.sh
+
+bench-failover: infra
+	$(PY) bench/failover.py --kills 10
