@@ -38,6 +38,16 @@ class AgentInfo:
         """The first ``count`` GPU ids neither offered nor used."""
         return tuple(g for g in self.gpu_ids if g not in self.gpu_owner)[:count]
 
+    def as_event(self) -> wire.AgentAdded:
+        """The allocator's AGENT_ADDED for this agent: what is neither used nor offered is available."""
+        return wire.AgentAdded(
+            agent_id=self.agent_id,
+            hostname=self.hostname,
+            attributes=self.attributes,
+            total=self.total,
+            available=self.free,
+        )
+
     def release_gpus(self, owner: str) -> None:
         """Free every GPU id ``owner`` held."""
         self.gpu_owner = {g: o for g, o in self.gpu_owner.items() if o != owner}
@@ -189,16 +199,7 @@ class Cluster:
     def state_sync(self) -> wire.StateSync:
         """The whole view, for a (re)started allocator."""
         return wire.StateSync(
-            agents=tuple(
-                wire.AgentAdded(
-                    agent_id=a.agent_id,
-                    hostname=a.hostname,
-                    attributes=a.attributes,
-                    total=a.total,
-                    available=a.free,
-                )
-                for a in self.agents.values()
-            ),
+            agents=tuple(a.as_event() for a in self.agents.values()),
             frameworks=tuple(fw.as_event() for fw in self.frameworks.values()),
             held=tuple(self.held()),
         )

@@ -104,6 +104,13 @@ class MasterHandlers:
     async def to_agent(self, agent_id: str, message: wire.Message) -> None:
         await self.bus.publish(wire.Exchange.LAUNCHES, agent_id, message)
 
+    async def kill_on(
+        self, agent_id: str, framework_id: str, task_id: str, reason: wire.StatusReason
+    ) -> None:
+        """Tell an agent to kill a task, and why."""
+        kill = wire.KillTask(agent_id=agent_id, framework_id=framework_id, task_id=task_id, reason=reason)
+        await self.to_agent(agent_id, kill)
+
     async def recover(
         self, framework_id: str, agent_id: str, resources: Resources, refuse: float = 0.0
     ) -> None:
@@ -141,13 +148,8 @@ class MasterHandlers:
             # Back from the dead: its frameworks were told these tasks are LOST and have replaced them.
             self.cluster.lost_agents.discard(msg.agent_id)
             for running in msg.running_tasks:
-                kill = wire.KillTask(
-                    agent_id=msg.agent_id,
-                    framework_id=running.framework_id,
-                    task_id=running.task_id,
-                    reason=wire.StatusReason.AGENT_REMOVED,
-                )
-                await self.to_agent(msg.agent_id, kill)
+                reason = wire.StatusReason.AGENT_REMOVED
+                await self.kill_on(msg.agent_id, running.framework_id, running.task_id, reason)
             msg = msg.model_copy(update={"running_tasks": ()})
         # A master that restarted learns the agent's running tasks from it; they hold resources.
         for running in msg.running_tasks:
@@ -172,15 +174,7 @@ class MasterHandlers:
             # Its tasks are held by frameworks: the allocator must see them as allocated, not free.
             await self.to_allocator(self.cluster.state_sync())
             return
-        await self.to_allocator(
-            wire.AgentAdded(
-                agent_id=agent.agent_id,
-                hostname=agent.hostname,
-                attributes=agent.attributes,
-                total=agent.total,
-                available=agent.free,
-            )
-        )
+        await self.to_allocator(agent.as_event())
 
     async def heartbeat(self, msg: wire.Heartbeat, _: AbstractIncomingMessage) -> None:
         agent = self.cluster.agents.get(msg.agent_id)
@@ -610,13 +604,9 @@ class MasterHandlers:
         # The allocator gives back everything the framework held when it hears FRAMEWORK_REMOVED.
         await self.to_allocator(wire.FrameworkRemoved(framework_id=fw.framework_id))
         for task in live:
-            kill = wire.KillTask(
-                agent_id=task.agent_id,
-                framework_id=fw.framework_id,
-                task_id=task.task_id,
-                reason=wire.StatusReason.FRAMEWORK_REMOVED,
+            await self.kill_on(
+                task.agent_id, fw.framework_id, task.task_id, wire.StatusReason.FRAMEWORK_REMOVED
             )
-            await self.to_agent(task.agent_id, kill)
         await self.registry.remove_framework(fw.framework_id)
         log.info("framework %s removed (%d tasks killed)", fw.framework_id, len(live))
 

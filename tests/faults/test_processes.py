@@ -143,7 +143,8 @@ async def test_two_masters_never_lead_at_once(procs: ProcessCluster, tmp_path: P
     client = await subscribed(procs, "prober")
     try:
         offer = (await next_event(client, wire.Offers, 30)).offers[0]
-        await client.accept([offer.offer_id], [short_task("probe", script="true")])  # a LAUNCH from the leader
+        # A LAUNCH from the leader reaches the agent.
+        await client.accept([offer.offer_id], [short_task("probe", script="true")])
         await wait_for(lambda: len(agent.bus.epochs_accepted) == 1, 15, "the leader's first message")
         old = leader(procs)
         assert old is not None
