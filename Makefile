@@ -12,7 +12,8 @@ demo: infra
 test: infra
 	$(PY) -m ruff check services sdk examples tests
 	bash scripts/typecheck.sh
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 -m "not serial" tests
+	$(PY) -m pytest -q -m serial tests
 
 unit: infra
 	$(PY) -m pytest -q tests/unit

@@ -102,7 +102,8 @@ class MasterHandlers:
         await self.bus.publish(wire.Exchange.OFFERS, framework_id, message)
 
     async def to_agent(self, agent_id: str, message: wire.Message) -> None:
-        await self.bus.publish(wire.Exchange.LAUNCHES, agent_id, message)
+        # Persistent: a launch or a kill must survive a broker restart (agent queues are durable).
+        await self.bus.publish(wire.Exchange.LAUNCHES, agent_id, message, persistent=True)
 
     async def kill_on(
         self, agent_id: str, framework_id: str, task_id: str, reason: wire.StatusReason

@@ -18,7 +18,8 @@ from tests.cluster import AGENT_RESOURCES, next_event, short_task
 from tests.conftest import ETCD, wait_for
 from tests.faults.resilient import ResilientBatch
 
-pytestmark = pytest.mark.e2e
+# Many real processes and hundreds of containers on two cores: `make test` runs these alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(400)]
 
 FAST = {"MESETA_HEARTBEAT_INTERVAL": "0.5", "MESETA_AGENT_TIMEOUT": "2", "MESETA_CONTAINER_RETENTION": "60"}
 
@@ -61,18 +62,28 @@ async def test_killing_the_leader_loses_no_task_and_no_update(procs: ProcessClus
     ]
     loops = [asyncio.create_task(job.run()) for job in jobs]
     try:
-        await wait_for(lambda: sum(len(j.terminal) for j in jobs) >= 50, 90, "a quarter of the tasks")
+        await wait_for(lambda: sum(len(j.terminal) for j in jobs) >= 50, 150, "a quarter of the tasks")
         old = leader(procs)
         assert old is not None
         killed_at = time.time()
         await procs.kill(old, signal.SIGKILL)
         await wait_for(lambda: leader(procs) not in (None, old), 15, "a standby to lead")
-        await asyncio.wait_for(asyncio.gather(*(j.done.wait() for j in jobs)), 150)
+        # And the active allocator too: the standby takes over and asks the master for its view.
+        await wait_for(lambda: sum(len(j.terminal) for j in jobs) >= 100, 150, "half of the tasks")
+        (active,) = [
+            n
+            for n, p in procs.procs.items()
+            if n.startswith("allocator") and p.returncode is None and "allocator active" in procs.log(n)
+        ]
+        await procs.kill(active, signal.SIGKILL)
+        await asyncio.wait_for(asyncio.gather(*(j.done.wait() for j in jobs)), 300)
         offers_after = [t for j in jobs for t in j.offer_times if t > killed_at]
         print(f"failover: offers again {min(offers_after) - killed_at:.2f} s after the leader was killed")
         for job in jobs:
             assert set(job.terminal.values()) == {1}, "every task ends exactly once at its framework"
             assert {job.states[t] for t in job.by_id} == {wire.TaskState.FINISHED}
+        standby = "allocator-1" if active == "allocator-0" else "allocator-0"
+        assert "allocator active" in procs.log(standby)
     finally:
         for loop in loops:
             loop.cancel()
