@@ -53,22 +53,32 @@ class Leadership:
 
     async def campaign(self) -> int:
         """Wait until this candidate leads; return its new epoch."""
+        while True:
+            try:
+                if await self._try_once():
+                    log.info("%s leads %s with epoch %d", self.candidate, self.role, self.epoch)
+                    return self.epoch
+            except Exception as exc:  # etcd down or restarting: a candidate waits, it does not give up
+                log.warning("campaign for %s: etcd unavailable (%s); retrying", self.role, exc)
+                await asyncio.sleep(max(self.poll, 0.5))
+                continue
+            await asyncio.sleep(self.poll)
+
+    async def _try_once(self) -> bool:
         client = self.store.client
         tx = client.transactions
-        while True:
-            lease = await client.lease(self.ttl)
-            won, _ = await client.transaction(
-                compare=[tx.version(self.key) == 0],
-                success=[tx.put(self.key, self.candidate.encode(), lease.id)],
-                failure=[],
-            )
-            if won:
-                self.lease_id = lease.id
-                self.epoch = await self.store.increment(self.role, "epoch")
-                log.info("%s leads %s with epoch %d", self.candidate, self.role, self.epoch)
-                return self.epoch
+        lease = await client.lease(self.ttl)
+        won, _ = await client.transaction(
+            compare=[tx.version(self.key) == 0],
+            success=[tx.put(self.key, self.candidate.encode(), lease.id)],
+            failure=[],
+        )
+        if not won:
             await client.revoke_lease(lease.id)
-            await asyncio.sleep(self.poll)
+            return False
+        self.lease_id = lease.id
+        self.epoch = await self.store.increment(self.role, "epoch")
+        return True
 
     async def keep(self) -> None:
         """Refresh the lease while leading; raise :class:`LostLeadership` as soon as it cannot be kept."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.faults.resilient import ResilientBatch
 # Many real processes and hundreds of containers on two cores: `make test` runs these alone.
 pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(400)]
 
+REPO = Path(__file__).resolve().parents[2]
 FAST = {"MESETA_HEARTBEAT_INTERVAL": "0.5", "MESETA_AGENT_TIMEOUT": "2", "MESETA_CONTAINER_RETENTION": "60"}
 
 
@@ -174,3 +176,21 @@ async def test_two_masters_never_lead_at_once(procs: ProcessCluster, tmp_path: P
     finally:
         await client.close()
         await agent.stop()
+
+
+async def test_an_etcd_restart_never_gives_two_leaders(procs: ProcessCluster) -> None:
+    await start(procs, masters=2, agents=0)
+    old = leader(procs)
+    assert old is not None
+    standby = "master-1" if old == "master-0" else "master-0"
+    await asyncio.to_thread(subprocess.run, ["pkill", "-x", "etcd"], check=False)
+    try:
+        # Without etcd the leader cannot keep its lease: it steps down; the standby cannot lead either.
+        assert await asyncio.wait_for(procs.procs[old].wait(), 15) != 0
+        assert "etcd unreachable" in procs.log(old) or "lease is gone" in procs.log(old)
+        assert leader(procs) is None
+    finally:
+        infra = ["bash", str(REPO / "scripts" / "infra.sh")]
+        await asyncio.to_thread(subprocess.run, infra, check=True, capture_output=True, timeout=120)
+    await wait_for(lambda: leader(procs) == standby, 30, "the standby to lead once etcd is back")
+    assert procs.procs[standby].returncode is None
