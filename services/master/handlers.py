@@ -668,7 +668,7 @@ class MasterHandlers:
         if not isinstance(data, dict):
             return
         framework_id = data.get("framework_id")
-        code = ErrorCode.INVALID_TASK if ".tasks." in reason or "tasks." in reason else ErrorCode.INVALID_CALL
+        code = ErrorCode.INVALID_TASK if "tasks." in reason else ErrorCode.INVALID_CALL
         answer = wire.Error(
             framework_id=framework_id if isinstance(framework_id, str) else "",
             code=code,
