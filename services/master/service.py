@@ -99,6 +99,7 @@ class MasterService(Service):
             for name, exchange, key, channel in inbound
         ]
         self.spawn(self._lead(), "leadership")
+        log.info("master %s up, campaigning for leadership", self.settings.name)
 
     async def _lead(self) -> None:
         """Campaign; once elected, take over, then hold the lease (losing it fails the service at once)."""

@@ -183,6 +183,7 @@ async def test_an_etcd_restart_never_gives_two_leaders(procs: ProcessCluster) ->
     old = leader(procs)
     assert old is not None
     standby = "master-1" if old == "master-0" else "master-0"
+    await wait_for(lambda: "campaigning" in procs.log(standby), 30, "the standby to be up")
     await asyncio.to_thread(subprocess.run, ["pkill", "-x", "etcd"], check=False)
     try:
         # Without etcd the leader cannot keep its lease: it steps down; the standby cannot lead either.
