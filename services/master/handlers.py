@@ -464,9 +464,8 @@ class MasterHandlers:
             await self.error(msg.framework_id, msg, ErrorCode.UNKNOWN_TASK, f"no live task {msg.task_id}")
             return
         task.state = wire.TaskState.KILLING
-        await self.to_agent(
-            task.agent_id,
-            wire.KillTask(agent_id=task.agent_id, framework_id=msg.framework_id, task_id=msg.task_id),
+        await self.kill_on(
+            task.agent_id, msg.framework_id, msg.task_id, wire.StatusReason.KILLED_BY_FRAMEWORK
         )
 
     async def acknowledge(self, msg: wire.Acknowledge, _: AbstractIncomingMessage) -> None:
@@ -582,15 +581,7 @@ class MasterHandlers:
             for task_id in revocation.task_ids:
                 task = self.cluster.tasks.get((revocation.framework_id, task_id))
                 if task is not None:
-                    await self.to_agent(
-                        task.agent_id,
-                        wire.KillTask(
-                            agent_id=task.agent_id,
-                            framework_id=task.framework_id,
-                            task_id=task_id,
-                            reason=wire.StatusReason.REVOKED,
-                        ),
-                    )
+                    await self.kill_on(task.agent_id, task.framework_id, task_id, wire.StatusReason.REVOKED)
 
     async def teardown(self, msg: wire.Teardown, _: AbstractIncomingMessage) -> None:
         if await self._known(msg):

@@ -50,10 +50,8 @@ def assess(
     """The health of every framework."""
     total = wire.total(a.total for a in cluster.agents.values())
     held: dict[str, Resources] = {}
-    for task in cluster.tasks.values():
-        held[task.framework_id] = held.get(task.framework_id, Resources()) + task.resources
-    for offer in cluster.offers.values():
-        held[offer.framework_id] = held.get(offer.framework_id, Resources()) + offer.resources
+    for part in cluster.held():
+        held[part.framework_id] = held.get(part.framework_id, Resources()) + part.resources
     wanting = [fw for fw in cluster.frameworks.values() if not fw.suppressed]
     weights = sum(fw.weight for fw in wanting) or 1.0
     report = []
