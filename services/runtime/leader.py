@@ -81,24 +81,34 @@ class Leadership:
         return True
 
     async def keep(self) -> None:
-        """Refresh the lease while leading; raise :class:`LostLeadership` as soon as it cannot be kept."""
+        """Refresh the lease while leading; raise :class:`LostLeadership` as soon as it cannot be kept.
+
+        The server's lease runs ``ttl`` from when it processed the last refresh, which is no earlier than
+        when that refresh was sent. Stepping down once 2/3 of the TTL has passed since the last successful
+        refresh was *sent* is therefore always before any other candidate can win. Each refresh may use
+        whatever is left of that window, so a slow (loaded) etcd is not mistaken for a lost one.
+        """
         assert self.lease_id is not None
-        last_ok = time.monotonic()
-        interval = self.ttl / 3
+        window = 2 * self.ttl / 3
+        sent_ok = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.ttl / 4)
+            sent = time.monotonic()
+            left = window - (sent - sent_ok)
             try:
-                async with asyncio.timeout(interval):
+                if left <= 0:
+                    raise TimeoutError("no refresh succeeded in time")
+                async with asyncio.timeout(left):
                     reply = await self.store.client.refresh_lease(self.lease_id)
                 if reply is None or reply.TTL <= 0:
                     raise LostLeadership(f"the {self.role} lease is gone (revoked or expired)")
-                last_ok = time.monotonic()
+                sent_ok = sent
             except LostLeadership:
                 raise
-            except Exception as exc:  # etcd unreachable: keep trying, but only while the lease surely holds
-                if time.monotonic() - last_ok >= 2 * interval:
+            except Exception as exc:  # etcd unreachable or slow: keep trying while the lease surely holds
+                if time.monotonic() - sent_ok >= window:
                     raise LostLeadership(
-                        f"etcd unreachable for {time.monotonic() - last_ok:.2f} s: {exc}"
+                        f"etcd unreachable for {time.monotonic() - sent_ok:.2f} s: {exc}"
                     ) from exc
                 log.warning("refreshing the %s lease failed: %s", self.role, exc)
 
