@@ -27,14 +27,15 @@ class ResilientBatch:
         self.uncertain: set[str] = set()
         self.terminal: Counter[str] = Counter()
         self.states: dict[str, wire.TaskState] = {}
-        self.offer_times: list[float] = []
+        self.offer_times: list[tuple[float, int]] = []
+        """(when, newest leader epoch heard) of each offer event."""
         self.done = asyncio.Event()
 
     async def run(self) -> None:
         async for event in self.client.events():
             match event:
                 case wire.Offers():
-                    self.offer_times.append(time.time())
+                    self.offer_times.append((time.time(), self.client._bus.epochs_accepted[-1]))
                     for offer in event.offers:
                         chosen = first_fit(offer, self.pending)
                         if not chosen:

@@ -23,7 +23,14 @@ from tests.faults.resilient import ResilientBatch
 pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(400)]
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = {"MESETA_HEARTBEAT_INTERVAL": "0.5", "MESETA_AGENT_TIMEOUT": "2", "MESETA_CONTAINER_RETENTION": "60"}
+# 2 s leases: with hundreds of containers on two cores, a 1 s lease can lapse on a starved process (it
+# steps down safely, but nothing here restarts it). bench/failover.py measures with the default 1 s.
+FAST = {
+    "MESETA_HEARTBEAT_INTERVAL": "0.5",
+    "MESETA_AGENT_TIMEOUT": "2",
+    "MESETA_CONTAINER_RETENTION": "60",
+    "MESETA_LEASE_TTL": "2",
+}
 
 
 @pytest.fixture
@@ -67,6 +74,7 @@ async def test_killing_the_leader_loses_no_task_and_no_update(procs: ProcessClus
         await wait_for(lambda: sum(len(j.terminal) for j in jobs) >= 50, 150, "a quarter of the tasks")
         old = leader(procs)
         assert old is not None
+        old_epoch = max(e for j in jobs for _, e in j.offer_times)
         killed_at = time.time()
         await procs.kill(old, signal.SIGKILL)
         await wait_for(lambda: leader(procs) not in (None, old), 15, "a standby to lead")
@@ -78,14 +86,19 @@ async def test_killing_the_leader_loses_no_task_and_no_update(procs: ProcessClus
             if n.startswith("allocator") and p.returncode is None and "allocator active" in procs.log(n)
         ]
         await procs.kill(active, signal.SIGKILL)
+        await procs.allocator(2)  # a fresh standby, as a supervisor would start
         await asyncio.wait_for(asyncio.gather(*(j.done.wait() for j in jobs)), 300)
-        offers_after = [t for j in jobs for t in j.offer_times if t > killed_at]
-        print(f"failover: offers again {min(offers_after) - killed_at:.2f} s after the leader was killed")
+        new_offers = [t for j in jobs for t, e in j.offer_times if e > old_epoch]
+        print(f"failover: offers from the new leader {min(new_offers) - killed_at:.2f} s after the kill")
         for job in jobs:
             assert set(job.terminal.values()) == {1}, "every task ends exactly once at its framework"
             assert {job.states[t] for t in job.by_id} == {wire.TaskState.FINISHED}
-        standby = "allocator-1" if active == "allocator-0" else "allocator-0"
-        assert "allocator active" in procs.log(standby)
+        # After the kill, another allocator took over.
+        assert any(
+            "allocator active" in procs.log(n)
+            for n in procs.procs
+            if n.startswith("allocator") and n != active
+        )
     finally:
         for loop in loops:
             loop.cancel()
