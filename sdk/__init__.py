@@ -4,10 +4,12 @@ from meseta.sdk.client import (
     Event,
     FrameworkClient,
     FrameworkStats,
+    KillRefused,
     LogsUnavailable,
     SubscribeError,
     fetch_logs,
     offer_cycle_percentiles,
+    operator_kill,
 )
 from meseta.sdk.scheduler import Scheduler, run
 from meseta.sdk.wire import (
@@ -29,6 +31,7 @@ __all__ = [
     "Event",
     "FrameworkClient",
     "FrameworkStats",
+    "KillRefused",
     "LogsUnavailable",
     "Offer",
     "OfferFilters",
@@ -42,5 +45,6 @@ __all__ = [
     "TaskStatus",
     "fetch_logs",
     "offer_cycle_percentiles",
+    "operator_kill",
     "run",
 ]

@@ -73,6 +73,30 @@ async def fetch_logs(
     raise LogsUnavailable(f"no answer about task {task_id} within {timeout} s")
 
 
+class KillRefused(RuntimeError):
+    """The master would not kill the task, or did not answer."""
+
+
+async def operator_kill(
+    bus: Bus, task_id: str, framework_id: str | None = None, timeout: float = 10.0
+) -> wire.Killing:
+    """Kill a task as an operator (no framework secret): the master tells the task's agent to kill it.
+
+    Raises:
+        KillRefused: the master said why not (unknown or ambiguous task), or did not answer in time.
+    """
+    replies = await bus.reply_queue()
+    call = wire.OperatorKill(task_id=task_id, framework_id=framework_id)
+    await bus.publish(wire.Exchange.CALLS, wire.RoutingKey.CALL, call, reply_to=replies.name)
+    answer = await _first_answer(replies, timeout)
+    await replies.delete(if_unused=False, if_empty=False)
+    if isinstance(answer, wire.Killing):
+        return answer
+    if isinstance(answer, wire.Error):
+        raise KillRefused(f"{answer.code}: {answer.message}")
+    raise KillRefused(f"no answer about task {task_id} within {timeout} s")
+
+
 @dataclass
 class FrameworkStats:
     """What the framework saw of its offer cycles."""
@@ -234,6 +258,7 @@ class FrameworkClient:
                             "meseta.offer_id": offer.offer_id,
                             "meseta.agent_id": offer.agent_id,
                             "meseta.framework_id": offer.framework_id,
+                            "meseta.framework_name": self.name,
                         },
                     )
             case wire.Rescind():

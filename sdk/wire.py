@@ -274,6 +274,7 @@ class StatusReason(StrEnum):
     CONTAINER_EXITED = "CONTAINER_EXITED"
     CONTAINER_LAUNCH_FAILED = "CONTAINER_LAUNCH_FAILED"
     KILLED_BY_FRAMEWORK = "KILLED_BY_FRAMEWORK"
+    KILLED_BY_OPERATOR = "KILLED_BY_OPERATOR"
     INVALID_TASK = "INVALID_TASK"
     UNKNOWN_TASK = "UNKNOWN_TASK"
     AGENT_REMOVED = "AGENT_REMOVED"
@@ -711,6 +712,26 @@ class TaskLogs(Message):
     stderr: str
 
 
+class OperatorKill(Message):
+    """An operator's kill (``meseta kill``); KILLING (or ERROR) answers on the AMQP ``reply_to`` queue.
+
+    ``framework_id`` may be omitted when the task id is unique among live tasks.
+    """
+
+    type: Literal["OPERATOR_KILL"] = "OPERATOR_KILL"
+    task_id: Id
+    framework_id: Id | None = None
+
+
+class Killing(Message):
+    """The master sent the kill of an operator's OPERATOR_KILL to the task's agent."""
+
+    type: Literal["KILLING"] = "KILLING"
+    framework_id: Id
+    task_id: Id
+    agent_id: Id
+
+
 class Teardown(FrameworkCall):
     """Remove the framework: its tasks are killed and its offers rescinded."""
 
@@ -961,11 +982,12 @@ CALLS = Channel(
     SetFilters,
     Teardown,
     GetLogs,
+    OperatorKill,
     SendToExecutor,
     FrameworkHeartbeat,
     Reconcile,
 )
-REPLIES = Channel("reply", Subscribed, TaskLogs, Error)
+REPLIES = Channel("reply", Subscribed, TaskLogs, Killing, Error)
 """Answers that come to a caller's private ``reply_to`` queue."""
 FRAMEWORK_EVENTS = Channel(
     Exchange.OFFERS, Subscribed, Offers, Rescind, Update, Failure, RevocationNotice, Error

@@ -32,8 +32,14 @@ TraceExporter = Annotated[
     str, typer.Option(envvar="MESETA_TRACE_EXPORTER", help="Trace exporter: none, console or otlp.")
 ]
 OtlpEndpoint = Annotated[
-    str | None, typer.Option(envvar="MESETA_OTLP_ENDPOINT", help="OTLP/HTTP traces URL.")
+    str | None,
+    typer.Option(envvar="MESETA_OTLP_ENDPOINT", help="Collector's OTLP/HTTP base URL (traces and metrics)."),
 ]
+Api = Annotated[
+    str,
+    typer.Option(envvar="MESETA_API", help="Masters' state API URLs, comma-separated: the leader answers."),
+]
+DEFAULT_API = "http://127.0.0.1:5050"
 
 
 def _setup(service: str, log_level: str, exporter: str, endpoint: str | None) -> None:
@@ -97,6 +103,10 @@ def master(
             envvar="MESETA_AGENT_TIMEOUT", help="Seconds without heartbeats before an agent is lost."
         ),
     ] = 5.0,
+    api_host: Annotated[str, typer.Option(envvar="MESETA_API_HOST", help="State API address.")] = "127.0.0.1",
+    api_port: Annotated[
+        int, typer.Option(envvar="MESETA_API_PORT", help="State API port; 0: any free one; -1: none.")
+    ] = 5050,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -113,6 +123,8 @@ def master(
         revocation_grace=revocation_grace,
         lease_ttl=lease_ttl,
         agent_timeout=agent_timeout,
+        api_host=api_host,
+        api_port=None if api_port < 0 else api_port,
     )
     settings = dataclasses.replace(settings, name=name) if name else settings
     _serve(MasterService(settings))
@@ -298,11 +310,14 @@ def example(
     delay: Annotated[float, typer.Option(help="batch: delay scheduling wait, seconds.")] = 3.0,
     hold: Annotated[float, typer.Option(help="service: seconds to stay up before scaling to 0.")] = 5.0,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+    trace_exporter: TraceExporter = "none",
+    otlp_endpoint: OtlpEndpoint = None,
 ) -> None:
     """Run an example framework against a running cluster until it is done."""
     from meseta.examples.runner import run_example
 
     logging.basicConfig(level=logging.WARNING)
+    tracing.configure("framework", trace_exporter, otlp_endpoint)
     summary = asyncio.run(run_example(name, amqp_url, hosts.split(","), size, delay, timeout, hold))
     typer.echo(summary)
 
@@ -319,6 +334,147 @@ def demo(
 
     logging.basicConfig(level=logging.WARNING)
     raise typer.Exit(asyncio.run(run_demo(batch_tasks, service_tasks, image, timeout)))
+
+
+# --- operators ------------------------------------------------------------------------------------------
+
+
+def _show(table_name: str, api: str, as_json: bool) -> None:
+    from rich.console import Console
+
+    from meseta.ops.state_client import NoLeader, fetch_state, split_apis
+    from meseta.ops.tables import TABLES
+
+    try:
+        state = fetch_state(split_apis(api))
+    except NoLeader as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        if table_name == "status":
+            typer.echo(state.model_dump_json(indent=2))
+        else:
+            typer.echo("[" + ",".join(x.model_dump_json() for x in getattr(state, table_name)) + "]")
+        return
+    Console(width=200).print(TABLES[table_name](state))
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+
+
+@app.command()
+def status(api: Api = DEFAULT_API, as_json: JsonFlag = False) -> None:
+    """The cluster at a glance: leader, epoch, totals, recent offer round trips."""
+    _show("status", api, as_json)
+
+
+@app.command()
+def agents(api: Api = DEFAULT_API, as_json: JsonFlag = False) -> None:
+    """Agents with total, used and offered resources."""
+    _show("agents", api, as_json)
+
+
+@app.command()
+def frameworks(api: Api = DEFAULT_API, as_json: JsonFlag = False) -> None:
+    """Frameworks with role, weight, dominant and fair share, declined-offer ratio."""
+    _show("frameworks", api, as_json)
+
+
+@app.command()
+def tasks(api: Api = DEFAULT_API, as_json: JsonFlag = False) -> None:
+    """Live tasks with their state and agent."""
+    _show("tasks", api, as_json)
+
+
+@app.command()
+def offers(api: Api = DEFAULT_API, as_json: JsonFlag = False) -> None:
+    """Outstanding offers."""
+    _show("offers", api, as_json)
+
+
+@app.command()
+def kill(
+    task_id: Annotated[str, typer.Argument(help="The task.")],
+    framework_id: Annotated[
+        str | None, typer.Option(help="Needed when several frameworks use the id.")
+    ] = None,
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+) -> None:
+    """Kill a task as the operator: its framework hears KILLED with reason KILLED_BY_OPERATOR."""
+    from meseta.sdk import KillRefused, operator_kill
+    from meseta.sdk.bus import Bus
+
+    async def main() -> int:
+        bus = Bus(amqp_url, "cli")
+        await bus.connect()
+        try:
+            killing = await operator_kill(bus, task_id, framework_id)
+        except KillRefused as exc:
+            typer.echo(str(exc), err=True)
+            return 1
+        finally:
+            await bus.close()
+        typer.echo(f"killing {killing.task_id} of {killing.framework_id} on {killing.agent_id}")
+        return 0
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+@app.command()
+def collector(
+    out_dir: Annotated[Path, typer.Option(envvar="MESETA_COLLECTOR_DIR", help="Where the .jsonl go.")] = Path(
+        "/var/tmp/meseta-otel"
+    ),
+    host: Annotated[str, typer.Option(envvar="MESETA_COLLECTOR_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="MESETA_COLLECTOR_PORT")] = 4318,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Receive OTLP/HTTP spans and metrics; append them to traces.jsonl and metrics.jsonl."""
+    from meseta.ops.collector import Collector
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s collector %(levelname)s %(message)s")
+
+    async def main() -> None:
+        found = Collector(out_dir)
+        await found.start(host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await found.stop()
+
+    asyncio.run(main())
+
+
+trace_app = typer.Typer(no_args_is_help=True, help="Offer-cycle traces.")
+app.add_typer(trace_app, name="trace")
+
+
+@trace_app.command("report")
+def trace_report(
+    spans: Annotated[Path, typer.Argument(help="OTLP/JSON lines: the collector's traces.jsonl.")],
+    plot: Annotated[Path | None, typer.Option(help="Write a latency plot (PNG) here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+) -> None:
+    """p50/p95/p99 of each offer-cycle stage and of the whole cycle, per framework."""
+    import json
+
+    from rich.console import Console
+
+    from meseta.ops import trace_report as tr
+
+    found, incomplete = tr.cycles(tr.read_spans(spans))
+    if not found:
+        typer.echo(f"no complete offer cycle in {spans} ({incomplete} incomplete)", err=True)
+        raise typer.Exit(1)
+    rep = tr.report(found, incomplete)
+    Console(width=200).print(tr.table(rep))
+    if json_out is not None:
+        json_out.write_text(json.dumps(rep.as_dict(), indent=2))
+    if plot is not None:
+        tr.plot(found, rep, plot)
+        typer.echo(f"plot written to {plot}")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ async def local_cluster(
             sweep_interval=0.1,
             revocation_grace=revocation_grace,
             agent_timeout=agent_timeout,
+            api_port=0,
+            sample_interval=0.2,
         )
     )
     agent_services = [

@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import docker
 import pytest
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -30,6 +32,9 @@ _EXPORTER = InMemorySpanExporter()
 _provider = TracerProvider()
 _provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
 trace.set_tracer_provider(_provider)
+METRICS = InMemoryMetricReader()
+"""Every service's metrics in this test process (read with ``METRICS.get_metrics_data()``)."""
+metrics.set_meter_provider(MeterProvider(metric_readers=[METRICS]))
 
 
 def _ready(check: object, what: str, timeout: float = 30.0) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 from meseta.allocator import handlers
 from meseta.allocator.config import read_policy, read_roles
@@ -76,6 +76,9 @@ class AllocatorService(Service):
         self.leading = asyncio.Event()
         """Set once this allocator is the active one."""
         self._tracer = tracing.tracer(self.name)
+        self._cycle_time = metrics.get_meter("meseta.allocator").create_histogram(
+            "meseta.allocation.cycle_time", unit="ms", description="Planning time of one allocation cycle"
+        )
         self._wakeup = asyncio.Event()
         self.cycles = 0
 
@@ -143,6 +146,9 @@ class AllocatorService(Service):
         started = time.perf_counter()
         now = time.time()
         plan: Plan = plan_cycle(self.state, self.policy, now, self.settings.min_offer)
+        self._cycle_time.record(
+            (time.perf_counter() - started) * 1e3, {"policy": self.policy.name, "granted": bool(plan.grants)}
+        )
         self.cycles += 1
         for grant in plan.grants:
             self.state.allocate(grant.framework_id, grant.agent_id, grant.resources)

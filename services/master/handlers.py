@@ -17,6 +17,7 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import trace
 
+from meseta.master.activity import Activity, CycleRecord
 from meseta.master.cluster import (
     AgentInfo,
     Cluster,
@@ -25,6 +26,7 @@ from meseta.master.cluster import (
     TaskEntry,
     hash_secret,
 )
+from meseta.master.metrics import MasterMetrics
 from meseta.master.registry import Registry
 from meseta.master.validation import Refusal, executors_to_start, validate_accept
 from meseta.sdk import wire
@@ -38,9 +40,18 @@ class MasterHandlers:
     """The master's behaviour, given its state, its bus and its registry."""
 
     def __init__(
-        self, cluster: Cluster, bus: Bus, registry: Registry, offer_timeout: float, revocation_grace: float
+        self,
+        cluster: Cluster,
+        bus: Bus,
+        registry: Registry,
+        offer_timeout: float,
+        revocation_grace: float,
+        activity: Activity | None = None,
+        metrics: MasterMetrics | None = None,
     ) -> None:
         self.cluster = cluster
+        self.activity = activity or Activity()
+        self.metrics = metrics or MasterMetrics(cluster, lambda: self.epoch > 0)
         self.bus = bus
         self.registry = registry
         self.offer_timeout = offer_timeout
@@ -64,6 +75,7 @@ class MasterHandlers:
             "ALLOCATOR_STARTED": self.allocator_started,
             "REVOCATION_REQUEST": self.revocation,
             "GET_LOGS": self.get_logs,
+            "OPERATOR_KILL": self.operator_kill,
             "SEND_TO_EXECUTOR": self.send_to_executor,
             "FRAMEWORK_HEARTBEAT": self.framework_heartbeat,
             "RECONCILE": self.reconcile,
@@ -187,6 +199,14 @@ class MasterHandlers:
 
     async def status_update(self, msg: wire.StatusUpdate, _: AbstractIncomingMessage) -> None:
         status = msg.status
+        trace.get_current_span().set_attributes(
+            {
+                "meseta.task_id": status.task_id,
+                "meseta.task_state": status.state.value,
+                "meseta.agent_id": msg.agent_id,
+                "meseta.framework_id": msg.framework_id,
+            }
+        )
         key = (msg.framework_id, status.task_id)
         task = self.cluster.tasks.get(key)
         if task is not None:
@@ -237,6 +257,10 @@ class MasterHandlers:
         )
         self.cluster.add_offer(offer)
         fw.stats.offers_sent += 1
+        self.metrics.offer("sent", fw.framework_id)
+        self.activity.offered(
+            CycleRecord(offer.offer_id, fw.framework_id, agent.agent_id, msg.allocated_at, now)
+        )
         trace.get_current_span().set_attributes(
             {
                 "meseta.offer_id": offer.offer_id,
@@ -245,6 +269,11 @@ class MasterHandlers:
             }
         )
         await self.to_framework(fw.framework_id, wire.Offers(framework_id=fw.framework_id, offers=(offer,)))
+
+    def _answered(self, offer_id: str, decision: str, at: float, tasks: int = 0) -> None:
+        record = self.activity.answered(offer_id, decision, at, tasks)
+        if record is not None and record.round_trip_ms is not None and decision != "rescind":
+            self.metrics.round_trip(record.round_trip_ms, record.framework_id, decision)
 
     async def remove_silent_agents(self, timeout: float) -> None:
         """Agents that missed heartbeats for ``timeout`` seconds are lost, and so are their tasks."""
@@ -426,6 +455,9 @@ class MasterHandlers:
             )
         fw.stats.offers_accepted += len(checked)
         fw.last_accept_at = time.time()
+        self.metrics.offer("accepted", fw.framework_id, len(checked))
+        for offer in checked:
+            self._answered(offer.offer_id, "accept", fw.last_accept_at, len(msg.tasks))
         fw.stats.tasks_launched += len(msg.tasks)
         span.set_attributes(
             {"meseta.agent_id": agent_id, "meseta.offer_id": ",".join(o.offer_id for o in checked)}
@@ -456,6 +488,8 @@ class MasterHandlers:
             self.cluster.remove_offer(offer_id)
             if (fw := self.cluster.frameworks.get(msg.framework_id)) is not None:
                 fw.stats.offers_declined += 1
+                self.metrics.offer("declined", fw.framework_id)
+            self._answered(offer_id, "decline", time.time())
             await self.recover(msg.framework_id, offer.agent_id, offer.resources, msg.refuse_seconds)
 
     async def kill(self, msg: wire.Kill, _: AbstractIncomingMessage) -> None:
@@ -511,6 +545,8 @@ class MasterHandlers:
         self.cluster.remove_offer(offer.offer_id)
         if (fw := self.cluster.frameworks.get(offer.framework_id)) is not None:
             fw.stats.offers_rescinded += 1
+            self.metrics.offer("rescinded", fw.framework_id)
+        self._answered(offer.offer_id, "rescind", time.time())
         await self.recover(offer.framework_id, offer.agent_id, offer.resources)
         await self.to_framework(
             offer.framework_id, wire.Rescind(framework_id=offer.framework_id, offer_id=offer.offer_id)
@@ -649,6 +685,35 @@ class MasterHandlers:
                 correlation_id=msg.message_id,
             ),
         )
+
+    async def operator_kill(self, msg: wire.OperatorKill, incoming: AbstractIncomingMessage) -> None:
+        """Kill a live task on an operator's word; the asker hears KILLING or why not."""
+        if not incoming.reply_to:
+            raise ValueError("OPERATOR_KILL needs an AMQP reply_to queue for its answer")
+        keys = [k for k in self.cluster.tasks if k[1] == msg.task_id and msg.framework_id in (None, k[0])]
+        answer: wire.Message
+        if len(keys) != 1:
+            answer = wire.Error(
+                framework_id=msg.framework_id or "",
+                code=ErrorCode.UNKNOWN_TASK if not keys else ErrorCode.INVALID_CALL,
+                message=f"no live task {msg.task_id}"
+                if not keys
+                else f"task id {msg.task_id} is used by several frameworks: name one",
+                correlation_id=msg.message_id,
+            )
+        else:
+            task = self.cluster.tasks[keys[0]]
+            task.state = wire.TaskState.KILLING
+            await self.kill_on(
+                task.agent_id, task.framework_id, task.task_id, wire.StatusReason.KILLED_BY_OPERATOR
+            )
+            answer = wire.Killing(
+                framework_id=task.framework_id,
+                task_id=task.task_id,
+                agent_id=task.agent_id,
+                correlation_id=msg.message_id,
+            )
+        await self.bus.publish("", incoming.reply_to, answer)
 
     async def invalid_call(self, body: bytes, reason: str, incoming: AbstractIncomingMessage) -> None:
         """A call that failed validation was dead-lettered: tell its sender why, when it can be told."""

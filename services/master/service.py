@@ -8,10 +8,13 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
+from meseta.master import views
+from meseta.master.activity import Activity
+from meseta.master.api import StateApi
 from meseta.master.cluster import Cluster, FrameworkInfo
 from meseta.master.handlers import MasterHandlers
+from meseta.master.metrics import MasterMetrics
 from meseta.master.registry import Registry
 from meseta.master.starvation import DEFAULT_STARVATION_AFTER, assess
 from meseta.runtime.etcd import DEFAULT_ENDPOINT, EtcdStore
@@ -47,6 +50,11 @@ class MasterSettings:
     """Seconds without a heartbeat after which an agent and its tasks are lost."""
     starvation_after: float = DEFAULT_STARVATION_AFTER
     health_interval: float = 5.0
+    api_host: str = "127.0.0.1"
+    api_port: int | None = None
+    """Port of the state API and web page; 0 picks a free one, None serves none."""
+    sample_interval: float = 1.0
+    """Seconds between samples of the frameworks' shares (the page's share-over-time chart)."""
 
 
 class MasterService(Service):
@@ -61,13 +69,21 @@ class MasterService(Service):
         self.bus = Bus(settings.amqp_url, self.name)
         self.store = EtcdStore(settings.etcd_endpoint, settings.etcd_prefix)
         self.registry = Registry(self.store)
+        self.activity = Activity()
         self.handlers = MasterHandlers(
-            self.cluster, self.bus, self.registry, settings.offer_timeout, settings.revocation_grace
+            self.cluster,
+            self.bus,
+            self.registry,
+            settings.offer_timeout,
+            settings.revocation_grace,
+            self.activity,
+            MasterMetrics(self.cluster, lambda: self.leading.is_set()),
         )
         self._starving: set[str] = set()
         self.leadership = Leadership(self.store, "master", settings.name, settings.lease_ttl)
         self.leading = asyncio.Event()
         """Set once this master leads."""
+        self.api = StateApi(self.cluster, self.activity, self.leader, settings.starvation_after)
 
     @property
     def epoch(self) -> int:
@@ -98,6 +114,8 @@ class MasterService(Service):
             (await self.bus.declare_queue(name, exchange, key), channel)
             for name, exchange, key, channel in inbound
         ]
+        if self.settings.api_port is not None:
+            await self.api.start(self.settings.api_host, self.settings.api_port)
         self.spawn(self._lead(), "leadership")
         log.info("master %s up, campaigning for leadership", self.settings.name)
 
@@ -118,6 +136,7 @@ class MasterService(Service):
             )
         self.spawn(self._sweep_loop(), "offer-expiry")
         self.spawn(self._health_loop(), "health")
+        self.spawn(self._sample_loop(), "share-samples")
         # An allocator that outlived the old master holds a view of it: replace it with ours.
         await self.handlers.to_allocator(self.cluster.state_sync())
         # Every agent re-registers now, rather than at its next heartbeat: offers resume sooner.
@@ -134,6 +153,7 @@ class MasterService(Service):
         await self.leadership.keep()
 
     async def _stop(self) -> None:
+        await self.api.stop()
         await self.bus.close()  # stop acting first...
         await self.leadership.resign()  # ...then let a standby take over at once
         await self.store.close()
@@ -161,44 +181,17 @@ class MasterService(Service):
                     )
             self._starving = {h.framework_id for h in report if h.starving}
 
-    def state(self) -> dict[str, Any]:
-        """A read-only snapshot: agents, frameworks with their offer health, tasks, offers."""
-        health = {
-            h.framework_id: h.as_dict()
-            for h in assess(self.cluster, time.time(), self.settings.starvation_after)
-        }
-        return {
-            "epoch": self.epoch,
-            "agents": {
-                a.agent_id: {
-                    "hostname": a.hostname,
-                    "attributes": a.attributes,
-                    "total": a.total.model_dump(),
-                    "used": a.used.model_dump(),
-                    "offered": a.offered.model_dump(),
-                }
-                for a in self.cluster.agents.values()
-            },
-            "frameworks": {
-                fw.framework_id: {
-                    "name": fw.name,
-                    "role": fw.role,
-                    "weight": fw.weight,
-                    "priority": fw.priority,
-                    "tasks": len(fw.tasks),
-                    "offers": len(fw.offers),
-                    "health": health[fw.framework_id],
-                }
-                for fw in self.cluster.frameworks.values()
-            },
-            "tasks": [
-                {
-                    "framework_id": t.framework_id,
-                    "task_id": t.task_id,
-                    "agent_id": t.agent_id,
-                    "state": t.state.value,
-                }
-                for t in self.cluster.tasks.values()
-            ],
-            "offers": [o.model_dump(mode="json") for o in self.cluster.offers.values()],
-        }
+    async def _sample_loop(self) -> None:
+        while True:
+            now = time.time()
+            shares = {h.framework_id: h.share for h in assess(self.cluster, now)}
+            self.activity.sample(now, shares)
+            await asyncio.sleep(self.settings.sample_interval)
+
+    def leader(self) -> views.LeaderView:
+        """Who this master is, and whether it leads."""
+        return views.LeaderView(leading=self.leading.is_set(), name=self.settings.name, epoch=self.epoch)
+
+    def state(self) -> views.StateView:
+        """A read-only snapshot, the state API's /api/v1/state."""
+        return views.state(self.cluster, self.activity, self.leader(), self.settings.starvation_after)

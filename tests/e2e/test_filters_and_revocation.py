@@ -74,9 +74,9 @@ async def test_gpu_filter_offers_only_gpu_agents_and_survives_restarts(
             )
             assert trainer.stats.offers_declined == 0
             # The master's state shows who declines what: the detector's view of both frameworks.
-            health = cluster.master.state()["frameworks"]
-            assert health[other.framework_id]["health"]["decline_ratio"] == 1.0
-            assert health[trainer.framework_id]["health"]["decline_ratio"] == 0.0
+            health = {f.framework_id: f for f in cluster.master.state().frameworks}
+            assert health[other.framework_id].declined_offer_ratio == 1.0
+            assert health[trainer.framework_id].declined_offer_ratio == 0.0
 
             # Set through the call too, then restart master and allocator: the filters are in etcd.
             await trainer.set_filters(GPUS_ONLY)

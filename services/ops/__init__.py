@@ -1,0 +1,1 @@
+"""Operators' tools: the state client and tables, the span collector, the trace report."""
