@@ -15,6 +15,6 @@ echo "[base-image] debootstrap bookworm into $ROOT"
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$ROOT" "$MIRROR" >/dev/null
 # A slim image, like python:*-slim: no apt lists, docs or caches.
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/* "$ROOT"/usr/share/doc/* "$ROOT"/usr/share/man/*
-tar -C "$ROOT" -c . | docker import --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
+tar -C "$ROOT" -c . | docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'CMD ["python3"]' - "$TAG" >/dev/null
 echo "[base-image] built $TAG"
