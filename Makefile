@@ -1,5 +1,5 @@
 # The two commands of the README. Both install and start what is missing first.
-.PHONY: demo test infra lint typecheck unit bench-failover
+.PHONY: demo test infra lint typecheck unit bench-failover compose-images compose-test compose-up compose-down
 
 PY := .venv/bin/python
 
@@ -27,3 +27,18 @@ typecheck:
 
 bench-failover: infra
 	$(PY) bench/failover.py --kills 10
+
+# The compose deployment, with every image built locally (no registry needed).
+compose-images: infra
+	bash compose/build-images.sh
+
+compose-test: infra
+	$(PY) -m pytest -q -s tests/ops/test_compose.py
+
+COMPOSE_OFFLINE := MESETA_BASE_IMAGE=meseta-base:bookworm RABBITMQ_IMAGE=meseta-infra:bookworm ETCD_IMAGE=meseta-infra:bookworm
+
+compose-up: compose-images
+	$(COMPOSE_OFFLINE) docker-compose -p meseta -f compose/compose.yaml up -d
+
+compose-down:
+	$(COMPOSE_OFFLINE) docker-compose -p meseta -f compose/compose.yaml --profile example down -v --remove-orphans

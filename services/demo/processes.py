@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class ProcessCluster:
     env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     args: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    api_ports: dict[int, int] = field(default_factory=dict)
+    """Master index -> the port of its state API (free ports, picked at the first start)."""
 
     @property
     def vhost(self) -> str:
@@ -108,7 +111,15 @@ class ProcessCluster:
         return proc
 
     async def master(self, index: int, *extra: str) -> asyncio.subprocess.Process:
-        return await self.start(f"master-{index}", "master", f"--name=master-{index}", *extra)
+        port = self.api_ports.setdefault(index, _free_port())
+        return await self.start(
+            f"master-{index}", "master", f"--name=master-{index}", f"--api-port={port}", *extra
+        )
+
+    @property
+    def apis(self) -> list[str]:
+        """The masters' state API URLs."""
+        return [f"http://127.0.0.1:{port}" for port in self.api_ports.values()]
 
     async def allocator(self, index: int, *extra: str) -> asyncio.subprocess.Process:
         return await self.start(f"allocator-{index}", "allocator", f"--name=allocator-{index}", *extra)
@@ -146,6 +157,12 @@ class ProcessCluster:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _remove_containers(run_id: str) -> None:

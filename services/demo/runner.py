@@ -21,6 +21,8 @@ from meseta.demo.processes import ProcessCluster
 from meseta.examples.batch import BatchJob
 from meseta.examples.common import TrackedScheduler
 from meseta.examples.service import ServiceApp
+from meseta.ops import tables
+from meseta.ops.state_client import NoLeader, fetch_state
 from meseta.sdk import FrameworkClient, offer_cycle_percentiles, run
 
 AGENTS = (
@@ -120,6 +122,9 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
     loops: list[asyncio.Task[None]] = []
     async with cluster:
         await start_cluster(cluster)
+        console.print(
+            f"state API and live web page: {cluster.apis[0]}/ (meseta status --api {cluster.apis[0]})"
+        )
         try:
             async with asyncio.timeout(timeout):
                 for client, _ in clients:
@@ -138,6 +143,10 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
                     await service.done.wait()
                     refresher.cancel()
                     live.update(_live_table(clients, started))
+                with contextlib.suppress(NoLeader):
+                    state = await asyncio.to_thread(fetch_state, cluster.apis)
+                    console.print()
+                    console.print(tables.frameworks(state))
                 ok = (
                     batch.counts() == {"FINISHED": batch_tasks}
                     and service.counts().get("KILLED") == service_tasks
