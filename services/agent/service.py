@@ -17,6 +17,7 @@ from opentelemetry import trace
 from meseta.agent.checkpoint import Checkpoint
 from meseta.agent.containerizer import Containerizer, DockerContainerizer, ImageMissing, Launch
 from meseta.agent.gpus import discover_gpus
+from meseta.agent.noop import NoopContainerizer
 from meseta.agent.process import ProcessContainerizer
 from meseta.runtime.service import Service
 from meseta.sdk import tracing, wire
@@ -115,7 +116,11 @@ class AgentService(Service):
 
     name = "agent"
 
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(
+        self, settings: AgentSettings, containerizer: Containerizer | None = None, bus: Bus | None = None
+    ) -> None:
+        """``containerizer`` and ``bus`` replace the ones the settings name (the agent emulator shares one
+        bus among thousands of agents); a given bus is connected and closed by its owner."""
         super().__init__()
         if not wire.is_valid_id(settings.agent_id):
             raise ValueError(f"invalid agent id {settings.agent_id!r}: must match {wire.ID_PATTERN}")
@@ -124,14 +129,19 @@ class AgentService(Service):
         # The GPU inventory decides the gpus resource, so offers and device ids always agree.
         self.settings = settings
         self.resources = settings.resources.model_copy(update={"gpus": len(self.gpu_ids)})
-        self.bus = Bus(settings.amqp_url, self.name)
+        self._owns_bus = bus is None
+        self.bus = bus or Bus(settings.amqp_url, self.name)
         self.containerizer: Containerizer
-        if settings.isolator == "docker":
+        if containerizer is not None:
+            self.containerizer = containerizer
+        elif settings.isolator == "docker":
             self.containerizer = DockerContainerizer(settings.cluster, settings.agent_id, settings.docker_url)
         elif settings.isolator == "process":
             self.containerizer = ProcessContainerizer(settings.agent_id, settings.work_dir)
+        elif settings.isolator == "noop":
+            self.containerizer = NoopContainerizer()
         else:
-            raise ValueError(f"unknown isolator {settings.isolator!r}: use docker or process")
+            raise ValueError(f"unknown isolator {settings.isolator!r}: use docker, process or noop")
         self.tasks: dict[tuple[str, str], LocalTask] = {}
         self.executors: dict[tuple[str, str], ExecutorRun] = {}
         self.unacknowledged: dict[str, PendingUpdate] = {}
@@ -147,12 +157,13 @@ class AgentService(Service):
 
     async def _start(self) -> None:
         await self.containerizer.ping()
-        await self.bus.connect()
+        if self._owns_bus:
+            await self.bus.connect()
         queue = await self.bus.declare_queue(
             wire.agent_queue(self.agent_id), wire.Exchange.LAUNCHES, self.agent_id, durable=True
         )
         await queue.bind(wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS)
-        self.bus.consume(queue, wire.LAUNCHES, self._on_message, fence=True)
+        self._consumer = self.bus.consume(queue, wire.LAUNCHES, self._on_message, fence=True)
         await self._recover()
         await self.register()
         self.spawn(self._heartbeat_loop(), "heartbeats")
@@ -166,7 +177,10 @@ class AgentService(Service):
         for runner in self._runners:
             runner.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
-        await self.bus.close()
+        if self._owns_bus:
+            await self.bus.close()
+        else:
+            self._consumer.cancel()
         self.containerizer.close()
 
     async def register(self) -> None:

@@ -104,6 +104,8 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
         run_id,
         amqp_host=os.environ.get("MESETA_AMQP_HOST", "127.0.0.1:5672"),
         etcd_endpoint=os.environ.get("MESETA_ETCD_ENDPOINT", "127.0.0.1:2379"),
+        # The demo is not about failover: a roomy lease keeps a busy machine from deposing its one master.
+        env={"MESETA_LEASE_TTL": os.environ.get("MESETA_LEASE_TTL", "3")},
     )
     console.print(
         f"[bold]Meseta demo[/] {run_id}: 1 allocator, 1 master, {len(AGENTS)} agents; logs in {log_dir}"
