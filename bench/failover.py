@@ -87,7 +87,7 @@ async def main(kills: int) -> dict[str, object]:
                 old_epoch = offer_times[-1][1]
                 killed_at = time.time()
                 await cluster.kill(old, signal.SIGKILL)
-                await wait_until(lambda: any(e > old_epoch for _, e in offer_times), 30)
+                await wait_until(lambda: any(e > old_epoch for _, e in offer_times), 30)  # noqa: B023
                 recovery = min(t for t, e in offer_times if e > old_epoch) - killed_at
                 recoveries.append(round(recovery, 3))
                 print(f"kill {n + 1}: offers again after {recovery:.2f} s")

@@ -13,6 +13,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,22 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.ChannelInvalidStateError,
     ConnectionError,
 )
+
+
+@dataclass
+class _Deferred:
+    """Publishes made while a consumed message is being handled: sent without waiting for each confirm.
+
+    The message is acknowledged once every one of them is confirmed, so nothing is lost if the broker
+    fails in between (it is redelivered), while the consumer goes on to the next message. A handler
+    that awaited each confirm in turn would be held to one broker round trip per publish.
+    """
+
+    open: bool = True
+    sends: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+_DEFERRED: ContextVar[_Deferred | None] = ContextVar("meseta_deferred_publishes", default=None)
 
 
 def is_transport_error(exc: BaseException) -> bool:
@@ -78,6 +95,8 @@ class Bus:
         self._consume_channel: AbstractRobustChannel | None = None
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         self._consumers: list[asyncio.Task[None]] = []
+        self._acking: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.dead_lettered = 0
         self.epoch: int | None = None
         """This service's leadership epoch, stamped on everything it publishes (None: not a leader)."""
@@ -145,8 +164,13 @@ class Bus:
         reply_to: str | None = None,
         context: otel_context.Context | None = None,
         persistent: bool = False,
+        wait: bool = True,
     ) -> None:
-        """Publish ``message`` with the trace context in its headers; ``exchange=""`` is the default one."""
+        """Publish ``message`` with the trace context in its headers; ``exchange=""`` is the default one.
+
+        With ``wait=False`` it returns once the message is queued for sending, in order with the rest;
+        the broker's confirm is awaited in the background (a failure is logged).
+        """
         assert self._publish_channel is not None
         headers = tracing.inject({}, context)
         if self.epoch is not None:
@@ -163,6 +187,23 @@ class Bus:
             if persistent
             else aio_pika.DeliveryMode.NOT_PERSISTENT,
         )
+        if not wait:
+            send = asyncio.create_task(self._send(exchange, routing_key, amqp_message))
+            self._background.add(send)
+            send.add_done_callback(self._sent_in_background)
+            return
+        deferred = _DEFERRED.get()
+        if deferred is not None and deferred.open:
+            # Tasks start in creation order and take the channel's lock in that order: order is kept.
+            deferred.sends.append(asyncio.create_task(self._send(exchange, routing_key, amqp_message)))
+            return
+        await self._send(exchange, routing_key, amqp_message)
+
+    async def _send(
+        self, exchange: wire.Exchange | str, routing_key: str, amqp_message: aio_pika.Message
+    ) -> None:
+        """Publish and wait for the broker's confirm, retrying across reconnects for a while."""
+        assert self._publish_channel is not None
         deadline = time.monotonic() + PUBLISH_PATIENCE
         while True:
             target = self._exchanges[exchange] if exchange else self._publish_channel.default_exchange
@@ -179,6 +220,11 @@ class Bus:
                         self._connection.connected.wait(), max(0.1, deadline - time.monotonic())
                     )
                 await asyncio.sleep(0.05)
+
+    def _sent_in_background(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s: a publish failed: %r", self.service, exc)
 
     def consume(
         self,
@@ -270,6 +316,8 @@ class Bus:
         if len(seen) > _DEDUPE_WINDOW:
             seen.popitem(last=False)
         parent = tracing.extract(incoming.headers)
+        deferred = _Deferred()
+        token = _DEFERRED.set(deferred)
         with self._tracer.start_as_current_span(
             f"{self.service} {message.type}",
             context=parent,
@@ -277,7 +325,11 @@ class Bus:
             attributes={"meseta.service": self.service, "meseta.message.type": message.type},
         ) as span:
             try:
-                await handler(message, incoming)
+                try:
+                    await handler(message, incoming)
+                finally:
+                    deferred.open = False
+                    _DEFERRED.reset(token)
             except BaseException as exc:
                 if is_transport_error(exc):
                     # Not the message's fault: leave it unacknowledged, the broker redelivers it.
@@ -295,7 +347,30 @@ class Bus:
                 log.exception("%s: handler for %s failed", self.service, message.type)
                 await self.dead_letter(incoming, f"handler failed: {exc!r}")
                 return
-        await incoming.ack()
+        if not deferred.sends:
+            await incoming.ack()
+            return
+        acking = asyncio.create_task(self._ack_when_sent(incoming, deferred.sends, message.message_id, seen))
+        self._acking.add(acking)
+        acking.add_done_callback(self._acking.discard)
+
+    async def _ack_when_sent(
+        self,
+        incoming: AbstractIncomingMessage,
+        sends: list[asyncio.Task[None]],
+        message_id: str,
+        seen: OrderedDict[str, None],
+    ) -> None:
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if any(is_transport_error(r) for r in failed):
+            # Unacknowledged, it comes again once the broker is back: handle it again then.
+            seen.pop(message_id, None)
+            return
+        for exc in failed:
+            log.error("%s: a publish of a handled message failed: %r", self.service, exc)
+        with contextlib.suppress(*TRANSPORT_ERRORS):
+            await incoming.ack()
 
     async def dead_letter(self, incoming: AbstractIncomingMessage, reason: str) -> None:
         """Move a message to the dead-letter queue with ``reason``, and log it."""
@@ -319,6 +394,11 @@ class Bus:
             task.cancel()
         await asyncio.gather(*self._consumers, return_exceptions=True)
         self._consumers.clear()
+        # Let handled messages' publishes finish (their acknowledgements go out with them), and calls.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*self._acking, *self._background, return_exceptions=True), 5
+            )
         if self._connection is not None and not self._connection.is_closed:
             await self._connection.close()
         self._connection = None

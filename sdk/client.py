@@ -7,6 +7,7 @@ Two styles share this client: iterate :meth:`FrameworkClient.events`, or pass a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
@@ -18,6 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from opentelemetry import trace
 
 from meseta.sdk import tracing, wire
+from meseta.sdk.batching import Batcher
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import DEFAULT_REFUSE_SECONDS, TaskInfo, TaskStatus
 
@@ -155,6 +157,7 @@ class FrameworkClient:
         self._bus = Bus(amqp_url, "framework")
         self._tracer = tracing.tracer("framework")
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._acks: Batcher[wire.Acknowledged] = Batcher(self._send_acks, max_items=wire.MAX_BATCH)
         self._decisions: dict[str, trace.Span] = {}
         """An open 'framework decide' span per outstanding offer; the decision ends it."""
         self._allocated_at: dict[str, float] = {}
@@ -224,6 +227,8 @@ class FrameworkClient:
         for span in self._decisions.values():
             span.end()
         self._decisions.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._acks.drain(), 5)
         await self._bus.close()
         self._events.put_nowait(None)
 
@@ -251,8 +256,11 @@ class FrameworkClient:
                 for offer in message.offers:
                     self.stats.offers_received += 1
                     self._allocated_at[offer.offer_id] = offer.allocated_at
+                    # The offer carries its own cycle's trace (offers of several cycles share a message).
+                    parent = tracing.extract(offer.trace) if offer.trace else None
                     self._decisions[offer.offer_id] = self._tracer.start_span(
                         "framework decide",
+                        context=parent,
                         attributes={
                             "meseta.service": "framework",
                             "meseta.offer_id": offer.offer_id,
@@ -264,6 +272,10 @@ class FrameworkClient:
             case wire.Rescind():
                 self.stats.offers_rescinded += 1
                 self._decide([message.offer_id], "rescinded")
+            case wire.Updates():
+                for status in message.statuses:
+                    await self._on_event(wire.Update(framework_id=message.framework_id, status=status), _)
+                return
             case wire.Update():
                 duplicate = message.status.uuid in self._seen_updates
                 if not duplicate:
@@ -324,8 +336,15 @@ class FrameworkClient:
     async def _call(self, call: wire.FrameworkCall, parent: trace.Span | None = None) -> None:
         context = trace.set_span_in_context(parent) if parent is not None else None
         call = call.model_copy(update={"secret": self.secret or ""})
+        # Calls do not wait for the broker's confirm: a scheduler answering a batch of offers one by one
+        # would otherwise pay a broker round trip per offer. Order is kept.
         await self._bus.publish(
-            wire.Exchange.CALLS, wire.RoutingKey.CALL, call, context=context, reply_to=self._reply_queue
+            wire.Exchange.CALLS,
+            wire.RoutingKey.CALL,
+            call,
+            context=context,
+            reply_to=self._reply_queue,
+            wait=False,
         )
 
     async def accept(
@@ -361,14 +380,20 @@ class FrameworkClient:
         await self._call(wire.Kill(framework_id=self._id, task_id=task_id))
 
     async def acknowledge(self, status: TaskStatus) -> None:
-        """Tell the agent we have this update, so it stops keeping it."""
+        """Tell the agent we have this update, so it stops keeping it (sent in a batch within a few ms)."""
         if status.agent_id is None:
             return
-        await self._call(
-            wire.Acknowledge(
-                framework_id=self._id, agent_id=status.agent_id, task_id=status.task_id, uuid=status.uuid
+        self._acks.add(wire.Acknowledged(agent_id=status.agent_id, task_id=status.task_id, uuid=status.uuid))
+
+    async def _send_acks(self, acks: list[wire.Acknowledged]) -> None:
+        if len(acks) == 1:
+            ack = acks[0]
+            call: wire.FrameworkCall = wire.Acknowledge(
+                framework_id=self._id, agent_id=ack.agent_id, task_id=ack.task_id, uuid=ack.uuid
             )
-        )
+        else:
+            call = wire.Acknowledgements(framework_id=self._id, acks=tuple(acks))
+        await self._call(call)
 
     async def suppress(self) -> None:
         """Receive no offers until :meth:`revive`."""

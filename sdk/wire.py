@@ -376,6 +376,8 @@ class Offer(_Frozen):
     """The device ids of the offered GPUs."""
     allocated_at: float
     expires_at: float
+    trace: dict[str, str] = Field(default_factory=dict, max_length=4)
+    """The W3C trace context of this offer's cycle (offers of several cycles travel in one OFFERS)."""
 
 
 class AttributeConstraint(_Frozen):
@@ -503,6 +505,14 @@ class AcknowledgeUpdate(Message):
     uuid: str
 
 
+class AcknowledgeUpdates(Message):
+    """The framework has these status updates (by uuid): the agent may forget them."""
+
+    type: Literal["ACKNOWLEDGE_UPDATES"] = "ACKNOWLEDGE_UPDATES"
+    agent_id: Id
+    uuids: tuple[str, ...] = Field(min_length=1, max_length=1024)
+
+
 class FetchLogs(Message):
     """Send a task's output to ``reply_to`` (the master routes GET_LOGS here)."""
 
@@ -582,6 +592,19 @@ class StatusUpdate(Message):
     agent_id: Id
     framework_id: Id
     status: TaskStatus
+    trace: dict[str, str] = Field(default_factory=dict, max_length=4)
+    """The W3C trace context of the task's offer cycle, when the update travels in a batch."""
+
+
+MAX_BATCH = 256
+
+
+class StatusUpdates(Message):
+    """Several status updates of one agent in one message: under load an agent batches what it has."""
+
+    type: Literal["STATUS_UPDATES"] = "STATUS_UPDATES"
+    agent_id: Id
+    updates: tuple[StatusUpdate, ...] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 # framework -> master, on CALLS
@@ -644,6 +667,19 @@ class Acknowledge(FrameworkCall):
     agent_id: Id
     task_id: Id
     uuid: str
+
+
+class Acknowledged(_Frozen):
+    agent_id: Id
+    task_id: Id
+    uuid: str = Field(max_length=64)
+
+
+class Acknowledgements(FrameworkCall):
+    """Several acknowledgements in one call (the SDK batches them under load)."""
+
+    type: Literal["ACKNOWLEDGEMENTS"] = "ACKNOWLEDGEMENTS"
+    acks: tuple[Acknowledged, ...] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class Suppress(FrameworkCall):
@@ -775,6 +811,14 @@ class Update(Message):
     status: TaskStatus
 
 
+class Updates(Message):
+    """Several status updates of the framework's tasks; the SDK hands them on as single UPDATE events."""
+
+    type: Literal["UPDATES"] = "UPDATES"
+    framework_id: Id
+    statuses: tuple[TaskStatus, ...] = Field(min_length=1, max_length=1024)
+
+
 class Failure(Message):
     """An agent running the framework's tasks was lost."""
 
@@ -894,6 +938,13 @@ class ResourcesRecovered(Message):
     refuse_seconds: float = Field(default=0.0, ge=0)
 
 
+class ResourcesRecoveredBatch(Message):
+    """Several recoveries in one message."""
+
+    type: Literal["RESOURCES_RECOVERED_BATCH"] = "RESOURCES_RECOVERED_BATCH"
+    items: tuple[ResourcesRecovered, ...] = Field(min_length=1, max_length=MAX_BATCH)
+
+
 class OffersSuppressed(Message):
     """The framework wants no offers."""
 
@@ -934,6 +985,23 @@ class Allocation(Message):
     allocated_at: float = Field(default_factory=time.time)
 
 
+class Grant(_Frozen):
+    """One allocation in an ALLOCATIONS batch, with the trace context of the offer cycle it starts."""
+
+    framework_id: Id
+    agent_id: Id
+    resources: Resources
+    allocated_at: float = Field(default_factory=time.time)
+    trace: dict[str, str] = Field(default_factory=dict, max_length=4)
+
+
+class Allocations(Message):
+    """One allocation cycle's grants in one message (a cycle over thousands of free agents is one)."""
+
+    type: Literal["ALLOCATIONS"] = "ALLOCATIONS"
+    grants: tuple[Grant, ...] = Field(min_length=1, max_length=MAX_BATCH)
+
+
 def _union(*models: type[Message]) -> TypeAdapter[Any]:
     if len(models) == 1:
         return TypeAdapter(models[0])
@@ -961,6 +1029,7 @@ LAUNCHES = Channel(
     LaunchTasks,
     KillTask,
     AcknowledgeUpdate,
+    AcknowledgeUpdates,
     ReregisterAgent,
     FetchLogs,
     ExecutorRegistered,
@@ -969,7 +1038,7 @@ LAUNCHES = Channel(
 )
 EXECUTOR = Channel("executor", RunTask, KillExecutorTask, ShutdownExecutor, ExecutorMessage)
 """What an executor receives from its agent."""
-STATUS = Channel(Exchange.STATUS, StatusUpdate)
+STATUS = Channel(Exchange.STATUS, StatusUpdate, StatusUpdates)
 CALLS = Channel(
     Exchange.CALLS,
     Subscribe,
@@ -977,6 +1046,7 @@ CALLS = Channel(
     Decline,
     Kill,
     Acknowledge,
+    Acknowledgements,
     Suppress,
     Revive,
     SetFilters,
@@ -990,7 +1060,7 @@ CALLS = Channel(
 REPLIES = Channel("reply", Subscribed, TaskLogs, Killing, Error)
 """Answers that come to a caller's private ``reply_to`` queue."""
 FRAMEWORK_EVENTS = Channel(
-    Exchange.OFFERS, Subscribed, Offers, Rescind, Update, Failure, RevocationNotice, Error
+    Exchange.OFFERS, Subscribed, Offers, Rescind, Update, Updates, Failure, RevocationNotice, Error
 )
 TO_ALLOCATOR = Channel(
     f"{Exchange.ALLOCATION}/{RoutingKey.TO_ALLOCATOR}",
@@ -999,12 +1069,15 @@ TO_ALLOCATOR = Channel(
     FrameworkAdded,
     FrameworkRemoved,
     ResourcesRecovered,
+    ResourcesRecoveredBatch,
     OffersSuppressed,
     OffersRevived,
     FiltersUpdated,
     StateSync,
 )
-TO_MASTER = Channel(f"{Exchange.ALLOCATION}/{RoutingKey.TO_MASTER}", Allocation, AllocatorStarted, Revocation)
+TO_MASTER = Channel(
+    f"{Exchange.ALLOCATION}/{RoutingKey.TO_MASTER}", Allocation, Allocations, AllocatorStarted, Revocation
+)
 
 
 class DecodeError(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -21,6 +22,7 @@ from meseta.agent.noop import NoopContainerizer
 from meseta.agent.process import ProcessContainerizer
 from meseta.runtime.service import Service
 from meseta.sdk import tracing, wire
+from meseta.sdk.batching import Batcher
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import Resources, StatusReason, TaskInfo, TaskState, TaskStatus
 
@@ -149,6 +151,7 @@ class AgentService(Service):
         """Status updates the framework has not acknowledged yet, by uuid."""
         self._runners: set[asyncio.Task[None]] = set()
         self._tracer = tracing.tracer(self.name)
+        self._updates: Batcher[wire.StatusUpdate] = Batcher(self._publish_updates, max_items=wire.MAX_BATCH)
 
     @property
     def free(self) -> Resources:
@@ -177,6 +180,8 @@ class AgentService(Service):
         for runner in self._runners:
             runner.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._updates.drain()
         if self._owns_bus:
             await self.bus.close()
         else:
@@ -226,6 +231,10 @@ class AgentService(Service):
             case wire.AcknowledgeUpdate():
                 self.unacknowledged.pop(message.uuid, None)
                 self.checkpoint.drop_update(message.uuid)
+            case wire.AcknowledgeUpdates():
+                for uuid in message.uuids:
+                    self.unacknowledged.pop(uuid, None)
+                    self.checkpoint.drop_update(uuid)
             case wire.ReregisterAgent():
                 await self.register()
             case wire.FetchLogs():
@@ -394,12 +403,23 @@ class AgentService(Service):
             )
 
     async def _send(self, framework_id: str, status: TaskStatus) -> None:
-        """Checkpoint, then publish (persistent); it is resent until the framework acknowledges it."""
-        update = wire.StatusUpdate(agent_id=self.agent_id, framework_id=framework_id, status=status)
+        """Checkpoint, then publish (persistent, in a batch with whatever else is pending); it is resent
+        until the framework acknowledges it."""
+        update = wire.StatusUpdate(
+            agent_id=self.agent_id, framework_id=framework_id, status=status, trace=tracing.inject({})
+        )
         self.checkpoint.save_update(update)
         delay = self.settings.status_retry_interval
         self.unacknowledged[status.uuid] = PendingUpdate(update, due=time.monotonic() + delay, delay=delay)
-        await self.bus.publish(wire.Exchange.STATUS, wire.RoutingKey.STATUS, update, persistent=True)
+        self._updates.add(update)
+
+    async def _publish_updates(self, updates: list[wire.StatusUpdate]) -> None:
+        message: wire.Message = (
+            updates[0]
+            if len(updates) == 1
+            else wire.StatusUpdates(agent_id=self.agent_id, updates=tuple(updates))
+        )
+        await self.bus.publish(wire.Exchange.STATUS, wire.RoutingKey.STATUS, message, persistent=True)
 
     async def _report(
         self,

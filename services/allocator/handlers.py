@@ -23,6 +23,9 @@ def apply(state: AllocatorState, event: wire.Message, now: float | None = None) 
             state.add_framework(event)
         case wire.FrameworkRemoved():
             state.remove_framework(event.framework_id)
+        case wire.ResourcesRecoveredBatch():
+            for item in event.items:
+                apply(state, item, now)
         case wire.ResourcesRecovered():
             refuse_until = now + event.refuse_seconds if event.refuse_seconds > 0 else None
             if not state.recover(event.framework_id, event.agent_id, event.resources, refuse_until):

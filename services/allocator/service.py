@@ -173,8 +173,10 @@ class AllocatorService(Service):
                     for_role=revoke.for_role,
                 ),
             )
+        grants: list[wire.Grant] = []
         for grant in plan.grants:
-            # Each allocation roots a new trace: the offer cycle it starts is one story.
+            # Each allocation roots a new trace: the offer cycle it starts is one story. The grants of a
+            # cycle travel together; each carries its own trace context.
             with self._tracer.start_as_current_span(
                 "allocator allocate",
                 context=otel_context.Context(),
@@ -186,10 +188,17 @@ class AllocatorService(Service):
                     "meseta.policy": self.policy.name,
                 },
             ):
-                message = wire.Allocation(
-                    framework_id=grant.framework_id, agent_id=grant.agent_id, resources=grant.resources
+                grants.append(
+                    wire.Grant(
+                        framework_id=grant.framework_id,
+                        agent_id=grant.agent_id,
+                        resources=grant.resources,
+                        trace=tracing.inject({}),
+                    )
                 )
-                await self.bus.publish(wire.Exchange.ALLOCATION, wire.RoutingKey.TO_MASTER, message)
+        for i in range(0, len(grants), wire.MAX_BATCH):
+            batch = wire.Allocations(grants=tuple(grants[i : i + wire.MAX_BATCH]))
+            await self.bus.publish(wire.Exchange.ALLOCATION, wire.RoutingKey.TO_MASTER, batch)
         if plan.grants:
             log.debug(
                 "cycle %d: %d grants in %.2f ms",

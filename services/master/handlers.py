@@ -29,7 +29,7 @@ from meseta.master.cluster import (
 from meseta.master.metrics import MasterMetrics
 from meseta.master.registry import Registry
 from meseta.master.validation import Refusal, executors_to_start, validate_accept
-from meseta.sdk import wire
+from meseta.sdk import tracing, wire
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import ErrorCode, Resources
 
@@ -57,21 +57,27 @@ class MasterHandlers:
         self.offer_timeout = offer_timeout
         self.revocation_grace = revocation_grace
         self.epoch = 0
+        self._tracer = tracing.tracer("master")
+        self._recovered: list[tuple[str, str, Resources, float]] = []
+        """Resources of tasks that just ended, to give back once their updates are applied."""
         self._reply_to: str | None = None
         self._by_type: dict[str, Callable[[Any, AbstractIncomingMessage], Awaitable[None]]] = {
             "REGISTER_AGENT": self.register_agent,
             "HEARTBEAT": self.heartbeat,
             "STATUS_UPDATE": self.status_update,
+            "STATUS_UPDATES": self.status_updates,
             "SUBSCRIBE": self.subscribe,
             "ACCEPT": self.accept,
             "DECLINE": self.decline,
             "KILL_TASK": self.kill,
             "ACKNOWLEDGE": self.acknowledge,
+            "ACKNOWLEDGEMENTS": self.acknowledgements,
             "SUPPRESS": self.suppress,
             "REVIVE": self.revive,
             "SET_FILTERS": self.set_filters,
             "TEARDOWN": self.teardown,
             "ALLOCATION": self.allocation,
+            "ALLOCATIONS": self.allocations,
             "ALLOCATOR_STARTED": self.allocator_started,
             "REVOCATION_REQUEST": self.revocation,
             "GET_LOGS": self.get_logs,
@@ -198,6 +204,23 @@ class MasterHandlers:
         agent.last_seen = time.time()
 
     async def status_update(self, msg: wire.StatusUpdate, _: AbstractIncomingMessage) -> None:
+        await self._forward_statuses(self._apply_status(msg))
+
+    async def status_updates(self, msg: wire.StatusUpdates, _: AbstractIncomingMessage) -> None:
+        """A batch: each update gets its own span, in its task's offer-cycle trace."""
+        forwarded: list[wire.StatusUpdate] = []
+        for update in msg.updates:
+            with self._tracer.start_as_current_span(
+                "master STATUS_UPDATE",
+                context=tracing.extract(update.trace),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={"meseta.service": "master", "meseta.message.type": update.type},
+            ):
+                forwarded += self._apply_status(update)
+        await self._forward_statuses(forwarded)
+
+    def _apply_status(self, msg: wire.StatusUpdate) -> list[wire.StatusUpdate]:
+        """Change the state; the update itself when it is to be forwarded (or acknowledged for nobody)."""
         status = msg.status
         trace.get_current_span().set_attributes(
             {
@@ -213,53 +236,99 @@ class MasterHandlers:
             task.state = status.state
             if status.state.terminal:
                 self.cluster.end_task(key)
-        framework_known = msg.framework_id in self.cluster.frameworks
-        if task is not None and status.state.terminal and framework_known:
-            await self.recover(msg.framework_id, task.agent_id, task.resources)
-        if framework_known:
-            await self.to_framework(
-                msg.framework_id, wire.Update(framework_id=msg.framework_id, status=status)
+                if msg.framework_id in self.cluster.frameworks:
+                    self._recovered.append((msg.framework_id, task.agent_id, task.resources, 0.0))
+        return [msg]
+
+    async def _forward_statuses(self, updates: list[wire.StatusUpdate]) -> None:
+        """Resources back to the allocator, one UPDATE(S) per framework, and acknowledgements of updates
+        whose framework is gone (nobody else will acknowledge them, so the agent can forget them)."""
+        await self._flush_recovered()
+        per_framework: dict[str, list[wire.TaskStatus]] = {}
+        orphans: dict[str, list[str]] = {}
+        for update in updates:
+            if update.framework_id in self.cluster.frameworks:
+                per_framework.setdefault(update.framework_id, []).append(update.status)
+            else:
+                orphans.setdefault(update.agent_id, []).append(update.status.uuid)
+        for framework_id, statuses in per_framework.items():
+            event: wire.Message = (
+                wire.Update(framework_id=framework_id, status=statuses[0])
+                if len(statuses) == 1
+                else wire.Updates(framework_id=framework_id, statuses=tuple(statuses))
             )
-        else:
-            # Nobody will acknowledge it: let the agent forget it.
-            await self.to_agent(
-                msg.agent_id,
-                wire.AcknowledgeUpdate(agent_id=msg.agent_id, task_id=status.task_id, uuid=status.uuid),
-            )
+            await self.to_framework(framework_id, event)
+        for agent_id, uuids in orphans.items():
+            await self.to_agent(agent_id, wire.AcknowledgeUpdates(agent_id=agent_id, uuids=tuple(uuids)))
 
     # --- allocations --------------------------------------------------------------------------------------
 
     async def allocation(self, msg: wire.Allocation, _: AbstractIncomingMessage) -> None:
-        agent = self.cluster.agents.get(msg.agent_id)
-        fw = self.cluster.frameworks.get(msg.framework_id)
+        grant = wire.Grant(
+            framework_id=msg.framework_id,
+            agent_id=msg.agent_id,
+            resources=msg.resources,
+            allocated_at=msg.allocated_at,
+        )
+        offer = self._offer(grant)
+        await self._flush_recovered()
+        if offer is not None:
+            await self.to_framework(
+                offer.framework_id, wire.Offers(framework_id=offer.framework_id, offers=(offer,))
+            )
+
+    async def allocations(self, msg: wire.Allocations, _: AbstractIncomingMessage) -> None:
+        """A cycle's grants: one span per grant in its own trace, then one OFFERS per framework."""
+        per_framework: dict[str, list[wire.Offer]] = {}
+        for grant in msg.grants:
+            with self._tracer.start_as_current_span(
+                "master ALLOCATION",
+                context=tracing.extract(grant.trace),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={"meseta.service": "master", "meseta.message.type": "ALLOCATION"},
+            ):
+                offer = self._offer(grant)
+            if offer is not None:
+                per_framework.setdefault(offer.framework_id, []).append(offer)
+        await self._flush_recovered()
+        for framework_id, offers in per_framework.items():
+            await self.to_framework(
+                framework_id, wire.Offers(framework_id=framework_id, offers=tuple(offers))
+            )
+
+    def _offer(self, grant: wire.Grant) -> wire.Offer | None:
+        """Turn a grant into an outstanding offer, or send it back when it is stale."""
+        agent = self.cluster.agents.get(grant.agent_id)
+        fw = self.cluster.frameworks.get(grant.framework_id)
         # The master enforces standing filters too: an allocator with an older view must not leak offers.
         if (
             agent is None
             or fw is None
-            or not msg.resources.fits_in(agent.free)
-            or not fw.filters.admits(agent.hostname, agent.attributes, msg.resources)
-            or len(agent.free_gpus(msg.resources.gpus)) < msg.resources.gpus
+            or not grant.resources.fits_in(agent.free)
+            or not fw.filters.admits(agent.hostname, agent.attributes, grant.resources)
+            or len(agent.free_gpus(grant.resources.gpus)) < grant.resources.gpus
         ):
-            log.info("stale allocation of %s to %s sent back", msg.agent_id, msg.framework_id)
-            await self.recover(msg.framework_id, msg.agent_id, msg.resources)
-            return
+            log.info("stale allocation of %s to %s sent back", grant.agent_id, grant.framework_id)
+            self._recovered.append((grant.framework_id, grant.agent_id, grant.resources, 0.0))
+            return None
         now = time.time()
         offer = wire.Offer(
             offer_id=wire.new_id("offer"),
             framework_id=fw.framework_id,
             agent_id=agent.agent_id,
             hostname=agent.hostname,
-            resources=msg.resources,
+            resources=grant.resources,
             attributes=agent.attributes,
-            gpu_ids=agent.free_gpus(msg.resources.gpus),
-            allocated_at=msg.allocated_at,
+            gpu_ids=agent.free_gpus(grant.resources.gpus),
+            allocated_at=grant.allocated_at,
             expires_at=now + self.offer_timeout,
+            trace=tracing.inject({}),
         )
         self.cluster.add_offer(offer)
         fw.stats.offers_sent += 1
         self.metrics.offer("sent", fw.framework_id)
         self.activity.offered(
-            CycleRecord(offer.offer_id, fw.framework_id, agent.agent_id, msg.allocated_at, now)
+            CycleRecord(offer.offer_id, fw.framework_id, agent.agent_id, grant.allocated_at, now)
         )
         trace.get_current_span().set_attributes(
             {
@@ -268,7 +337,21 @@ class MasterHandlers:
                 "meseta.agent_id": agent.agent_id,
             }
         )
-        await self.to_framework(fw.framework_id, wire.Offers(framework_id=fw.framework_id, offers=(offer,)))
+        return offer
+
+    async def _flush_recovered(self) -> None:
+        """Give back, in one message, what the handler found unused."""
+        recovered, self._recovered = self._recovered, []
+        items = tuple(
+            wire.ResourcesRecovered(framework_id=f, agent_id=a, resources=r, refuse_seconds=refuse)
+            for f, a, r, refuse in recovered
+            if not r.is_empty()
+        )
+        for i in range(0, len(items), wire.MAX_BATCH):
+            chunk = items[i : i + wire.MAX_BATCH]
+            await self.to_allocator(
+                chunk[0] if len(chunk) == 1 else wire.ResourcesRecoveredBatch(items=chunk)
+            )
 
     def _answered(self, offer_id: str, decision: str, at: float, tasks: int = 0) -> None:
         record = self.activity.answered(offer_id, decision, at, tasks)
@@ -490,7 +573,8 @@ class MasterHandlers:
                 fw.stats.offers_declined += 1
                 self.metrics.offer("declined", fw.framework_id)
             self._answered(offer_id, "decline", time.time())
-            await self.recover(msg.framework_id, offer.agent_id, offer.resources, msg.refuse_seconds)
+            self._recovered.append((msg.framework_id, offer.agent_id, offer.resources, msg.refuse_seconds))
+        await self._flush_recovered()
 
     async def kill(self, msg: wire.Kill, _: AbstractIncomingMessage) -> None:
         task = self.cluster.tasks.get((msg.framework_id, msg.task_id))
@@ -508,6 +592,15 @@ class MasterHandlers:
                 msg.agent_id,
                 wire.AcknowledgeUpdate(agent_id=msg.agent_id, task_id=msg.task_id, uuid=msg.uuid),
             )
+
+    async def acknowledgements(self, msg: wire.Acknowledgements, _: AbstractIncomingMessage) -> None:
+        """A batch of acknowledgements: one ACKNOWLEDGE_UPDATES per agent."""
+        per_agent: dict[str, list[str]] = {}
+        for ack in msg.acks:
+            if ack.agent_id in self.cluster.agents:
+                per_agent.setdefault(ack.agent_id, []).append(ack.uuid)
+        for agent_id, uuids in per_agent.items():
+            await self.to_agent(agent_id, wire.AcknowledgeUpdates(agent_id=agent_id, uuids=tuple(uuids)))
 
     async def suppress(self, msg: wire.Suppress, _: AbstractIncomingMessage) -> None:
         if await self._known(msg):

@@ -1,0 +1,159 @@
+"""An agent emulator: thousands of real agents in one process, running no-op tasks.
+
+Each emulated agent is a real :class:`meseta.agent.AgentService` (same wire contract, registration,
+heartbeats, launch handling, status updates with checkpoints and retries, kills) with two differences:
+its container runtime is :class:`meseta.agent.noop.NoopContainerizer` (a task reports RUNNING, then
+FINISHED after its duration), and agents share AMQP connections (one per ``--per-connection`` agents)
+instead of holding one each. Run it as a process:
+
+    .venv/bin/python bench/emulator.py --amqp-url URL --agents 1000 --task-seconds 5 --launches out.json
+
+With ``--launches``, it records when each offer cycle's launch reached its agent (the start of the
+``agent LAUNCH`` span, by trace id) and writes them there when it stops (SIGTERM or SIGINT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+
+from meseta.agent import AgentService, AgentSettings
+from meseta.agent.noop import NoopContainerizer
+from meseta.sdk import wire
+from meseta.sdk.bus import Bus
+
+log = logging.getLogger("emulator")
+
+
+class LaunchRecorder(SpanProcessor):
+    """Trace id -> when the first LAUNCH of that offer cycle reached an agent (ns since the epoch)."""
+
+    def __init__(self) -> None:
+        self.launches: dict[str, int] = {}
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if span.name == "agent LAUNCH" and span.start_time is not None:
+            self.launches.setdefault(f"{span.context.trace_id:032x}", span.start_time)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+
+class AgentEmulator:
+    """``count`` agents named ``{prefix}-{i}``, each with ``resources``, on ``hosts`` racks of attributes."""
+
+    def __init__(
+        self,
+        amqp_url: str,
+        count: int,
+        resources: wire.Resources,
+        *,
+        prefix: str = "emu",
+        heartbeat_interval: float = 5.0,
+        task_seconds: float = 1.0,
+        per_connection: int = 500,
+        work_dir: Path | None = None,
+    ) -> None:
+        self.amqp_url = amqp_url
+        self.count = count
+        self.resources = resources
+        self.prefix = prefix
+        self.heartbeat_interval = heartbeat_interval
+        self.task_seconds = task_seconds
+        self.per_connection = per_connection
+        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="meseta-emu-", dir="/dev/shm"))
+        self.buses: list[Bus] = []
+        self.agents: list[AgentService] = []
+
+    async def start(self, concurrency: int = 100) -> float:
+        """Start every agent (``concurrency`` at a time); the seconds it took."""
+        began = time.monotonic()
+        for _ in range((self.count + self.per_connection - 1) // self.per_connection):
+            bus = Bus(self.amqp_url, "agent")  # the service name: its spans are named like a real agent's
+            await bus.connect()
+            self.buses.append(bus)
+        for i in range(self.count):
+            settings = AgentSettings(
+                amqp_url=self.amqp_url,
+                resources=self.resources,
+                agent_id=f"{self.prefix}-{i}",
+                hostname=f"{self.prefix}-host-{i}",
+                attributes={"rack": f"r{i % 20}", "zone": ("east", "west")[i % 2]},
+                heartbeat_interval=self.heartbeat_interval,
+                gpu_ids=(),
+                work_dir=self.work_dir,
+                container_retention=0,
+                gc_interval=60.0,
+            )
+            bus = self.buses[i // self.per_connection]
+            self.agents.append(AgentService(settings, NoopContainerizer(self.task_seconds), bus))
+        gate = asyncio.Semaphore(concurrency)
+
+        async def start_one(agent: AgentService) -> None:
+            async with gate:
+                await agent.start()
+
+        await asyncio.gather(*(start_one(a) for a in self.agents))
+        return time.monotonic() - began
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
+        for bus in self.buses:
+            await bus.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--amqp-url", required=True)
+    parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--cpus", type=float, default=4)
+    parser.add_argument("--mem", type=float, default=8192)
+    parser.add_argument("--prefix", default="emu")
+    parser.add_argument("--heartbeat-interval", type=float, default=5.0)
+    parser.add_argument("--task-seconds", type=float, default=1.0)
+    parser.add_argument("--per-connection", type=int, default=500)
+    parser.add_argument("--launches", type=Path, help="Write trace id -> launch arrival (ns) here at exit.")
+    parser.add_argument("--ready-file", type=Path, help="Touched once every agent has started.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s emulator %(levelname)s %(message)s")
+    recorder = LaunchRecorder()
+    provider = TracerProvider()
+    provider.add_span_processor(recorder)
+    trace.set_tracer_provider(provider)
+    emulator = AgentEmulator(
+        args.amqp_url,
+        args.agents,
+        wire.Resources(cpus=args.cpus, mem=args.mem, disk=10_000),
+        prefix=args.prefix,
+        heartbeat_interval=args.heartbeat_interval,
+        task_seconds=args.task_seconds,
+        per_connection=args.per_connection,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    seconds = await emulator.start()
+    log.warning("%d agents up in %.1f s", args.agents, seconds)
+    if args.ready_file:
+        args.ready_file.write_text(json.dumps({"agents": args.agents, "start_seconds": seconds}))
+    await stop.wait()
+    if args.launches:
+        args.launches.write_text(json.dumps(recorder.launches))
+    await emulator.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,208 @@
+"""What every benchmark shares: a control plane of real processes (master, allocator), an agent emulator
+process, frameworks in this process that record their offer cycles, and process / broker sampling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+
+from meseta.demo.processes import ProcessCluster
+from meseta.runtime.rabbitmq import Management
+from meseta.sdk import FrameworkClient, wire
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = Path(os.environ.get("MESETA_BENCH_RESULTS", BENCH / "results"))
+"""Where results go (the CI smoke runs write elsewhere, leaving the committed figures alone)."""
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(values, 50), 3),
+        "p95_ms": round(percentile(values, 95), 3),
+        "p99_ms": round(percentile(values, 99), 3),
+        "mean_ms": round(statistics.fmean(values), 3) if values else float("nan"),
+    }
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+class DecideRecorder(SpanProcessor):
+    """Trace id -> (framework decide start ns, offer id) for every offer this process's frameworks saw."""
+
+    def __init__(self) -> None:
+        self.decides: dict[str, tuple[int, str]] = {}
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if span.name == "framework decide" and span.start_time is not None:
+            offer_id = str((span.attributes or {}).get("meseta.offer_id", ""))
+            self.decides[f"{span.context.trace_id:032x}"] = (span.start_time, offer_id)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+
+RECORDER = DecideRecorder()
+
+
+def install_tracing() -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(RECORDER)
+    trace.set_tracer_provider(provider)
+
+
+@dataclass
+class ProcSample:
+    cpu_seconds: float
+    rss_mb: float
+
+
+def sample(pid: int) -> ProcSample:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    rss = 0.0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+    return ProcSample(cpu, rss)
+
+
+def published(vhost: str) -> int:
+    """Messages published in the vhost so far (the management API's counter)."""
+    data = json.loads(Management().call("GET", f"/vhosts/{urllib.parse.quote(vhost, safe='')}"))
+    return int(data.get("message_stats", {}).get("publish", 0))
+
+
+@dataclass
+class Bench:
+    cluster: ProcessCluster
+    emulator: asyncio.subprocess.Process
+    launches_file: Path
+    agents: int
+    start_seconds: float
+    clients: list[FrameworkClient] = field(default_factory=list)
+
+    def pid(self, name: str) -> int:
+        return self.cluster.procs[name].pid
+
+    async def stop_emulator(self) -> dict[str, int]:
+        """Stop the emulator; its record of launch arrivals by trace id."""
+        if self.emulator.returncode is None:
+            self.emulator.terminate()
+            await asyncio.wait_for(self.emulator.wait(), 120)
+        if self.launches_file.exists():
+            return {k: int(v) for k, v in json.loads(self.launches_file.read_text()).items()}
+        return {}
+
+
+async def wait_agents(apis: list[str], count: int, timeout: float) -> None:
+    from meseta.ops.state_client import NoLeader, fetch_state
+
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while time.monotonic() < deadline:
+        with contextlib.suppress(NoLeader, OSError):
+            seen = len((await asyncio.to_thread(fetch_state, apis, 30)).agents)
+            if seen >= count:
+                return
+        await asyncio.sleep(1)
+    raise TimeoutError(f"only {seen} of {count} agents registered within {timeout} s")
+
+
+@asynccontextmanager
+async def control_plane(
+    agents: int,
+    *,
+    cpus: float = 4,
+    mem: float = 8192,
+    heartbeat_interval: float = 5.0,
+    task_seconds: float = 5.0,
+    master_env: dict[str, str] | None = None,
+    start_timeout: float = 300,
+) -> AsyncIterator[Bench]:
+    """Master and allocator processes, and ``agents`` emulated agents registered with the master."""
+    log_dir = Path(tempfile.mkdtemp(prefix="meseta-bench-"))
+    env = {
+        "MESETA_LEASE_TTL": "5",
+        "MESETA_AGENT_TIMEOUT": str(max(15.0, heartbeat_interval * 4)),
+        "MESETA_LOG_LEVEL": "WARNING",
+        **(master_env or {}),
+    }
+    async with ProcessCluster(log_dir, env=env) as cluster:
+        await cluster.allocator(0)
+        await cluster.master(0)
+        launches = log_dir / "launches.json"
+        ready = log_dir / "emulator-ready.json"
+        log = (log_dir / "emulator.log").open("ab")
+        emulator = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(BENCH / "emulator.py"),
+            f"--amqp-url={cluster.amqp_url}",
+            f"--agents={agents}",
+            f"--cpus={cpus}",
+            f"--mem={mem}",
+            f"--heartbeat-interval={heartbeat_interval}",
+            f"--task-seconds={task_seconds}",
+            f"--launches={launches}",
+            f"--ready-file={ready}",
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        log.close()
+        began = time.monotonic()
+        bench = Bench(cluster, emulator, launches, agents, 0.0)
+        try:
+            while not ready.exists():
+                if emulator.returncode is not None:
+                    raise RuntimeError(
+                        f"the emulator exited: {(log_dir / 'emulator.log').read_text()[-2000:]}"
+                    )
+                if time.monotonic() - began > start_timeout:
+                    raise TimeoutError(f"{agents} emulated agents did not start within {start_timeout} s")
+                await asyncio.sleep(0.5)
+            await wait_agents(cluster.apis, agents, start_timeout)
+            bench.start_seconds = time.monotonic() - began
+            yield bench
+        finally:
+            for client in bench.clients:
+                with contextlib.suppress(Exception):
+                    await client.close()
+            await bench.stop_emulator()
+
+
+def noop_task(task_id: str, cpus: float, mem: float, seconds: float) -> wire.TaskInfo:
+    return wire.TaskInfo(
+        task_id=task_id,
+        resources=wire.Resources(cpus=cpus, mem=mem),
+        container=wire.ContainerSpec(image="noop", env={"MESETA_NOOP_SECONDS": f"{seconds:g}"}),
+    )

@@ -1,0 +1,91 @@
+"""Task launches per second: from the first accept to the last task RUNNING, with no-op containers.
+
+One framework launches ``--tasks`` tasks (0.1 cpu, 16 MiB, long-running no-ops) on ``--agents`` emulated
+agents of 64 cpus, packing up to ``--per-offer`` tasks into each offer. The rate counts tasks whose
+RUNNING update reached the framework. Writes bench/results/launch.json.
+
+    .venv/bin/python bench/launch_throughput.py --agents 100 --tasks 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import time
+from typing import Any
+
+from harness import control_plane, noop_task, percentile, published, sample, write_result
+
+from meseta.sdk import FrameworkClient, wire
+
+
+async def measure(agents: int, tasks: int, per_offer: int, timeout: float = 300) -> dict[str, Any]:
+    async with control_plane(agents, cpus=64, mem=65536, task_seconds=3600) as bench:
+        client = FrameworkClient(bench.cluster.amqp_url, "launcher")
+        await client.subscribe(timeout=60)
+        bench.clients.append(client)
+        ids = itertools.count()
+        launched_at: dict[str, float] = {}
+        running: dict[str, float] = {}
+        first_accept: float | None = None
+        master = bench.pid("master-0")
+        m0, p0 = sample(master), await asyncio.to_thread(published, bench.cluster.vhost)
+        async with asyncio.timeout(timeout):
+            async for event in client.events():
+                if isinstance(event, wire.Offers):
+                    for offer in event.offers:
+                        room = int(min(offer.resources.cpus // 0.1, offer.resources.mem // 16, per_offer))
+                        batch = [
+                            noop_task(f"t{next(ids)}", 0.1, 16, 3600)
+                            for _ in range(min(room, tasks - len(launched_at)))
+                        ]
+                        if not batch:
+                            await client.decline([offer.offer_id], refuse_seconds=60)
+                            continue
+                        now = time.monotonic()
+                        first_accept = first_accept or now
+                        launched_at.update((t.task_id, now) for t in batch)
+                        await client.accept([offer.offer_id], batch)
+                elif isinstance(event, wire.Update) and event.status.state == wire.TaskState.RUNNING:
+                    running.setdefault(event.status.task_id, time.monotonic())
+                    if len(running) >= tasks:
+                        break
+        m1, p1 = sample(master), await asyncio.to_thread(published, bench.cluster.vhost)
+        assert first_accept is not None
+        elapsed = max(running.values()) - first_accept
+        to_running = [(running[t] - launched_at[t]) * 1e3 for t in running]
+        return {
+            "agents": agents,
+            "tasks": len(running),
+            "per_offer": per_offer,
+            "seconds": round(elapsed, 3),
+            "launches_per_s": round(len(running) / elapsed, 1),
+            "accept_to_running_p50_ms": round(percentile(to_running, 50), 1),
+            "accept_to_running_p99_ms": round(percentile(to_running, 99), 1),
+            "master_cpu_seconds": round(m1.cpu_seconds - m0.cpu_seconds, 2),
+            "broker_messages": p1 - p0,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--per-offer", type=int, default=200)
+    parser.add_argument("--out", default="launch.json")
+    args = parser.parse_args()
+    result = asyncio.run(measure(args.agents, args.tasks, args.per_offer))
+    path = write_result(args.out, result)
+    print(
+        f"{result['tasks']} tasks on {result['agents']} agents in {result['seconds']} s: "
+        f"{result['launches_per_s']} launches/s "
+        f"(accept -> RUNNING p50 {result['accept_to_running_p50_ms']} ms) "
+        f"-> {path}"
+    )
+
+
+if __name__ == "__main__":
+    main()

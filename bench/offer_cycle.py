@@ -1,0 +1,187 @@
+"""Offer round trip at scale: allocation -> offer at the framework -> accept -> launch at the agent.
+
+A master and an allocator (real processes), ``--agents`` emulated agents (bench/emulator.py, one process)
+and ``--frameworks`` frameworks in this process. Each framework packs no-op tasks into every offer it
+gets; tasks run ``--task-seconds``, then their resources come back and are offered again. Each offer
+cycle is one trace: its round trip is measured from the allocation time the offer carries (stamped by
+the allocator inside the trace's root span) to the start of the ``agent LAUNCH`` span at the emulated
+agent, matched by trace id; the framework's ``framework decide`` span splits it into the offer's way
+out and the decision's way back. Cycles allocated during the first ``--warmup`` seconds are left out.
+Writes bench/results/offer_cycle.json.
+
+    .venv/bin/python bench/offer_cycle.py --agents 1000 --frameworks 10 --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness import (
+    RECORDER,
+    Bench,
+    control_plane,
+    install_tracing,
+    noop_task,
+    published,
+    sample,
+    summary,
+    write_result,
+)
+
+from meseta.sdk import FrameworkClient, wire
+
+
+@dataclass
+class Seen:
+    allocated_at: dict[str, float] = field(default_factory=dict)
+    """offer id -> allocation time (s)."""
+    accepted: set[str] = field(default_factory=set)
+    launched: int = 0
+
+
+async def packer(
+    client: FrameworkClient, seen: Seen, cpus: float, mem: float, seconds: float, per_offer: int
+) -> None:
+    """Accept every offer with as many tasks as fit (at most ``per_offer``); decline what fits none."""
+    ids = itertools.count()
+    async for event in client.events():
+        if not isinstance(event, wire.Offers):
+            continue
+        for offer in event.offers:
+            seen.allocated_at[offer.offer_id] = offer.allocated_at
+            fit = int(min(offer.resources.cpus // cpus, offer.resources.mem // mem, per_offer))
+            if fit <= 0:
+                await client.decline([offer.offer_id], refuse_seconds=1)
+                continue
+            tasks = [noop_task(f"{client.name}-{next(ids)}", cpus, mem, seconds) for _ in range(fit)]
+            seen.accepted.add(offer.offer_id)
+            seen.launched += fit
+            await client.accept([offer.offer_id], tasks)
+
+
+async def measure(
+    agents: int,
+    frameworks: int,
+    duration: float,
+    *,
+    task_seconds: float = 10.0,
+    warmup: float = 5.0,
+    heartbeat_interval: float = 5.0,
+    per_offer: int = 2,
+    agent_cpus: float = 4,
+    start_timeout: float = 300,
+) -> dict[str, Any]:
+    install_tracing()
+    async with control_plane(
+        agents,
+        cpus=agent_cpus,
+        mem=agent_cpus * 2048,
+        heartbeat_interval=heartbeat_interval,
+        task_seconds=task_seconds,
+        start_timeout=start_timeout,
+    ) as bench:
+        return await _run(bench, frameworks, duration, task_seconds, warmup, per_offer)
+
+
+async def _run(
+    bench: Bench, frameworks: int, duration: float, task_seconds: float, warmup: float, per_offer: int
+) -> dict[str, Any]:
+    seen = Seen()
+    loops = []
+    for i in range(frameworks):
+        client = FrameworkClient(bench.cluster.amqp_url, f"fw{i}")
+        await client.subscribe(timeout=60)
+        bench.clients.append(client)
+        loops.append(asyncio.create_task(packer(client, seen, 1.0, 512.0, task_seconds, per_offer)))
+    began = time.time()
+    master_pid, allocator_pid = bench.pid("master-0"), bench.pid("allocator-0")
+    await asyncio.sleep(warmup)
+    m0, a0, p0, t0 = (
+        sample(master_pid),
+        sample(allocator_pid),
+        await asyncio.to_thread(published, bench.cluster.vhost),
+        time.monotonic(),
+    )
+    master_rss = [m0.rss_mb]
+    for _ in range(int(duration)):
+        await asyncio.sleep(1)
+        master_rss.append(sample(master_pid).rss_mb)
+    m1, a1, p1, t1 = (
+        sample(master_pid),
+        sample(allocator_pid),
+        await asyncio.to_thread(published, bench.cluster.vhost),
+        time.monotonic(),
+    )
+    for loop in loops:
+        loop.cancel()
+    launches = await bench.stop_emulator()
+    window = (began + warmup, began + warmup + duration)
+    round_trips, outbound, inbound = [], [], []
+    for trace_id, (decide_ns, offer_id) in RECORDER.decides.items():
+        allocated = seen.allocated_at.get(offer_id)
+        arrived = launches.get(trace_id)
+        if allocated is None or arrived is None or not window[0] <= allocated <= window[1]:
+            continue
+        round_trips.append((arrived / 1e9 - allocated) * 1e3)
+        outbound.append((decide_ns / 1e9 - allocated) * 1e3)
+        inbound.append((arrived - decide_ns) / 1e6)
+    elapsed = t1 - t0
+    return {
+        "agents": bench.agents,
+        "frameworks": frameworks,
+        "duration_s": duration,
+        "task_seconds": task_seconds,
+        "cycles": len(round_trips),
+        "cycles_per_s": round(len(round_trips) / duration, 1),
+        **summary(round_trips),
+        "stages": {
+            "allocation_to_framework": summary(outbound),
+            "decision_to_agent_launch": summary(inbound),
+        },
+        "tasks_launched": seen.launched,
+        "master_cpu_percent": round((m1.cpu_seconds - m0.cpu_seconds) / elapsed * 100, 1),
+        "allocator_cpu_percent": round((a1.cpu_seconds - a0.cpu_seconds) / elapsed * 100, 1),
+        "master_rss_mb": round(max(master_rss), 1),
+        "broker_msgs_per_s": round((p1 - p0) / elapsed, 1),
+        "agents_start_s": round(bench.start_seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--frameworks", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=30)
+    parser.add_argument("--task-seconds", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--heartbeat-interval", type=float, default=5)
+    parser.add_argument("--out", default="offer_cycle.json")
+    args = parser.parse_args()
+    result = asyncio.run(
+        measure(
+            args.agents,
+            args.frameworks,
+            args.duration,
+            task_seconds=args.task_seconds,
+            warmup=args.warmup,
+            heartbeat_interval=args.heartbeat_interval,
+        )
+    )
+    path = write_result(args.out, result)
+    print(
+        f"{result['agents']} agents, {result['frameworks']} frameworks: {result['cycles']} cycles, "
+        f"round trip p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms; "
+        f"master cpu {result['master_cpu_percent']}%, rss {result['master_rss_mb']} MB, "
+        f"broker {result['broker_msgs_per_s']} msg/s -> {path}"
+    )
+
+
+if __name__ == "__main__":
+    main()

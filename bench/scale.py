@@ -1,0 +1,100 @@
+"""Offer cycles as the cluster grows: 100, 1,000, 10,000, 50,000 emulated agents (as far as this machine
+goes; it says where it stopped and why).
+
+Each point runs bench/offer_cycle.py's measurement with one-cpu agents and one task per offer. The
+offered load is held near ``--cycles-per-s`` whatever the size (tasks last agents / rate seconds), so
+the points differ in how many agents the master holds, not in how hard the frameworks push; heartbeats
+slow down with size (every max(5, agents / 1000) s) as Mesos's do with its ping timeouts. The first
+offer to every agent arrives at once: ``--warmup`` (grown with size) waits that burst out. Records
+offer-cycle percentiles, master CPU and RSS, broker message rate; writes bench/results/scale.json and
+scale.png.
+
+    .venv/bin/python bench/scale.py --max-agents 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import traceback
+from typing import Any
+
+from harness import RESULTS, write_result
+from offer_cycle import measure
+
+SIZES = (100, 1_000, 10_000, 50_000)
+
+
+def plot(points: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [p for p in points if "p50_ms" in p]
+    agents = [p["agents"] for p in done]
+    fig, (lat, cpu) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key in ("p50_ms", "p95_ms", "p99_ms"):
+        lat.plot(agents, [p[key] for p in done], marker="o", label=key.removesuffix("_ms"))
+    lat.set_xscale("log")
+    lat.set_yscale("log")
+    lat.set_xlabel("emulated agents")
+    lat.set_ylabel("offer round trip (ms)")
+    lat.set_title("Offer round trip")
+    lat.legend()
+    cpu.plot(agents, [p["master_cpu_percent"] for p in done], marker="o", label="master CPU %")
+    cpu.plot(agents, [p["master_rss_mb"] for p in done], marker="s", label="master RSS MB")
+    cpu.set_xscale("log")
+    cpu.set_xlabel("emulated agents")
+    cpu.set_title("Master cost")
+    cpu.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "scale.png", dpi=110)
+    plt.close(fig)
+
+
+async def sweep(sizes: list[int], frameworks: int, duration: float, rate: float) -> list[dict[str, Any]]:
+    points: list[dict[str, Any]] = []
+    for agents in sizes:
+        warmup = max(5.0, agents / 400)
+        try:
+            point = await measure(
+                agents,
+                frameworks,
+                duration,
+                task_seconds=max(5.0, agents / rate),
+                warmup=warmup,
+                heartbeat_interval=max(5.0, agents / 1000),
+                per_offer=1,
+                agent_cpus=1,
+                start_timeout=max(120.0, agents / 20),
+            )
+        except Exception as exc:  # where the machine stops: say why, keep what was measured
+            points.append({"agents": agents, "stopped": f"{type(exc).__name__}: {exc}"[:500]})
+            traceback.print_exc()
+            break
+        points.append(point)
+        print(json.dumps({k: v for k, v in point.items() if k != "stages"}))
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--max-agents", type=int, default=10_000)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--frameworks", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=20)
+    parser.add_argument("--cycles-per-s", type=float, default=20)
+    parser.add_argument("--out", default="scale.json")
+    args = parser.parse_args()
+    sizes = [n for n in map(int, args.sizes.split(",")) if n <= args.max_agents]
+    points = asyncio.run(sweep(sizes, args.frameworks, args.duration, args.cycles_per_s))
+    write_result(args.out, {"points": points})
+    plot(points)
+
+
+if __name__ == "__main__":
+    main()

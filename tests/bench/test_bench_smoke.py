@@ -1,0 +1,61 @@
+"""Smoke-sized runs of every benchmark, so they keep working (figures come from full runs, not here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def run(tmp_path: Path, script: str, *args: str) -> dict[str, object]:
+    env = {**os.environ, "MESETA_BENCH_RESULTS": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        cwd=BENCH,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    outputs = sorted(tmp_path.glob("*.json"))
+    assert outputs, done.stdout
+    return json.loads(outputs[0].read_text())  # type: ignore[no-any-return]
+
+
+def test_offer_cycle_smoke(tmp_path: Path) -> None:
+    result = run(tmp_path, "offer_cycle.py", "--agents", "50", "--frameworks", "2", "--duration", "4",
+                 "--task-seconds", "2", "--warmup", "2")  # fmt: skip
+    assert result["agents"] == 50 and result["frameworks"] == 2
+    assert isinstance(result["cycles"], int) and result["cycles"] > 0
+    assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]  # type: ignore[operator]
+
+
+def test_launch_throughput_smoke(tmp_path: Path) -> None:
+    result = run(tmp_path, "launch_throughput.py", "--agents", "10", "--tasks", "300")
+    assert result["tasks"] == 300 and result["launches_per_s"] > 0  # type: ignore[operator]
+
+
+def test_fairness_smoke(tmp_path: Path) -> None:
+    result = run(tmp_path, "fairness.py", "--agents", "4", "--duration", "8", "--task-seconds", "2")
+    shares = result["mean_dominant_share_second_half"]
+    assert isinstance(shares, dict) and set(shares) == {"cpu-heavy", "mem-heavy", "balanced", "small"}
+    assert all(s > 0 for s in shares.values())
+    assert (tmp_path / "fairness.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scale_smoke(tmp_path: Path) -> None:
+    result = run(tmp_path, "scale.py", "--sizes", "50,100", "--duration", "3", "--frameworks", "2")
+    points = result["points"]
+    assert isinstance(points, list) and [p["agents"] for p in points] == [50, 100]
+    assert all(p["cycles"] > 0 for p in points)
+    assert (tmp_path / "scale.png").read_bytes()[:4] == b"\x89PNG"
