@@ -1,5 +1,5 @@
 # The two commands of the README. Both install and start what is missing first.
-.PHONY: demo test infra lint typecheck unit bench-failover compose-images compose-test compose-up compose-down
+.PHONY: demo test infra lint typecheck unit bench bench-scale-50k bench-failover compose-images compose-test compose-up compose-down
 
 PY := .venv/bin/python
 
@@ -10,7 +10,7 @@ demo: infra
 	$(PY) -m meseta.cli demo
 
 test: infra
-	$(PY) -m ruff check services sdk examples tests
+	$(PY) -m ruff check services sdk examples tests bench
 	bash scripts/typecheck.sh
 	$(PY) -m pytest -q -n 2 -m "not serial" tests
 	$(PY) -m pytest -q -m serial tests
@@ -19,11 +19,21 @@ unit: infra
 	$(PY) -m pytest -q tests/unit
 
 lint:
-	$(PY) -m ruff check services sdk examples tests
-	$(PY) -m ruff format --check services sdk examples tests
+	$(PY) -m ruff check services sdk examples tests bench
+	$(PY) -m ruff format --check services sdk examples tests bench
 
 typecheck:
 	bash scripts/typecheck.sh
+
+# The quick benchmark set (figures and plots in bench/results, method in docs/BENCHMARKS.md).
+bench: infra
+	cd bench && ../$(PY) offer_cycle.py --agents 1000 --frameworks 10 --duration 30 --task-seconds 30 --warmup 20
+	cd bench && ../$(PY) launch_throughput.py --agents 100 --tasks 5000
+	cd bench && ../$(PY) fairness.py --agents 20 --duration 40
+	cd bench && ../$(PY) scale.py --sizes 100,1000,10000 --duration 20
+
+bench-scale-50k: infra
+	cd bench && ../$(PY) scale.py --sizes 100,1000,10000,50000 --duration 20
 
 bench-failover: infra
 	$(PY) bench/failover.py --kills 10

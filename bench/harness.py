@@ -106,8 +106,8 @@ def published(vhost: str) -> int:
 @dataclass
 class Bench:
     cluster: ProcessCluster
-    emulator: asyncio.subprocess.Process
-    launches_file: Path
+    emulators: list[tuple[asyncio.subprocess.Process, Path]]
+    """Each emulator process, and where it writes its launch arrivals."""
     agents: int
     start_seconds: float
     clients: list[FrameworkClient] = field(default_factory=list)
@@ -116,13 +116,15 @@ class Bench:
         return self.cluster.procs[name].pid
 
     async def stop_emulator(self) -> dict[str, int]:
-        """Stop the emulator; its record of launch arrivals by trace id."""
-        if self.emulator.returncode is None:
-            self.emulator.terminate()
-            await asyncio.wait_for(self.emulator.wait(), 120)
-        if self.launches_file.exists():
-            return {k: int(v) for k, v in json.loads(self.launches_file.read_text()).items()}
-        return {}
+        """Stop the emulators; their record of launch arrivals by trace id."""
+        launches: dict[str, int] = {}
+        for proc, path in self.emulators:
+            if proc.returncode is None:
+                proc.terminate()
+                await asyncio.wait_for(proc.wait(), 120)
+            if path.exists():
+                launches.update({k: int(v) for k, v in json.loads(path.read_text()).items()})
+        return launches
 
 
 async def wait_agents(apis: list[str], count: int, timeout: float) -> None:
@@ -149,6 +151,7 @@ async def control_plane(
     task_seconds: float = 5.0,
     master_env: dict[str, str] | None = None,
     start_timeout: float = 300,
+    processes: int = 1,
 ) -> AsyncIterator[Bench]:
     """Master and allocator processes, and ``agents`` emulated agents registered with the master."""
     log_dir = Path(tempfile.mkdtemp(prefix="meseta-bench-"))
@@ -156,40 +159,47 @@ async def control_plane(
         "MESETA_LEASE_TTL": "5",
         "MESETA_AGENT_TIMEOUT": str(max(15.0, heartbeat_interval * 4)),
         "MESETA_LOG_LEVEL": "WARNING",
+        # Heartbeats wait in the calls queue behind everything else: a loaded master must not take a
+        # framework for gone.
+        "MESETA_FRAMEWORK_TIMEOUT": "60",
         **(master_env or {}),
     }
     async with ProcessCluster(log_dir, env=env) as cluster:
         await cluster.allocator(0)
         await cluster.master(0)
-        launches = log_dir / "launches.json"
-        ready = log_dir / "emulator-ready.json"
-        log = (log_dir / "emulator.log").open("ab")
-        emulator = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(BENCH / "emulator.py"),
-            f"--amqp-url={cluster.amqp_url}",
-            f"--agents={agents}",
-            f"--cpus={cpus}",
-            f"--mem={mem}",
-            f"--heartbeat-interval={heartbeat_interval}",
-            f"--task-seconds={task_seconds}",
-            f"--launches={launches}",
-            f"--ready-file={ready}",
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        log.close()
+        emulators: list[tuple[asyncio.subprocess.Process, Path]] = []
+        shares = [agents // processes + (1 if i < agents % processes else 0) for i in range(processes)]
+        for i, share in enumerate(shares):
+            launches, ready = log_dir / f"launches-{i}.json", log_dir / f"emulator-{i}.ready"
+            log = (log_dir / f"emulator-{i}.log").open("ab")
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(BENCH / "emulator.py"),
+                f"--amqp-url={cluster.amqp_url}",
+                f"--agents={share}",
+                f"--prefix=emu{i}",
+                f"--cpus={cpus}",
+                f"--mem={mem}",
+                f"--heartbeat-interval={heartbeat_interval}",
+                f"--task-seconds={task_seconds}",
+                f"--launches={launches}",
+                f"--ready-file={ready}",
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            log.close()
+            emulators.append((proc, launches))
         began = time.monotonic()
-        bench = Bench(cluster, emulator, launches, agents, 0.0)
+        bench = Bench(cluster, emulators, agents, 0.0)
         try:
-            while not ready.exists():
-                if emulator.returncode is not None:
-                    raise RuntimeError(
-                        f"the emulator exited: {(log_dir / 'emulator.log').read_text()[-2000:]}"
-                    )
-                if time.monotonic() - began > start_timeout:
-                    raise TimeoutError(f"{agents} emulated agents did not start within {start_timeout} s")
-                await asyncio.sleep(0.5)
+            for i, (proc, _) in enumerate(emulators):
+                while not (log_dir / f"emulator-{i}.ready").exists():
+                    if proc.returncode is not None:
+                        text = (log_dir / f"emulator-{i}.log").read_text()[-2000:]
+                        raise RuntimeError(f"emulator {i} exited: {text}")
+                    if time.monotonic() - began > start_timeout:
+                        raise TimeoutError(f"{agents} emulated agents did not start within {start_timeout} s")
+                    await asyncio.sleep(0.5)
             await wait_agents(cluster.apis, agents, start_timeout)
             bench.start_seconds = time.monotonic() - began
             yield bench

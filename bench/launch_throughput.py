@@ -20,8 +20,10 @@ from harness import control_plane, noop_task, percentile, published, sample, wri
 from meseta.sdk import FrameworkClient, wire
 
 
-async def measure(agents: int, tasks: int, per_offer: int, timeout: float = 300) -> dict[str, Any]:
-    async with control_plane(agents, cpus=64, mem=65536, task_seconds=3600) as bench:
+async def measure(
+    agents: int, tasks: int, per_offer: int, emulators: int = 2, timeout: float = 300
+) -> dict[str, Any]:
+    async with control_plane(agents, cpus=64, mem=65536, task_seconds=3600, processes=emulators) as bench:
         client = FrameworkClient(bench.cluster.amqp_url, "launcher")
         await client.subscribe(timeout=60)
         bench.clients.append(client)
@@ -59,6 +61,7 @@ async def measure(agents: int, tasks: int, per_offer: int, timeout: float = 300)
             "agents": agents,
             "tasks": len(running),
             "per_offer": per_offer,
+            "emulator_processes": emulators,
             "seconds": round(elapsed, 3),
             "launches_per_s": round(len(running) / elapsed, 1),
             "accept_to_running_p50_ms": round(percentile(to_running, 50), 1),
@@ -75,9 +78,10 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--per-offer", type=int, default=200)
+    parser.add_argument("--emulators", type=int, default=2, help="Emulator processes.")
     parser.add_argument("--out", default="launch.json")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.agents, args.tasks, args.per_offer))
+    result = asyncio.run(measure(args.agents, args.tasks, args.per_offer, args.emulators))
     path = write_result(args.out, result)
     print(
         f"{result['tasks']} tasks on {result['agents']} agents in {result['seconds']} s: "

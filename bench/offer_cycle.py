@@ -72,9 +72,10 @@ async def measure(
     task_seconds: float = 10.0,
     warmup: float = 5.0,
     heartbeat_interval: float = 5.0,
-    per_offer: int = 2,
+    per_offer: int = 4,
     agent_cpus: float = 4,
     start_timeout: float = 300,
+    emulators: int = 1,
 ) -> dict[str, Any]:
     install_tracing()
     async with control_plane(
@@ -84,6 +85,7 @@ async def measure(
         heartbeat_interval=heartbeat_interval,
         task_seconds=task_seconds,
         start_timeout=start_timeout,
+        processes=emulators,
     ) as bench:
         return await _run(bench, frameworks, duration, task_seconds, warmup, per_offer)
 
@@ -97,7 +99,8 @@ async def _run(
         client = FrameworkClient(bench.cluster.amqp_url, f"fw{i}")
         await client.subscribe(timeout=60)
         bench.clients.append(client)
-        loops.append(asyncio.create_task(packer(client, seen, 1.0, 512.0, task_seconds, per_offer)))
+        # Tasks of one cpu and its share of memory: an accepted offer leaves no memory-only remainder.
+        loops.append(asyncio.create_task(packer(client, seen, 1.0, 2048.0, task_seconds, per_offer)))
     began = time.time()
     master_pid, allocator_pid = bench.pid("master-0"), bench.pid("allocator-0")
     await asyncio.sleep(warmup)
@@ -162,6 +165,7 @@ def main() -> None:
     parser.add_argument("--task-seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--heartbeat-interval", type=float, default=5)
+    parser.add_argument("--emulators", type=int, default=1, help="Emulator processes.")
     parser.add_argument("--out", default="offer_cycle.json")
     args = parser.parse_args()
     result = asyncio.run(
@@ -172,6 +176,7 @@ def main() -> None:
             task_seconds=args.task_seconds,
             warmup=args.warmup,
             heartbeat_interval=args.heartbeat_interval,
+            emulators=args.emulators,
         )
     )
     path = write_result(args.out, result)

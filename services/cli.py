@@ -103,6 +103,13 @@ def master(
             envvar="MESETA_AGENT_TIMEOUT", help="Seconds without heartbeats before an agent is lost."
         ),
     ] = 5.0,
+    framework_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_FRAMEWORK_TIMEOUT",
+            help="Seconds without a framework's heartbeat before it counts as disconnected.",
+        ),
+    ] = 10.0,
     api_host: Annotated[str, typer.Option(envvar="MESETA_API_HOST", help="State API address.")] = "127.0.0.1",
     api_port: Annotated[
         int, typer.Option(envvar="MESETA_API_PORT", help="State API port; 0: any free one; -1: none.")
@@ -123,6 +130,7 @@ def master(
         revocation_grace=revocation_grace,
         lease_ttl=lease_ttl,
         agent_timeout=agent_timeout,
+        framework_timeout=framework_timeout,
         api_host=api_host,
         api_port=None if api_port < 0 else api_port,
     )

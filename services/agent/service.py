@@ -214,12 +214,15 @@ class AgentService(Service):
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
+            # Not waiting for the broker's confirm: the next heartbeat must leave on time, however slow
+            # the broker is to confirm this one.
             await self.bus.publish(
                 wire.Exchange.HEARTBEATS,
                 wire.RoutingKey.HEARTBEAT,
                 wire.Heartbeat(
                     agent_id=self.agent_id, free=self.free, running_tasks=tuple(tid for _, tid in self.tasks)
                 ),
+                wait=False,
             )
 
     async def _on_message(self, message: wire.Message, _: AbstractIncomingMessage) -> None:

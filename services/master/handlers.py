@@ -362,7 +362,10 @@ class MasterHandlers:
         """Agents that missed heartbeats for ``timeout`` seconds are lost, and so are their tasks."""
         now = time.time()
         for agent in [a for a in self.cluster.agents.values() if now - a.last_seen > timeout]:
-            await self.remove_agent(agent, f"no heartbeat for {now - agent.last_seen:.1f} s")
+            # Removing one awaits: the next may have been heard from (or removed) in the meantime.
+            silent = time.time() - agent.last_seen
+            if self.cluster.agents.get(agent.agent_id) is agent and silent > timeout:
+                await self.remove_agent(agent, f"no heartbeat for {silent:.1f} s")
 
     async def remove_agent(self, agent: AgentInfo, why: str) -> None:
         """Forget an agent: rescind its offers, report its tasks LOST, tell frameworks and allocator."""
@@ -484,7 +487,9 @@ class MasterHandlers:
                     fw.failover_timeout,
                 )
                 for offer_id in sorted(fw.offers):
-                    await self.rescind(self.cluster.offers[offer_id])
+                    # A call handled while this loop awaited may have answered the offer already.
+                    if (offer := self.cluster.offers.get(offer_id)) is not None:
+                        await self.rescind(offer)
                 await self.to_allocator(wire.OffersSuppressed(framework_id=fw.framework_id))
             elif fw.disconnected_at is not None and now - fw.disconnected_at > fw.failover_timeout:
                 log.warning(
@@ -626,7 +631,8 @@ class MasterHandlers:
         await self.to_allocator(wire.FiltersUpdated(framework_id=fw.framework_id, filters=msg.filters))
         # Outstanding offers the new filters reject are rescinded, so the framework never holds them.
         for offer_id in list(fw.offers):
-            offer = self.cluster.offers[offer_id]
+            if (offer := self.cluster.offers.get(offer_id)) is None:
+                continue  # answered while this loop awaited
             agent = self.cluster.agents.get(offer.agent_id)
             if agent is not None and not msg.filters.admits(
                 agent.hostname, agent.attributes, offer.resources
@@ -634,8 +640,9 @@ class MasterHandlers:
                 await self.rescind(offer)
 
     async def rescind(self, offer: wire.Offer) -> None:
-        """Withdraw an outstanding offer: its resources return to the pool."""
-        self.cluster.remove_offer(offer.offer_id)
+        """Withdraw an outstanding offer: its resources return to the pool (once, however often asked)."""
+        if self.cluster.remove_offer(offer.offer_id) is None:
+            return
         if (fw := self.cluster.frameworks.get(offer.framework_id)) is not None:
             fw.stats.offers_rescinded += 1
             self.metrics.offer("rescinded", fw.framework_id)
@@ -658,8 +665,8 @@ class MasterHandlers:
             return
         need = msg.resources
         for offer_id in sorted(fw.offers):
-            offer = self.cluster.offers[offer_id]
-            if offer.agent_id == msg.agent_id and not need.is_empty():
+            offer = self.cluster.offers.get(offer_id)
+            if offer is not None and offer.agent_id == msg.agent_id and not need.is_empty():
                 await self.rescind(offer)
                 need = need.shortfall(offer.resources)
         if need.is_empty():

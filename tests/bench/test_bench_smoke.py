@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+# Serial: each starts a master, an allocator and an emulator process, which would crowd the parallel suite.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(300)]
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
