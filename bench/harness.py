@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -127,16 +128,24 @@ class Bench:
         return launches
 
 
-async def wait_agents(apis: list[str], count: int, timeout: float) -> None:
-    from meseta.ops.state_client import NoLeader, fetch_state
+def _registered(apis: list[str]) -> int:
+    """Agents the leading master holds, from its cheap ``/api/v1/leader`` (not the whole state)."""
+    for base in apis:
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(base + "/api/v1/leader", timeout=30) as response:
+                leader = json.loads(response.read())
+                if leader["leading"]:
+                    return int(leader["agents"])
+    return -1
 
+
+async def wait_agents(apis: list[str], count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     seen = -1
     while time.monotonic() < deadline:
-        with contextlib.suppress(NoLeader, OSError):
-            seen = len((await asyncio.to_thread(fetch_state, apis, 30)).agents)
-            if seen >= count:
-                return
+        seen = await asyncio.to_thread(_registered, apis)
+        if seen >= count:
+            return
         await asyncio.sleep(1)
     raise TimeoutError(f"only {seen} of {count} agents registered within {timeout} s")
 

@@ -45,23 +45,40 @@ class Seen:
 
 
 async def packer(
-    client: FrameworkClient, seen: Seen, cpus: float, mem: float, seconds: float, per_offer: int
+    client: FrameworkClient,
+    seen: Seen,
+    cpus: float,
+    mem: float,
+    seconds: float,
+    per_offer: int,
+    limit: int | None = None,
 ) -> None:
-    """Accept every offer with as many tasks as fit (at most ``per_offer``); decline what fits none."""
+    """Accept offers with as many tasks as fit (at most ``per_offer``), keeping at most ``limit`` tasks
+    running; decline the rest in one call per batch of offers, for an hour (as a framework with enough
+    would: Mesos's refuse_seconds), so the offered load stays ``limit / seconds`` however many agents."""
     ids = itertools.count()
+    running = 0
     async for event in client.events():
+        if isinstance(event, wire.Update) and event.status.state.terminal:
+            running -= 1
         if not isinstance(event, wire.Offers):
             continue
+        surplus: list[str] = []
         for offer in event.offers:
             seen.allocated_at[offer.offer_id] = offer.allocated_at
             fit = int(min(offer.resources.cpus // cpus, offer.resources.mem // mem, per_offer))
+            if limit is not None:
+                fit = min(fit, limit - running)
             if fit <= 0:
-                await client.decline([offer.offer_id], refuse_seconds=1)
+                surplus.append(offer.offer_id)
                 continue
             tasks = [noop_task(f"{client.name}-{next(ids)}", cpus, mem, seconds) for _ in range(fit)]
             seen.accepted.add(offer.offer_id)
             seen.launched += fit
+            running += fit
             await client.accept([offer.offer_id], tasks)
+        if surplus:
+            await client.decline(surplus, refuse_seconds=1 if limit is None else 3600)
 
 
 async def measure(
@@ -76,6 +93,7 @@ async def measure(
     agent_cpus: float = 4,
     start_timeout: float = 300,
     emulators: int = 1,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     install_tracing()
     async with control_plane(
@@ -87,11 +105,17 @@ async def measure(
         start_timeout=start_timeout,
         processes=emulators,
     ) as bench:
-        return await _run(bench, frameworks, duration, task_seconds, warmup, per_offer)
+        return await _run(bench, frameworks, duration, task_seconds, warmup, per_offer, limit)
 
 
 async def _run(
-    bench: Bench, frameworks: int, duration: float, task_seconds: float, warmup: float, per_offer: int
+    bench: Bench,
+    frameworks: int,
+    duration: float,
+    task_seconds: float,
+    warmup: float,
+    per_offer: int,
+    limit: int | None,
 ) -> dict[str, Any]:
     seen = Seen()
     loops = []
@@ -100,7 +124,7 @@ async def _run(
         await client.subscribe(timeout=60)
         bench.clients.append(client)
         # Tasks of one cpu and its share of memory: an accepted offer leaves no memory-only remainder.
-        loops.append(asyncio.create_task(packer(client, seen, 1.0, 2048.0, task_seconds, per_offer)))
+        loops.append(asyncio.create_task(packer(client, seen, 1.0, 2048.0, task_seconds, per_offer, limit)))
     began = time.time()
     master_pid, allocator_pid = bench.pid("master-0"), bench.pid("allocator-0")
     await asyncio.sleep(warmup)
@@ -139,6 +163,7 @@ async def _run(
         "frameworks": frameworks,
         "duration_s": duration,
         "task_seconds": task_seconds,
+        "running_limit_per_framework": limit,
         "cycles": len(round_trips),
         "cycles_per_s": round(len(round_trips) / duration, 1),
         **summary(round_trips),
@@ -166,6 +191,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--heartbeat-interval", type=float, default=5)
     parser.add_argument("--emulators", type=int, default=1, help="Emulator processes.")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="Tasks each framework keeps running at most (default: no limit).",
+    )
     parser.add_argument("--out", default="offer_cycle.json")
     args = parser.parse_args()
     result = asyncio.run(
@@ -177,6 +208,7 @@ def main() -> None:
             warmup=args.warmup,
             heartbeat_interval=args.heartbeat_interval,
             emulators=args.emulators,
+            limit=args.limit,
         )
     )
     path = write_result(args.out, result)

@@ -1,11 +1,12 @@
 """Offer cycles as the cluster grows: 100, 1,000, 10,000, 50,000 emulated agents (as far as this machine
 goes; it says where it stopped and why).
 
-Each point runs bench/offer_cycle.py's measurement with one-cpu agents and one task per offer. The
-offered load is held near ``--cycles-per-s`` whatever the size (tasks last agents / rate seconds), so
-the points differ in how many agents the master holds, not in how hard the frameworks push; heartbeats
-slow down with size (every max(5, agents / 1000) s) as Mesos's do with its ping timeouts. The first
-offer to every agent arrives at once: ``--warmup`` (grown with size) waits that burst out. Records
+Each point runs bench/offer_cycle.py's measurement with one-cpu agents and one task per offer. Each
+framework keeps at most ``--limit`` five-second tasks running and declines the rest of what it is
+offered for an hour, so the offered load is the same whatever the size: the points differ in how many
+agents the master holds, not in how hard the frameworks push. Heartbeats slow down with size (every
+max(5, agents / 1000) s), as Mesos's do with its ping timeouts. The first offer to every agent arrives at
+once: a warm-up grown with size waits that out. Records
 offer-cycle percentiles, master CPU and RSS, broker message rate; writes bench/results/scale.json and
 scale.png.
 
@@ -54,21 +55,22 @@ def plot(points: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-async def sweep(sizes: list[int], frameworks: int, duration: float, rate: float) -> list[dict[str, Any]]:
+async def sweep(sizes: list[int], frameworks: int, duration: float, limit: int) -> list[dict[str, Any]]:
     points: list[dict[str, Any]] = []
     for agents in sizes:
-        warmup = max(5.0, agents / 400)
         try:
             point = await measure(
                 agents,
                 frameworks,
                 duration,
-                task_seconds=max(5.0, agents / rate),
-                warmup=warmup,
+                task_seconds=5.0,
+                warmup=10.0 + agents / 500,
                 heartbeat_interval=max(5.0, agents / 1000),
                 per_offer=1,
                 agent_cpus=1,
-                start_timeout=max(120.0, agents / 20),
+                start_timeout=max(120.0, agents / 10),
+                limit=limit,
+                emulators=1 if agents < 5_000 else 2,
             )
         except Exception as exc:  # where the machine stops: say why, keep what was measured
             points.append({"agents": agents, "stopped": f"{type(exc).__name__}: {exc}"[:500]})
@@ -87,11 +89,11 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--frameworks", type=int, default=4)
     parser.add_argument("--duration", type=float, default=20)
-    parser.add_argument("--cycles-per-s", type=float, default=20)
+    parser.add_argument("--limit", type=int, default=25, help="Tasks each framework keeps running.")
     parser.add_argument("--out", default="scale.json")
     args = parser.parse_args()
     sizes = [n for n in map(int, args.sizes.split(",")) if n <= args.max_agents]
-    points = asyncio.run(sweep(sizes, args.frameworks, args.duration, args.cycles_per_s))
+    points = asyncio.run(sweep(sizes, args.frameworks, args.duration, args.limit))
     write_result(args.out, {"points": points})
     plot(points)
 

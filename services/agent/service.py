@@ -152,6 +152,7 @@ class AgentService(Service):
         self._runners: set[asyncio.Task[None]] = set()
         self._tracer = tracing.tracer(self.name)
         self._updates: Batcher[wire.StatusUpdate] = Batcher(self._publish_updates, max_items=wire.MAX_BATCH)
+        self._has_unacknowledged = asyncio.Event()
 
     @property
     def free(self) -> Resources:
@@ -414,6 +415,7 @@ class AgentService(Service):
         self.checkpoint.save_update(update)
         delay = self.settings.status_retry_interval
         self.unacknowledged[status.uuid] = PendingUpdate(update, due=time.monotonic() + delay, delay=delay)
+        self._has_unacknowledged.set()
         self._updates.add(update)
 
     async def _publish_updates(self, updates: list[wire.StatusUpdate]) -> None:
@@ -508,12 +510,17 @@ class AgentService(Service):
                 self._start_runner(self._watch(local), info.task_id)
         for update in self.checkpoint.updates():
             self.unacknowledged[update.status.uuid] = PendingUpdate(update, due=0.0)
+            self._has_unacknowledged.set()
         if self.unacknowledged:
             log.info("resending %d unacknowledged status updates", len(self.unacknowledged))
 
     async def _retry_loop(self) -> None:
         """At-least-once: resend each unacknowledged update, backing off, until it is acknowledged."""
         while True:
+            if not self.unacknowledged:
+                # Idle agents do not tick: thousands of them in one emulator would spend a core on timers.
+                self._has_unacknowledged.clear()
+                await self._has_unacknowledged.wait()
             await asyncio.sleep(RETRY_TICK)
             now = time.monotonic()
             for pending in list(self.unacknowledged.values()):

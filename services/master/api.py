@@ -7,6 +7,7 @@ who it is (a load balancer or the CLI moves on to the next master).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -19,6 +20,8 @@ from meseta.master.activity import Activity
 from meseta.master.cluster import Cluster
 
 log = logging.getLogger(__name__)
+
+CACHE_SECONDS = 0.5
 
 
 class StateApi:
@@ -39,6 +42,7 @@ class StateApi:
         self.port: int | None = None
         """The bound port, once started."""
         self._page = resources.files("meseta.master").joinpath("page.html").read_text()
+        self._cache: tuple[float, views.StateView] | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -62,6 +66,15 @@ class StateApi:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def _rendered(self) -> views.StateView:
+        """The state, rendered at most once per ``CACHE_SECONDS``: rendering a large cluster takes the
+        event loop for a while, and pollers (pages, CLIs) must not multiply that."""
+        now = time.monotonic()
+        if self._cache is None or now - self._cache[0] > CACHE_SECONDS:
+            state = views.state(self.cluster, self.activity, self.leader(), self.starvation_after)
+            self._cache = (now, state)
+        return self._cache[1]
+
     async def _index(self, _: web.Request) -> web.Response:
         return web.Response(text=self._page, content_type="text/html")
 
@@ -75,7 +88,7 @@ class StateApi:
         leader = self.leader()
         if not leader.leading:
             return _json(leader, status=503)
-        state = views.state(self.cluster, self.activity, leader, self.starvation_after)
+        state = self._rendered()
         name = request.path.rsplit("/", 1)[1]
         if name == "state":
             return _json(state)

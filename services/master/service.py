@@ -190,7 +190,15 @@ class MasterService(Service):
 
     def leader(self) -> views.LeaderView:
         """Who this master is, and whether it leads."""
-        return views.LeaderView(leading=self.leading.is_set(), name=self.settings.name, epoch=self.epoch)
+        return views.LeaderView(
+            leading=self.leading.is_set(),
+            name=self.settings.name,
+            epoch=self.epoch,
+            agents=len(self.cluster.agents),
+            frameworks=len(self.cluster.frameworks),
+            tasks=len(self.cluster.tasks),
+            offers=len(self.cluster.offers),
+        )
 
     def state(self) -> views.StateView:
         """A read-only snapshot, the state API's /api/v1/state."""

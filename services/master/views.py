@@ -104,6 +104,11 @@ class LeaderView(_View):
     leading: bool
     name: str
     epoch: int
+    agents: int = 0
+    frameworks: int = 0
+    tasks: int = 0
+    offers: int = 0
+    """Counts only: cheap to serve at any cluster size (``/api/v1/state`` renders everything)."""
 
 
 class StateView(_View):

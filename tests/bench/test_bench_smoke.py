@@ -55,7 +55,9 @@ def test_fairness_smoke(tmp_path: Path) -> None:
 
 
 def test_scale_smoke(tmp_path: Path) -> None:
-    result = run(tmp_path, "scale.py", "--sizes", "50,100", "--duration", "3", "--frameworks", "2")
+    result = run(
+        tmp_path, "scale.py", "--sizes", "50,100", "--duration", "4", "--frameworks", "2", "--limit", "5"
+    )
     points = result["points"]
     assert isinstance(points, list) and [p["agents"] for p in points] == [50, 100]
     assert all(p["cycles"] > 0 for p in points)
