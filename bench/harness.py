@@ -99,8 +99,12 @@ def sample(pid: int) -> ProcSample:
 
 
 def published(vhost: str) -> int:
-    """Messages published in the vhost so far (the management API's counter)."""
-    data = json.loads(Management().call("GET", f"/vhosts/{urllib.parse.quote(vhost, safe='')}"))
+    """Messages published in the vhost so far (the management API's counter); -1 when the API does not
+    answer in time (with tens of thousands of queues it can be slow)."""
+    try:
+        data = json.loads(Management().call("GET", f"/vhosts/{urllib.parse.quote(vhost, safe='')}"))
+    except OSError:
+        return -1
     return int(data.get("message_stats", {}).get("publish", 0))
 
 

@@ -175,7 +175,7 @@ async def _run(
         "master_cpu_percent": round((m1.cpu_seconds - m0.cpu_seconds) / elapsed * 100, 1),
         "allocator_cpu_percent": round((a1.cpu_seconds - a0.cpu_seconds) / elapsed * 100, 1),
         "master_rss_mb": round(max(master_rss), 1),
-        "broker_msgs_per_s": round((p1 - p0) / elapsed, 1),
+        "broker_msgs_per_s": round((p1 - p0) / elapsed, 1) if min(p0, p1) >= 0 else None,
         "agents_start_s": round(bench.start_seconds, 1),
     }
 

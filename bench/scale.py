@@ -33,7 +33,9 @@ def plot(points: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [p for p in points if "p50_ms" in p]
+    done = [p for p in points if p.get("cycles")]
+    if not done:
+        return
     agents = [p["agents"] for p in done]
     fig, (lat, cpu) = plt.subplots(1, 2, figsize=(11, 4.2))
     for key in ("p50_ms", "p95_ms", "p99_ms"):

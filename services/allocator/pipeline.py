@@ -43,6 +43,8 @@ class Plan:
 
     grants: list[Grant] = field(default_factory=list)
     revocations: list[Revoke] = field(default_factory=list)
+    truncated: bool = False
+    """The cycle stopped at ``max_grants``: more agents wait for the next one."""
 
 
 def feasible(state: AllocatorState, fw: FrameworkEntry, agent: AgentEntry, now: float) -> bool:
@@ -52,14 +54,27 @@ def feasible(state: AllocatorState, fw: FrameworkEntry, agent: AgentEntry, now: 
     return fw.filters.admits(agent.hostname, agent.attributes, agent.available)
 
 
-def plan_cycle(state: AllocatorState, policy: Policy, now: float, min_offer: Resources | None = None) -> Plan:
-    """The plan for this cycle; the state is read, not changed (expired filters aside)."""
+def plan_cycle(
+    state: AllocatorState,
+    policy: Policy,
+    now: float,
+    min_offer: Resources | None = None,
+    max_grants: int | None = None,
+) -> Plan:
+    """The plan for this cycle; the state is read, not changed (expired filters aside).
+
+    ``max_grants`` bounds one cycle's work, so ten thousand free agents do not hold the event loop (and
+    the leader lease's refreshes) for seconds: the rest is granted by the next cycles.
+    """
     plan = Plan()
     eligible = [fw for fw in state.frameworks.values() if not fw.suppressed]
     view = View(state, {fw.framework_id: fw.allocated for fw in state.frameworks.values()}, state.role_held())
     floor = min_offer.model_copy(update={"ports": ()}) if min_offer is not None else None
     if eligible:
         for agent_id in sorted(state.free_agents):
+            if max_grants is not None and len(plan.grants) >= max_grants:
+                plan.truncated = True
+                break
             agent = state.agents[agent_id]
             if floor is not None and not floor.fits_in(agent.available):
                 continue

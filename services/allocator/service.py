@@ -48,6 +48,8 @@ class AllocatorSettings:
     """Seconds between periodic cycles (and configuration reads)."""
     min_offer: Resources | None = None
     """Global minimum offer size: smaller slices wait until they grow."""
+    max_grants_per_cycle: int = 1024
+    """Bounds one cycle's work; the next cycle, at once, continues."""
     name: str = field(default_factory=lambda: f"allocator-{socket.gethostname()}-{os.getpid()}")
     lease_ttl: int = 1
     revocation_hold: float = 15.0
@@ -145,7 +147,11 @@ class AllocatorService(Service):
         """Plan, apply the plan to the state, publish one allocation per grant (each its own trace)."""
         started = time.perf_counter()
         now = time.time()
-        plan: Plan = plan_cycle(self.state, self.policy, now, self.settings.min_offer)
+        plan: Plan = plan_cycle(
+            self.state, self.policy, now, self.settings.min_offer, self.settings.max_grants_per_cycle
+        )
+        if plan.truncated:
+            self._wakeup.set()  # the next cycle continues where this one stopped
         self._cycle_time.record(
             (time.perf_counter() - started) * 1e3, {"policy": self.policy.name, "granted": bool(plan.grants)}
         )
