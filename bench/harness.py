@@ -24,6 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
 from meseta.demo.processes import ProcessCluster
+from meseta.ops import trace_report
 from meseta.runtime.rabbitmq import Management
 from meseta.sdk import FrameworkClient, wire
 
@@ -34,10 +35,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+    """Nearest rank (as ``meseta trace report``); NaN for no values."""
+    return trace_report.percentile(values, q) if values else float("nan")
 
 
 def summary(values: list[float]) -> dict[str, float]:
