@@ -9,3 +9,4 @@ for entry in services/*; do ln -s "$PWD/$entry" "$tree/$(basename "$entry")"; do
 ln -s "$PWD/sdk" "$tree/sdk"
 ln -s "$PWD/examples" "$tree/examples"
 MYPYPATH=build/typecheck .venv/bin/python -m mypy -p meseta "$@"
+MYPYPATH=build/typecheck:bench .venv/bin/python -m mypy --explicit-package-bases bench
