@@ -47,6 +47,13 @@ class ProcessCluster:
     args: dict[str, tuple[str, ...]] = field(default_factory=dict)
     api_ports: dict[int, int] = field(default_factory=dict)
     """Master index -> the port of its state API (free ports, picked at the first start)."""
+    restart_on_exit: tuple[str, ...] = ()
+    """Name prefixes (``master``, ``allocator``) of processes started again when they exit on their own,
+    as compose's restart policy does: a leader that lost its lease exits, and comes back as a standby."""
+    _killed: set[str] = field(default_factory=set)
+    _watchers: set[asyncio.Task[None]] = field(default_factory=set)
+    _log_offsets: dict[str, int] = field(default_factory=dict)
+    _stopping: bool = False
 
     @property
     def vhost(self) -> str:
@@ -96,7 +103,9 @@ class ProcessCluster:
     async def start(self, name: str, *args: str) -> asyncio.subprocess.Process:
         """Start ``meseta ARGS...`` as process ``name`` (again, after a kill, with the same arguments)."""
         self.args[name] = args
+        self._killed.discard(name)
         log = (self.log_dir / f"{name}.log").open("ab")
+        self._log_offsets[name] = log.tell()
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -108,7 +117,16 @@ class ProcessCluster:
         )
         log.close()  # the child has its own descriptor
         self.procs[name] = proc
+        if self.restart_on_exit and name.startswith(self.restart_on_exit):
+            watcher = asyncio.create_task(self._restart_when_exited(name, proc))
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
         return proc
+
+    async def _restart_when_exited(self, name: str, proc: asyncio.subprocess.Process) -> None:
+        await proc.wait()
+        if not self._stopping and name not in self._killed and self.procs.get(name) is proc:
+            await self.start(name, *self.args[name])
 
     async def master(self, index: int, *extra: str) -> asyncio.subprocess.Process:
         port = self.api_ports.setdefault(index, _free_port())
@@ -140,14 +158,21 @@ class ProcessCluster:
     async def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
         """Send a signal and wait for the process to end; returns its exit status."""
         proc = self.procs[name]
+        self._killed.add(name)
         if proc.returncode is None:
             proc.send_signal(sig)
         return await proc.wait()
 
-    def log(self, name: str) -> str:
-        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+    def log(self, name: str, current: bool = False) -> str:
+        """The process's log; with ``current``, only what its latest start wrote."""
+        with (self.log_dir / f"{name}.log").open("rb") as f:
+            f.seek(self._log_offsets.get(name, 0) if current else 0)
+            return f.read().decode(errors="replace")
 
     async def stop_all(self) -> None:
+        self._stopping = True
+        for watcher in self._watchers:
+            watcher.cancel()
         for proc in self.procs.values():
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
