@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from opentelemetry import trace
@@ -55,6 +55,29 @@ class LogsUnavailable(RuntimeError):
     """A task's output could not be had (unknown task, or past its retention)."""
 
 
+_Answer = TypeVar("_Answer", bound=wire.Message)
+
+
+async def _ask_master(
+    bus: Bus,
+    call: wire.Message,
+    expected: type[_Answer],
+    refused: type[RuntimeError],
+    task_id: str,
+    timeout: float,
+) -> _Answer:
+    """Send an operator's call with a private reply queue; the answer, or ``refused`` saying why not."""
+    replies = await bus.reply_queue()
+    await bus.publish(wire.Exchange.CALLS, wire.RoutingKey.CALL, call, reply_to=replies.name)
+    answer = await _first_answer(replies, timeout)
+    await replies.delete(if_unused=False, if_empty=False)
+    if isinstance(answer, expected):
+        return answer
+    if isinstance(answer, wire.Error):
+        raise refused(f"{answer.code}: {answer.message}")
+    raise refused(f"no answer about task {task_id} within {timeout} s")
+
+
 async def fetch_logs(
     bus: Bus, task_id: str, framework_id: str | None = None, tail_bytes: int = 65536, timeout: float = 10.0
 ) -> wire.TaskLogs:
@@ -63,16 +86,8 @@ async def fetch_logs(
     Raises:
         LogsUnavailable: the master or the agent said why not, or nobody answered in time.
     """
-    replies = await bus.reply_queue()
     call = wire.GetLogs(task_id=task_id, framework_id=framework_id, tail_bytes=tail_bytes)
-    await bus.publish(wire.Exchange.CALLS, wire.RoutingKey.CALL, call, reply_to=replies.name)
-    answer = await _first_answer(replies, timeout)
-    await replies.delete(if_unused=False, if_empty=False)
-    if isinstance(answer, wire.TaskLogs):
-        return answer
-    if isinstance(answer, wire.Error):
-        raise LogsUnavailable(f"{answer.code}: {answer.message}")
-    raise LogsUnavailable(f"no answer about task {task_id} within {timeout} s")
+    return await _ask_master(bus, call, wire.TaskLogs, LogsUnavailable, task_id, timeout)
 
 
 class KillRefused(RuntimeError):
@@ -87,16 +102,8 @@ async def operator_kill(
     Raises:
         KillRefused: the master said why not (unknown or ambiguous task), or did not answer in time.
     """
-    replies = await bus.reply_queue()
     call = wire.OperatorKill(task_id=task_id, framework_id=framework_id)
-    await bus.publish(wire.Exchange.CALLS, wire.RoutingKey.CALL, call, reply_to=replies.name)
-    answer = await _first_answer(replies, timeout)
-    await replies.delete(if_unused=False, if_empty=False)
-    if isinstance(answer, wire.Killing):
-        return answer
-    if isinstance(answer, wire.Error):
-        raise KillRefused(f"{answer.code}: {answer.message}")
-    raise KillRefused(f"no answer about task {task_id} within {timeout} s")
+    return await _ask_master(bus, call, wire.Killing, KillRefused, task_id, timeout)
 
 
 @dataclass

@@ -9,13 +9,14 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.service import Service
-from meseta.sdk import tracing
+from meseta.sdk import KillRefused, LogsUnavailable, tracing
+from meseta.sdk.bus import Bus
 from meseta.sdk.wire import PortRange, Resources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -239,24 +240,32 @@ def logs(
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
 ) -> None:
     """Print a task's stdout (then its stderr, on stderr)."""
-    from meseta.sdk import LogsUnavailable, fetch_logs
-    from meseta.sdk.bus import Bus
+    from meseta.sdk import fetch_logs
 
-    async def main() -> int:
+    found = _ask(amqp_url, lambda bus: fetch_logs(bus, task_id, framework_id, tail_bytes))
+    typer.echo(found.stdout, nl=False)
+    typer.echo(found.stderr, nl=False, err=True)
+
+
+T = TypeVar("T")
+
+
+def _ask(amqp_url: str, call: Callable[[Bus], Awaitable[T]]) -> T:
+    """Run one call to the master over a short-lived bus; a refusal is printed and exits with 1."""
+
+    async def main() -> T:
         bus = Bus(amqp_url, "cli")
         await bus.connect()
         try:
-            found = await fetch_logs(bus, task_id, framework_id, tail_bytes)
-        except LogsUnavailable as exc:
-            typer.echo(str(exc), err=True)
-            return 1
+            return await call(bus)
         finally:
             await bus.close()
-        typer.echo(found.stdout, nl=False)
-        typer.echo(found.stderr, nl=False, err=True)
-        return 0
 
-    raise typer.Exit(asyncio.run(main()))
+    try:
+        return asyncio.run(main())
+    except (LogsUnavailable, KillRefused) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
 
 
 def _with_store(etcd_endpoint: str, etcd_prefix: str, action: Callable[[EtcdStore], Awaitable[None]]) -> None:
@@ -409,23 +418,10 @@ def kill(
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
 ) -> None:
     """Kill a task as the operator: its framework hears KILLED with reason KILLED_BY_OPERATOR."""
-    from meseta.sdk import KillRefused, operator_kill
-    from meseta.sdk.bus import Bus
+    from meseta.sdk import operator_kill
 
-    async def main() -> int:
-        bus = Bus(amqp_url, "cli")
-        await bus.connect()
-        try:
-            killing = await operator_kill(bus, task_id, framework_id)
-        except KillRefused as exc:
-            typer.echo(str(exc), err=True)
-            return 1
-        finally:
-            await bus.close()
-        typer.echo(f"killing {killing.task_id} of {killing.framework_id} on {killing.agent_id}")
-        return 0
-
-    raise typer.Exit(asyncio.run(main()))
+    killing = _ask(amqp_url, lambda bus: operator_kill(bus, task_id, framework_id))
+    typer.echo(f"killing {killing.task_id} of {killing.framework_id} on {killing.agent_id}")
 
 
 @app.command()
