@@ -129,7 +129,7 @@ class ProcessCluster:
             await self.start(name, *self.args[name])
 
     async def master(self, index: int, *extra: str) -> asyncio.subprocess.Process:
-        port = self.api_ports.setdefault(index, _free_port())
+        port = self.api_ports.setdefault(index, free_port())
         return await self.start(
             f"master-{index}", "master", f"--name=master-{index}", f"--api-port={port}", *extra
         )
@@ -184,7 +184,7 @@ class ProcessCluster:
                 await proc.wait()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from meseta.demo.processes import free_port
 from meseta.master.views import StateView
 from meseta.ops.state_client import NoLeader, fetch_state
 from meseta.ops.trace_report import cycles, read_spans
@@ -34,12 +34,6 @@ def compose_command() -> list[str]:
     found = shutil.which("docker-compose")
     assert found, "neither `docker compose` nor docker-compose is installed (scripts/infra.sh installs it)"
     return [found]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_state(apis: list[str], ok: object, timeout: float, what: str) -> StateView:
