@@ -280,8 +280,17 @@ class FrameworkClient:
                 self.stats.offers_rescinded += 1
                 self._decide([message.offer_id], "rescinded")
             case wire.Updates():
-                for status in message.statuses:
-                    await self._on_event(wire.Update(framework_id=message.framework_id, status=status), _)
+                traces = message.traces or ({},) * len(message.statuses)
+                for status, context in zip(message.statuses, traces, strict=False):
+                    # One span per status, in its own task's trace, as a single UPDATE would have had.
+                    with self._tracer.start_as_current_span(
+                        "framework UPDATE",
+                        context=tracing.extract(context) if context else None,
+                        kind=trace.SpanKind.CONSUMER,
+                        attributes={"meseta.service": "framework", "meseta.message.type": "UPDATE"},
+                    ):
+                        update = wire.Update(framework_id=message.framework_id, status=status)
+                        await self._on_event(update, _)
                 return
             case wire.Update():
                 duplicate = message.status.uuid in self._seen_updates

@@ -823,6 +823,8 @@ class Updates(Message):
     type: Literal["UPDATES"] = "UPDATES"
     framework_id: Id
     statuses: tuple[TaskStatus, ...] = Field(min_length=1, max_length=1024)
+    traces: tuple[dict[str, str], ...] = Field(default=(), max_length=1024)
+    """Each status's W3C trace context (its task's offer cycle), in the order of ``statuses``."""
 
 
 class Failure(Message):

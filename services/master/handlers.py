@@ -238,24 +238,29 @@ class MasterHandlers:
                 self.cluster.end_task(key)
                 if msg.framework_id in self.cluster.frameworks:
                     self._recovered.append((msg.framework_id, task.agent_id, task.resources, 0.0))
-        return [msg]
+        # Forwarded in this span's trace (the task's offer cycle), also when it leaves in a batch.
+        return [msg.model_copy(update={"trace": tracing.inject({})})]
 
     async def _forward_statuses(self, updates: list[wire.StatusUpdate]) -> None:
         """Resources back to the allocator, one UPDATE(S) per framework, and acknowledgements of updates
         whose framework is gone (nobody else will acknowledge them, so the agent can forget them)."""
         await self._flush_recovered()
-        per_framework: dict[str, list[wire.TaskStatus]] = {}
+        per_framework: dict[str, list[wire.StatusUpdate]] = {}
         orphans: dict[str, list[str]] = {}
         for update in updates:
             if update.framework_id in self.cluster.frameworks:
-                per_framework.setdefault(update.framework_id, []).append(update.status)
+                per_framework.setdefault(update.framework_id, []).append(update)
             else:
                 orphans.setdefault(update.agent_id, []).append(update.status.uuid)
         for framework_id, statuses in per_framework.items():
             event: wire.Message = (
-                wire.Update(framework_id=framework_id, status=statuses[0])
+                wire.Update(framework_id=framework_id, status=statuses[0].status)
                 if len(statuses) == 1
-                else wire.Updates(framework_id=framework_id, statuses=tuple(statuses))
+                else wire.Updates(
+                    framework_id=framework_id,
+                    statuses=tuple(u.status for u in statuses),
+                    traces=tuple(u.trace for u in statuses),
+                )
             )
             await self.to_framework(framework_id, event)
         for agent_id, uuids in orphans.items():
