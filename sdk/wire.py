@@ -38,6 +38,7 @@ ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 _ID_RE = re.compile(ID_PATTERN)
 _SCALAR_DECIMALS = 3  # Mesos's fixed-point precision: keeps 0.1 + 0.2 - 0.3 from leaving residue.
+_SCALE = 10**_SCALAR_DECIMALS
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
@@ -194,13 +195,18 @@ class Resources(_Frozen):
         return {name: float(getattr(self, name)) for name in self.SCALARS}
 
     def _combine(self, other: Resources, sign: int) -> Resources:
-        values = {
-            name: round(getattr(self, name) + sign * getattr(other, name), _SCALAR_DECIMALS)
-            for name in self.SCALARS
-        }
-        if any(v < 0 for v in values.values()):
+        # round(x * 1000) / 1000, not round(x, 3): the same fixed point, at a quarter of the cost.
+        cpus = round((self.cpus + sign * other.cpus) * _SCALE) / _SCALE
+        mem = round((self.mem + sign * other.mem) * _SCALE) / _SCALE
+        disk = round((self.disk + sign * other.disk) * _SCALE) / _SCALE
+        gpus = self.gpus + sign * other.gpus
+        if cpus < 0 or mem < 0 or disk < 0 or gpus < 0:
             raise ValueError(f"resources would go negative: {self} - {other}")
-        values["gpus"] = int(values["gpus"])
+        values: dict[str, Any] = {"cpus": cpus, "mem": mem, "disk": disk, "gpus": gpus}
+        if not self.ports and not other.ports:
+            # Hot path (allocator and master bookkeeping): the values were checked above, so the
+            # model's validation would only cost time.
+            return Resources.model_construct(**values, ports=())
         ports = _merge(self.ports + other.ports) if sign > 0 else _subtract(self.ports, other.ports)
         return Resources(**values, ports=ports)
 

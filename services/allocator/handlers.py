@@ -31,15 +31,12 @@ def apply(state: AllocatorState, event: wire.Message, now: float | None = None) 
             if not state.recover(event.framework_id, event.agent_id, event.resources, refuse_until):
                 log.info("stale recovery ignored: %s on %s", event.framework_id, event.agent_id)
         case wire.OffersSuppressed():
-            if fw := state.frameworks.get(event.framework_id):
-                fw.suppressed = True
+            state.set_suppressed(event.framework_id, True)
         case wire.OffersRevived():
-            if fw := state.frameworks.get(event.framework_id):
-                fw.suppressed = False
+            state.set_suppressed(event.framework_id, False)
             state.clear_filters(event.framework_id)
         case wire.FiltersUpdated():
-            if fw := state.frameworks.get(event.framework_id):
-                fw.filters = event.filters
+            state.set_standing_filters(event.framework_id, event.filters)
         case wire.StateSync():
             state.replace_with(event)
             log.info("state synced: %d agents, %d frameworks", len(state.agents), len(state.frameworks))

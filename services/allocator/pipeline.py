@@ -61,7 +61,7 @@ def plan_cycle(
     min_offer: Resources | None = None,
     max_grants: int | None = None,
 ) -> Plan:
-    """The plan for this cycle; the state is read, not changed (expired filters aside).
+    """The plan for this cycle; the state is read, not changed (expired filters and parked agents aside).
 
     ``max_grants`` bounds one cycle's work, so ten thousand free agents do not hold the event loop (and
     the leader lease's refreshes) for seconds: the rest is granted by the next cycles.
@@ -71,7 +71,7 @@ def plan_cycle(
     view = View(state, {fw.framework_id: fw.allocated for fw in state.frameworks.values()}, state.role_held())
     floor = min_offer.model_copy(update={"ports": ()}) if min_offer is not None else None
     if eligible:
-        for agent_id in sorted(state.free_agents):
+        for agent_id in state.ready_agents(now):
             if max_grants is not None and len(plan.grants) >= max_grants:
                 plan.truncated = True
                 break
@@ -80,6 +80,7 @@ def plan_cycle(
                 continue
             candidates = [fw for fw in eligible if feasible(state, fw, agent, now)]
             if not candidates:
+                state.park(agent_id, min(state.filter_expiry(fw.framework_id, agent_id) for fw in eligible))
                 continue
             owed = [fw for fw in candidates if _below_quota(state, view, fw.role)]
             winner = policy.pick(owed or candidates, view)

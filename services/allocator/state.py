@@ -6,6 +6,8 @@ All changes go through methods here, so the invariant holds in one place: for ev
 
 from __future__ import annotations
 
+import heapq
+import math
 from dataclasses import dataclass, field
 
 from meseta.sdk import wire
@@ -69,20 +71,60 @@ class AllocatorState:
 
     agents: dict[str, AgentEntry] = field(default_factory=dict)
     frameworks: dict[str, FrameworkEntry] = field(default_factory=dict)
-    filters: dict[tuple[str, str], float] = field(default_factory=dict)
-    """(framework id, agent id) -> time until which that agent is not offered to that framework."""
+    filters: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Agent id -> framework id -> time until which that agent is not offered to that framework (by agent:
+    a lost agent's filters go with it in one step, however many there are)."""
     total: Resources = field(default_factory=Resources)
     roles: dict[str, RoleConfig] = field(default_factory=dict)
     revoking: dict[tuple[str, str], PendingRevocation] = field(default_factory=dict)
     """(framework id, agent id) -> a revocation in flight."""
     free_agents: set[str] = field(default_factory=set)
     """Index: agents with an allocatable slice, so a cycle only visits those."""
+    parked: dict[str, float] = field(default_factory=dict)
+    """Free agents no framework could be offered, and until when that holds (the first of their decline
+    filters to expire). Cycles skip them: at 10,000 agents that every framework has declined, visiting
+    each one every cycle was most of the allocator's time. Anything that could make a framework a
+    candidate again unparks: the agent's slice changing, or any framework changing
+    (``frameworks_changed``)."""
+    _ready: set[str] = field(default_factory=set)
+    """Free agents not parked: what a cycle visits."""
+    _wakeups: list[tuple[float, str]] = field(default_factory=list)
+    """Heap of (parked until, agent id), so expiring parks cost nothing until they expire."""
 
     def _touch(self, agent: AgentEntry) -> None:
+        self.parked.pop(agent.agent_id, None)
         if allocatable(agent.available):
             self.free_agents.add(agent.agent_id)
+            self._ready.add(agent.agent_id)
         else:
             self.free_agents.discard(agent.agent_id)
+            self._ready.discard(agent.agent_id)
+
+    def frameworks_changed(self) -> None:
+        """A framework came, went, or changed what it wants: every parked agent gets looked at again."""
+        self._ready.update(self.parked)
+        self.parked.clear()
+        self._wakeups.clear()
+
+    def park(self, agent_id: str, until: float) -> None:
+        """No framework can have this agent's slice before ``until`` (unless something changes)."""
+        self.parked[agent_id] = until
+        self._ready.discard(agent_id)
+        if until != math.inf:
+            heapq.heappush(self._wakeups, (until, agent_id))
+
+    def ready_agents(self, now: float) -> list[str]:
+        """The free agents a cycle at ``now`` visits (parks that ended are lifted), in id order."""
+        while self._wakeups and self._wakeups[0][0] <= now:
+            until, agent_id = heapq.heappop(self._wakeups)
+            if self.parked.get(agent_id) == until:
+                del self.parked[agent_id]
+                self._ready.add(agent_id)
+        return sorted(self._ready)
+
+    def filter_expiry(self, framework_id: str, agent_id: str) -> float:
+        """When the decline filter of this framework on this agent ends (infinity: there is none)."""
+        return self.filters.get(agent_id, {}).get(framework_id, math.inf)
 
     def role(self, name: str) -> RoleConfig:
         """A role's configuration (defaults for roles nobody configured)."""
@@ -106,11 +148,13 @@ class AllocatorState:
             return
         self.total = self.total - agent.total
         self.free_agents.discard(agent_id)
+        self._ready.discard(agent_id)
+        self.parked.pop(agent_id, None)
         for fw in self.frameworks.values():
             held = fw.by_agent.pop(agent_id, None)
             if held is not None:
                 fw.allocated = fw.allocated - held
-        self.filters = {k: v for k, v in self.filters.items() if k[1] != agent_id}
+        self.filters.pop(agent_id, None)
         self.revoking = {k: v for k, v in self.revoking.items() if k[1] != agent_id}
 
     def add_framework(self, event: wire.FrameworkAdded) -> None:
@@ -118,6 +162,19 @@ class AllocatorState:
         fw = self.frameworks.setdefault(event.framework_id, FrameworkEntry(event.framework_id))
         fw.role, fw.weight, fw.priority = event.role, event.weight, event.priority
         fw.filters, fw.suppressed = event.filters, event.suppressed
+        self.frameworks_changed()
+
+    def set_suppressed(self, framework_id: str, suppressed: bool) -> None:
+        """SUPPRESS / REVIVE: whether a framework wants offers at all."""
+        if fw := self.frameworks.get(framework_id):
+            fw.suppressed = suppressed
+            self.frameworks_changed()
+
+    def set_standing_filters(self, framework_id: str, filters: OfferFilters) -> None:
+        """A framework's standing filters (attributes, hostnames, minimum size) changed."""
+        if fw := self.frameworks.get(framework_id):
+            fw.filters = filters
+            self.frameworks_changed()
 
     def remove_framework(self, framework_id: str) -> None:
         """Forget a framework; what it held goes back to its agents."""
@@ -129,7 +186,8 @@ class AllocatorState:
             if agent is not None:
                 agent.available = agent.available + held
                 self._touch(agent)
-        self.filters = {k: v for k, v in self.filters.items() if k[0] != framework_id}
+        self.clear_filters(framework_id)
+        self.frameworks_changed()
         self.revoking = {k: v for k, v in self.revoking.items() if k[0] != framework_id}
 
     def allocate(self, framework_id: str, agent_id: str, resources: Resources) -> None:
@@ -159,22 +217,25 @@ class AllocatorState:
         agent.available = agent.available + resources
         self._touch(agent)
         if refuse_until is not None:
-            self.filters[(framework_id, agent_id)] = refuse_until
+            self.filters.setdefault(agent_id, {})[framework_id] = refuse_until
         return True
 
     def filtered(self, framework_id: str, agent_id: str, now: float) -> bool:
         """Whether a decline filter keeps this agent from this framework at ``now``."""
-        until = self.filters.get((framework_id, agent_id))
+        on_agent = self.filters.get(agent_id)
+        until = on_agent.get(framework_id) if on_agent is not None else None
         if until is None:
             return False
         if until <= now:
-            del self.filters[(framework_id, agent_id)]
+            del on_agent[framework_id]  # type: ignore[union-attr]
             return False
         return True
 
     def clear_filters(self, framework_id: str) -> None:
         """Drop a framework's decline filters (REVIVE)."""
-        self.filters = {k: v for k, v in self.filters.items() if k[0] != framework_id}
+        for on_agent in self.filters.values():
+            on_agent.pop(framework_id, None)
+        self.frameworks_changed()
 
     def role_held(self) -> dict[str, Resources]:
         """What each role's frameworks hold together."""
@@ -189,6 +250,9 @@ class AllocatorState:
         self.frameworks.clear()
         self.free_agents.clear()
         self.revoking.clear()
+        self.parked.clear()
+        self._ready.clear()
+        self._wakeups.clear()
         self.total = Resources()
         for agent in sync.agents:
             self.add_agent(agent.agent_id, agent.hostname, agent.attributes, agent.total, agent.total)

@@ -183,6 +183,22 @@ class Cluster:
     finished: OrderedDict[TaskKey, str] = field(default_factory=OrderedDict)
     """Recently ended tasks -> their agent, so their logs can still be found."""
     finished_limit: int = 10_000
+    total: Resources = field(default_factory=Resources)
+    """Every agent's resources together, kept as agents come and go (shares are read every second; at
+    10,000 agents, summing them each time held the event loop)."""
+
+    def add_agent(self, agent: AgentInfo) -> None:
+        """Hold a newly registered agent."""
+        self.remove_agent(agent.agent_id)
+        self.agents[agent.agent_id] = agent
+        self.total = self.total + agent.total
+
+    def remove_agent(self, agent_id: str) -> AgentInfo | None:
+        """Forget an agent (its tasks are the caller's business)."""
+        agent = self.agents.pop(agent_id, None)
+        if agent is not None:
+            self.total = self.total - agent.total
+        return agent
 
     def held(self) -> list[wire.Held]:
         """What each framework holds on each agent (tasks and offers): the allocator's view to rebuild."""

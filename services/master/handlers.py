@@ -162,7 +162,7 @@ class MasterHandlers:
         agent = AgentInfo(
             msg.agent_id, msg.hostname, dict(msg.attributes), msg.resources, time.time(), gpu_ids=msg.gpu_ids
         )
-        self.cluster.agents[msg.agent_id] = agent
+        self.cluster.add_agent(agent)
         if msg.agent_id in self.cluster.lost_agents:
             # Back from the dead: its frameworks were told these tasks are LOST and have replaced them.
             self.cluster.lost_agents.discard(msg.agent_id)
@@ -395,7 +395,7 @@ class MasterHandlers:
             await self.to_framework(
                 task.framework_id, wire.Update(framework_id=task.framework_id, status=status)
             )
-        del self.cluster.agents[agent.agent_id]
+        self.cluster.remove_agent(agent.agent_id)
         self.cluster.lost_agents.add(agent.agent_id)
         await self.to_allocator(wire.AgentRemoved(agent_id=agent.agent_id))
         for framework_id in sorted(affected):

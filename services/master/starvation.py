@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from meseta.master.cluster import Cluster
-from meseta.sdk import wire
 from meseta.sdk.wire import Resources
 
 DEFAULT_STARVATION_AFTER = 30.0
@@ -48,7 +47,7 @@ def assess(
     cluster: Cluster, now: float, starvation_after: float = DEFAULT_STARVATION_AFTER
 ) -> list[FrameworkHealth]:
     """The health of every framework."""
-    total = wire.total(a.total for a in cluster.agents.values())
+    total = cluster.total
     held: dict[str, Resources] = {}
     for part in cluster.held():
         held[part.framework_id] = held.get(part.framework_id, Resources()) + part.resources

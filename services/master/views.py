@@ -235,7 +235,7 @@ def state(cluster: Cluster, activity: Activity, leader: LeaderView, starvation_a
         leader=leader,
         time=now,
         totals=Totals(
-            total=wire.total(a.total for a in cluster.agents.values()),
+            total=cluster.total,
             used=wire.total(a.used for a in cluster.agents.values()),
             offered=wire.total(a.offered for a in cluster.agents.values()),
         ),

@@ -228,3 +228,40 @@ def test_roles_within_quota_are_not_revoked() -> None:
     revoked = plan_cycle(state, DRF(), 0).revocations
     # Only what role a holds beyond its own guarantee may be taken.
     assert wire.total(r.resources for r in revoked).cpus == 1
+
+
+def test_agents_nobody_can_have_are_parked_until_something_changes() -> None:
+    state = cluster(3, Resources(cpus=2, mem=2048))
+    add(state, "f1")
+    add(state, "f2")
+    # Every offer is declined: f1 for 10 s on each agent; f2 for 5 s on a000, for 20 s on the others.
+    for agent_id in ("a000", "a001", "a002"):
+        state.filters[agent_id] = {"f1": 10.0, "f2": 5.0 if agent_id == "a000" else 20.0}
+    assert cycle(state, DRF(), 1).grants == []
+    assert state.parked == {"a000": 5.0, "a001": 10.0, "a002": 10.0}
+    assert state.ready_agents(4) == []
+    # a000's first filter ends at 5 s: it is visited again, and f2 gets it.
+    assert [(g.framework_id, g.agent_id) for g in cycle(state, DRF(), 6).grants] == [("f2", "a000")]
+    assert state.ready_agents(7) == []
+    # A framework that changes what it wants unparks everything (here f2 wants no host but x).
+    handlers.apply(
+        state, wire.FiltersUpdated(framework_id="f2", filters=OfferFilters(hostnames_allow=("x",))), 7
+    )
+    assert state.ready_agents(7) == ["a001", "a002"]
+    assert cycle(state, DRF(), 7).grants == []
+    assert state.parked == {"a001": 10.0, "a002": 10.0}
+    # A revived framework's decline filters are gone: f1 gets both agents.
+    handlers.apply(state, wire.OffersRevived(framework_id="f1"), 8)
+    assert [(g.framework_id, g.agent_id) for g in cycle(state, DRF(), 8).grants] == [
+        ("f1", "a001"),
+        ("f1", "a002"),
+    ]
+    # A slice that changes is visited again at once; with f1 suppressed, only f2 could have it, whose
+    # decline filter ends at 20 s; after that, f2's standing filter keeps it parked for good.
+    handlers.apply(state, wire.OffersSuppressed(framework_id="f1"), 9)
+    state.recover("f1", "a001", Resources(cpus=2, mem=2048), None)
+    assert state.ready_agents(9) == ["a001"]
+    assert cycle(state, DRF(), 9).grants == []
+    assert state.parked["a001"] == 20.0
+    assert cycle(state, DRF(), 21).grants == []
+    assert state.parked["a001"] == float("inf")

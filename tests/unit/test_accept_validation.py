@@ -14,7 +14,7 @@ from meseta.sdk.wire import ErrorCode, Resources
 def cluster() -> Cluster:
     c = Cluster()
     for agent_id in ("a1", "a2"):
-        c.agents[agent_id] = AgentInfo(agent_id, agent_id, {}, Resources(cpus=4, mem=4096), last_seen=0)
+        c.add_agent(AgentInfo(agent_id, agent_id, {}, Resources(cpus=4, mem=4096), last_seen=0))
     for framework_id in ("f1", "f2"):
         c.frameworks[framework_id] = FrameworkInfo(framework_id, framework_id, "*", 1.0)
     for offer_id, framework_id, agent_id in (("o1", "f1", "a1"), ("o2", "f1", "a2"), ("o3", "f2", "a1")):

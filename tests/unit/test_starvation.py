@@ -9,7 +9,7 @@ from meseta.sdk.wire import Resources
 
 def cluster() -> Cluster:
     c = Cluster()
-    c.agents["a1"] = AgentInfo("a1", "h1", {}, Resources(cpus=4, mem=4096), last_seen=0)
+    c.add_agent(AgentInfo("a1", "h1", {}, Resources(cpus=4, mem=4096), last_seen=0))
     for fid in ("fed", "hungry", "idle"):
         c.frameworks[fid] = FrameworkInfo(fid, fid, "*", 1.0, subscribed_at=0.0)
     c.frameworks["idle"].suppressed = True
