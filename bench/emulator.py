@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import tempfile
 import time
@@ -29,7 +30,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 
 from meseta.agent import AgentService, AgentSettings
 from meseta.agent.noop import NoopContainerizer
-from meseta.sdk import wire
+from meseta.sdk import tracing, wire
 from meseta.sdk.bus import Bus
 
 log = logging.getLogger("emulator")
@@ -129,9 +130,13 @@ async def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s emulator %(levelname)s %(message)s")
     recorder = LaunchRecorder()
-    provider = TracerProvider()
+    # Spans can also go to a collector (as a real agent's do), to read every stage with `meseta trace report`.
+    tracing.configure(
+        "agent", os.environ.get("MESETA_TRACE_EXPORTER", "none"), os.environ.get("MESETA_OTLP_ENDPOINT")
+    )
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
     provider.add_span_processor(recorder)
-    trace.set_tracer_provider(provider)
     emulator = AgentEmulator(
         args.amqp_url,
         args.agents,

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from meseta.demo.processes import ProcessCluster
 from meseta.ops import trace_report
 from meseta.runtime.rabbitmq import Management
-from meseta.sdk import FrameworkClient, wire
+from meseta.sdk import FrameworkClient, tracing, wire
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("MESETA_BENCH_RESULTS", BENCH / "results"))
@@ -74,9 +74,14 @@ RECORDER = DecideRecorder()
 
 
 def install_tracing() -> None:
-    provider = TracerProvider()
+    """Record decisions; with MESETA_TRACE_EXPORTER=otlp, the frameworks' spans also go to the collector
+    at MESETA_OTLP_ENDPOINT (as every service's then do), for `meseta trace report`'s stage breakdown."""
+    tracing.configure(
+        "framework", os.environ.get("MESETA_TRACE_EXPORTER", "none"), os.environ.get("MESETA_OTLP_ENDPOINT")
+    )
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
     provider.add_span_processor(RECORDER)
-    trace.set_tracer_provider(provider)
 
 
 @dataclass

@@ -31,7 +31,6 @@ async def test_report_of_a_real_run(
             run_batch(first, [short_task(f"etl-{i}", cpus=1) for i in range(12)]),
             run_batch(second, [short_task(f"rep-{i}", cpus=1) for i in range(8)]),
         )
-        accepted = {c.offers_accepted for c in (first.stats, second.stats)}
     assert all(r.states() == {"FINISHED": n} for r, n in zip(runs, (12, 8), strict=True))
     finished = spans.get_finished_spans()
 
@@ -49,9 +48,16 @@ async def test_report_of_a_real_run(
     assert collector.received["traces"] == 1
 
     found, _ = tr.cycles(tr.read_spans(traces))
-    # One complete cycle per accepted offer, each named by its framework.
-    assert len(found) == sum(accepted) and {c.framework for c in found} == {"etl", "reports"}
-    assert len([c for c in found if c.framework == "etl"]) == first.stats.offers_accepted
+    # One complete cycle per offer the master accepted (under load an offer can expire before the
+    # framework's accept reaches the master: that accept is refused, and its cycle is not complete).
+    accepted = {
+        f"{s.context.trace_id:032x}"
+        for s in finished
+        if s.name == "master ACCEPT" and "meseta.error" not in (s.attributes or {})
+    }
+    assert {c.trace_id for c in found} == accepted
+    assert {c.framework for c in found} == {"etl", "reports"}
+    assert len([c for c in found if c.framework == "etl"]) <= first.stats.offers_accepted
     for cycle in found:
         assert all(ms >= 0 for ms in cycle.stages.values()), cycle
         assert 0 < cycle.total < 30_000
