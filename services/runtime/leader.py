@@ -2,16 +2,21 @@
 
 A candidate puts ``<prefix>/<role>/leader`` only if the key does not exist, attached to its lease; the key
 vanishes when the lease expires (the leader died) or is revoked. The winner claims a new **epoch** (the
-fencing token every message it sends carries). While leading it refreshes the lease every third of the
-TTL; when it cannot, it steps down *before* the lease can expire on the server, so two leaders never act
-at once.
+fencing token every message it sends carries). While leading it refreshes the lease every quarter of
+the TTL, from a thread of its own; when it cannot, it steps down *before* the lease can expire on the
+server, so two leaders never act at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
+from collections.abc import Callable
+
+import aetcd
 
 from meseta.runtime.etcd import EtcdStore
 
@@ -19,6 +24,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 1
 """Seconds; etcd's floor is 1.5 election timeouts (1 s with ``--election-timeout 500``)."""
+
+
+DEFAULT_STALL_LIMIT = 30.0
+"""Seconds without any progress of a leader's event loop after which it lets its lease go."""
 
 
 class LostLeadership(Exception):
@@ -34,16 +43,25 @@ class Leadership:
         candidate: this candidate's name (stored as the key's value, for operators).
         ttl: lease TTL in whole seconds.
         poll: seconds between attempts while another candidate leads.
+        stall_limit: seconds the service's event loop may make no progress at all before the lease is
+            let go (a busy loop still makes progress; a stuck one does not).
     """
 
     def __init__(
-        self, store: EtcdStore, role: str, candidate: str, ttl: int = DEFAULT_TTL, poll: float = 0.1
+        self,
+        store: EtcdStore,
+        role: str,
+        candidate: str,
+        ttl: int = DEFAULT_TTL,
+        poll: float = 0.1,
+        stall_limit: float = DEFAULT_STALL_LIMIT,
     ) -> None:
         self.store = store
         self.role = role
         self.candidate = candidate
         self.ttl = ttl
         self.poll = poll
+        self.stall_limit = stall_limit
         self.lease_id: int | None = None
         self.epoch = 0
 
@@ -81,36 +99,36 @@ class Leadership:
         return True
 
     async def keep(self) -> None:
-        """Refresh the lease while leading; raise :class:`LostLeadership` as soon as it cannot be kept.
+        """Keep the lease while leading; raise :class:`LostLeadership` as soon as it cannot be kept.
 
-        The server's lease runs ``ttl`` from when it processed the last refresh, which is no earlier than
-        when that refresh was sent. Stepping down once 2/3 of the TTL has passed since the last successful
-        refresh was *sent* is therefore always before any other candidate can win. Each refresh may use
-        whatever is left of that window, so a slow (loaded) etcd is not mistaken for a lost one.
+        The refreshes run in a thread with its own event loop and etcd connection (:class:`_Keeper`): a
+        master handling the first offers to 10,000 agents has seconds of work queued on its loop, and a
+        refresh's reply waiting behind it lost the lease of a service that was busy, not dead. This loop
+        only shows the keeper it is alive; a loop that stalls for ``stall_limit`` gets no more refreshes.
         """
         assert self.lease_id is not None
-        window = 2 * self.ttl / 3
-        sent_ok = time.monotonic()
-        while True:
-            await asyncio.sleep(self.ttl / 4)
-            sent = time.monotonic()
-            left = window - (sent - sent_ok)
-            try:
-                if left <= 0:
-                    raise TimeoutError("no refresh succeeded in time")
-                async with asyncio.timeout(left):
-                    reply = await self.store.client.refresh_lease(self.lease_id)
-                if reply is None or reply.TTL <= 0:
-                    raise LostLeadership(f"the {self.role} lease is gone (revoked or expired)")
-                sent_ok = sent
-            except LostLeadership:
-                raise
-            except Exception as exc:  # etcd unreachable or slow: keep trying while the lease surely holds
-                if time.monotonic() - sent_ok >= window:
-                    raise LostLeadership(
-                        f"etcd unreachable for {time.monotonic() - sent_ok:.2f} s: {exc}"
-                    ) from exc
-                log.warning("refreshing the %s lease failed: %s", self.role, exc)
+        loop = asyncio.get_running_loop()
+        lost: asyncio.Future[None] = loop.create_future()
+
+        def report(exc: LostLeadership) -> None:  # called from the keeper's thread
+            def fail() -> None:
+                if not lost.done():
+                    lost.set_exception(exc)
+
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody left to tell
+                loop.call_soon_threadsafe(fail)
+
+        keeper = _Keeper(self, self.lease_id, report)
+        keeper.start()
+        try:
+            while True:
+                keeper.tick()
+                await asyncio.wait({lost}, timeout=self.ttl / 8)
+                if lost.done():
+                    lost.result()
+        finally:
+            keeper.stop()
+            await asyncio.to_thread(keeper.join, 5)
 
     async def resign(self) -> None:
         """Give the role up at once (a graceful stop): a standby takes over without waiting for the TTL."""
@@ -125,3 +143,76 @@ class Leadership:
         """Who leads now, if anyone."""
         got = await self.store.client.get(self.key)
         return None if got is None else bytes(got.value).decode()
+
+
+class _Keeper(threading.Thread):
+    """Refreshes one lease from its own thread and event loop, while the service's loop ticks.
+
+    The server's lease runs ``ttl`` from when it processed the last refresh, which is no earlier than
+    when that refresh was sent. Stepping down once 2/3 of the TTL has passed since the last successful
+    refresh was *sent* is therefore always before any other candidate can win. Each refresh may use
+    whatever is left of that window, so a slow (loaded) etcd is not mistaken for a lost one.
+    """
+
+    def __init__(
+        self, leadership: Leadership, lease_id: int, report: Callable[[LostLeadership], None]
+    ) -> None:
+        super().__init__(name=f"lease-{leadership.role}", daemon=True)
+        self.role = leadership.role
+        self.ttl = leadership.ttl
+        self.stall_limit = leadership.stall_limit
+        self.host, self.port = leadership.store.host, leadership.store.port
+        self.lease_id = lease_id
+        self.report = report
+        self.beat = time.monotonic()
+        self._stopping = threading.Event()
+
+    def tick(self) -> None:
+        """The service's event loop is alive."""
+        self.beat = time.monotonic()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        asyncio.run(self._keep())
+
+    async def _keep(self) -> None:
+        client = aetcd.Client(host=self.host, port=self.port, timeout=5)
+        try:
+            await self._refresh_until_lost(client)
+        except LostLeadership as exc:
+            if not self._stopping.is_set():
+                self.report(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def _refresh_until_lost(self, client: aetcd.Client) -> None:
+        window = 2 * self.ttl / 3
+        sent_ok = time.monotonic()
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.ttl / 4)
+            sent = time.monotonic()
+            if sent - self.beat > self.stall_limit:
+                # Busy is fine, stuck is not: let the lease lapse so that a standby takes over.
+                raise LostLeadership(
+                    f"the {self.role}'s event loop made no progress for {sent - self.beat:.1f} s"
+                )
+            left = window - (sent - sent_ok)
+            try:
+                if left <= 0:
+                    raise TimeoutError("no refresh succeeded in time")
+                async with asyncio.timeout(left):
+                    reply = await client.refresh_lease(self.lease_id)
+                if reply is None or reply.TTL <= 0:
+                    raise LostLeadership(f"the {self.role} lease is gone (revoked or expired)")
+                sent_ok = sent
+            except LostLeadership:
+                raise
+            except Exception as exc:  # etcd unreachable or slow: keep trying while the lease surely holds
+                if time.monotonic() - sent_ok >= window:
+                    raise LostLeadership(
+                        f"etcd unreachable for {time.monotonic() - sent_ok:.2f} s: {exc!r}"
+                    ) from exc
+                log.warning("refreshing the %s lease failed: %r", self.role, exc)
