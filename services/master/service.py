@@ -163,8 +163,23 @@ class MasterService(Service):
             await asyncio.sleep(self.settings.sweep_interval)
             await self.handlers.expire_offers()
             await self.handlers.kill_revoked()
-            await self.handlers.remove_silent_agents(self.settings.agent_timeout)
+            if (waiting := await self._unread_heartbeats()) > 0:
+                # Agents are judged by what they sent, not by how fast this master reads it.
+                log.warning("%d heartbeats wait to be read: no agent is taken for silent meanwhile", waiting)
+            else:
+                await self.handlers.remove_silent_agents(self.settings.agent_timeout)
             await self.handlers.check_frameworks(self.settings.framework_timeout)
+
+    async def _unread_heartbeats(self) -> int:
+        """Heartbeats (and registrations) queued at the broker for this master: under a backlog (the
+        first offers to 10,000 agents), agents whose heartbeats sat in the queue were removed as lost."""
+        queue = next(q for q, channel in self._inbound if channel is wire.HEARTBEATS)
+        try:
+            declared = await queue.declare()
+        except Exception as exc:  # the broker is away: its heartbeats cannot be read either
+            log.warning("could not read the heartbeat queue's depth: %r", exc)
+            return 1
+        return int(declared.message_count or 0)
 
     async def _health_loop(self) -> None:
         while True:

@@ -21,7 +21,7 @@ class Management:
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.user = user
 
-    def call(self, method: str, path: str, body: object | None = None) -> bytes:
+    def call(self, method: str, path: str, body: object | None = None, timeout: float = 10) -> bytes:
         """One API call; raises on an HTTP error."""
         request = urllib.request.Request(
             self.url + path,
@@ -29,7 +29,7 @@ class Management:
             data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": self._auth, "Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return bytes(response.read())
 
     def create_vhost(self, name: str) -> None:
@@ -44,7 +44,8 @@ class Management:
     def delete_vhost(self, name: str) -> None:
         """Delete a vhost and everything in it; gone already is fine."""
         try:
-            self.call("DELETE", f"/vhosts/{quote(name, safe='')}")
+            # A benchmark's vhost holds thousands of durable queues: the broker takes minutes to drop them.
+            self.call("DELETE", f"/vhosts/{quote(name, safe='')}", timeout=600)
         except urllib.error.HTTPError as exc:
             if exc.code != 404:
                 raise
