@@ -4,9 +4,11 @@ goes; it says where it stopped and why).
 Each point runs bench/offer_cycle.py's measurement with one-cpu agents and one task per offer. Each
 framework keeps at most ``--limit`` five-second tasks running and declines the rest of what it is
 offered for an hour, so the offered load is the same whatever the size: the points differ in how many
-agents the master holds, not in how hard the frameworks push. Heartbeats slow down with size (every
-max(5, agents / 1000) s), as Mesos's do with its ping timeouts. The first offer to every agent arrives at
-once: a warm-up grown with size waits that out. Records
+agents the master holds, not in how hard the frameworks push. Heartbeats slow down with size so that the
+cluster sends at most ``HEARTBEATS_PER_SECOND`` (every max(5, agents / 100) s), as Nomad's servers
+stretch heartbeat TTLs to hold 50 a second: at 10,000 agents every 10 s, the master fell 30,000
+heartbeats behind. The first offer to every agent arrives at once: a warm-up grown with size waits that
+out. Records
 offer-cycle percentiles, master CPU and RSS, broker message rate; writes bench/results/scale.json and
 scale.png.
 
@@ -25,6 +27,7 @@ from harness import RESULTS, write_result
 from offer_cycle import measure
 
 SIZES = (100, 1_000, 10_000, 50_000)
+HEARTBEATS_PER_SECOND = 100
 
 
 def plot(points: list[dict[str, Any]]) -> None:
@@ -66,8 +69,8 @@ async def sweep(sizes: list[int], frameworks: int, duration: float, limit: int) 
                 frameworks,
                 duration,
                 task_seconds=5.0,
-                warmup=10.0 + agents / 500,
-                heartbeat_interval=max(5.0, agents / 1000),
+                warmup=10.0 + agents / 250,
+                heartbeat_interval=max(5.0, agents / HEARTBEATS_PER_SECOND),
                 per_offer=1,
                 agent_cpus=1,
                 start_timeout=max(120.0, agents / 10),
@@ -87,14 +90,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--max-agents", type=int, default=10_000)
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument(
+        "--max-agents", type=int, default=10_000, help="Without --sizes: the default sizes up to this."
+    )
+    parser.add_argument("--sizes", help="Comma-separated agent counts, run as given.")
     parser.add_argument("--frameworks", type=int, default=4)
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--limit", type=int, default=25, help="Tasks each framework keeps running.")
     parser.add_argument("--out", default="scale.json")
     args = parser.parse_args()
-    sizes = [n for n in map(int, args.sizes.split(",")) if n <= args.max_agents]
+    # Sizes asked for by name run, whatever --max-agents says (it silently dropped 50,000 before).
+    sizes = (
+        [int(n) for n in args.sizes.split(",")] if args.sizes else [n for n in SIZES if n <= args.max_agents]
+    )
     points = asyncio.run(sweep(sizes, args.frameworks, args.duration, args.limit))
     write_result(args.out, {"points": points})
     plot(points)

@@ -7,6 +7,7 @@ frameworks that turn starving, and exposes the whole report in its state.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import chain
 from typing import Any
 
 from meseta.master.cluster import Cluster
@@ -38,9 +39,29 @@ class FrameworkHealth:
         return asdict(self)
 
 
-def _share(held: Resources, total: Resources) -> float:
-    totals = total.scalars()
-    return max((v / totals[n] for n, v in held.scalars().items() if totals[n] > 0), default=0.0)
+def _share(held: list[float], total: Resources) -> float:
+    totals = (total.cpus, total.mem, total.disk, float(total.gpus))
+    return max((h / t for h, t in zip(held, totals, strict=True) if t > 0), default=0.0)
+
+
+def _held_scalars(cluster: Cluster) -> dict[str, list[float]]:
+    """Framework id -> [cpus, mem, disk, gpus] it holds in tasks and offers. Plain floats, not Resources
+    sums: during a first round at 50,000 agents there are 50,000 offers, and the health and share loops
+    adding them up as Resources (as ``Cluster.held`` does for the allocator) took most of the master."""
+    held: dict[str, list[float]] = {}
+    parts = chain(
+        ((t.framework_id, t.resources) for t in cluster.tasks.values()),
+        ((o.framework_id, o.resources) for o in cluster.offers.values()),
+    )
+    for framework_id, r in parts:
+        acc = held.get(framework_id)
+        if acc is None:
+            acc = held[framework_id] = [0.0, 0.0, 0.0, 0.0]
+        acc[0] += r.cpus
+        acc[1] += r.mem
+        acc[2] += r.disk
+        acc[3] += r.gpus
+    return held
 
 
 def assess(
@@ -48,9 +69,8 @@ def assess(
 ) -> list[FrameworkHealth]:
     """The health of every framework."""
     total = cluster.total
-    held: dict[str, Resources] = {}
-    for part in cluster.held():
-        held[part.framework_id] = held.get(part.framework_id, Resources()) + part.resources
+    held = _held_scalars(cluster)
+    nothing = [0.0, 0.0, 0.0, 0.0]
     wanting = [fw for fw in cluster.frameworks.values() if not fw.suppressed]
     weights = sum(fw.weight for fw in wanting) or 1.0
     report = []
@@ -59,7 +79,7 @@ def assess(
         decided = s.offers_accepted + s.offers_declined
         decline_ratio = s.offers_declined / decided if decided else 0.0
         since = now - (fw.last_accept_at or fw.subscribed_at)
-        share = _share(held.get(fw.framework_id, Resources()), total)
+        share = _share(held.get(fw.framework_id, nothing), total)
         fair = 0.0 if fw.suppressed else fw.weight / weights
         report.append(
             FrameworkHealth(
