@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import itertools
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,16 +97,25 @@ async def measure(
     limit: int | None = None,
 ) -> dict[str, Any]:
     install_tracing()
-    async with control_plane(
-        agents,
-        cpus=agent_cpus,
-        mem=agent_cpus * 2048,
-        heartbeat_interval=heartbeat_interval,
-        task_seconds=task_seconds,
-        start_timeout=start_timeout,
-        processes=emulators,
-    ) as bench:
-        return await _run(bench, frameworks, duration, task_seconds, warmup, per_offer, limit)
+    result: dict[str, Any] | None = None
+    try:
+        async with control_plane(
+            agents,
+            cpus=agent_cpus,
+            mem=agent_cpus * 2048,
+            heartbeat_interval=heartbeat_interval,
+            task_seconds=task_seconds,
+            start_timeout=start_timeout,
+            processes=emulators,
+        ) as bench:
+            result = await _run(bench, frameworks, duration, task_seconds, warmup, per_offer, limit)
+    except Exception:
+        if result is None:
+            raise
+        # Measured, then the tear-down failed (a 50,000-agent run lost its figures that way): keep them.
+        traceback.print_exc()
+    assert result is not None
+    return result
 
 
 async def _run(

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import logging
+import time
 import urllib.error
 import urllib.request
 from urllib.parse import quote
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:15672/api"
 
@@ -41,11 +46,32 @@ class Management:
             {"configure": ".*", "write": ".*", "read": ".*"},
         )
 
-    def delete_vhost(self, name: str) -> None:
-        """Delete a vhost and everything in it; gone already is fine."""
+    def delete_vhost(self, name: str, patience: float = 900) -> None:
+        """Delete a vhost and everything in it, and wait until it is gone; gone already is fine.
+
+        A benchmark's vhost holds up to 50,000 durable queues: the broker takes minutes to drop them, and
+        its HTTP server closes a request that waits that long. The deletion goes on regardless, so a
+        dropped request is followed by polling until the vhost is gone (or ``patience`` runs out).
+        """
+        path = f"/vhosts/{quote(name, safe='')}"
+        deadline = time.monotonic() + patience
         try:
-            # A benchmark's vhost holds thousands of durable queues: the broker takes minutes to drop them.
-            self.call("DELETE", f"/vhosts/{quote(name, safe='')}", timeout=600)
+            self.call("DELETE", path, timeout=patience)
+            return
         except urllib.error.HTTPError as exc:
-            if exc.code != 404:
+            if exc.code == 404:
+                return
+            raise
+        except (OSError, http.client.HTTPException) as exc:  # timed out or disconnected: still deleting
+            log.info("deleting vhost %s: %r; waiting for it to go", name, exc)
+        while time.monotonic() < deadline:
+            try:
+                self.call("GET", path, timeout=30)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return
                 raise
+            except (OSError, http.client.HTTPException):
+                pass  # the broker is busy dropping queues
+            time.sleep(2)
+        raise TimeoutError(f"vhost {name} still exists after {patience:.0f} s")
