@@ -37,6 +37,10 @@ from harness import (
 from meseta.sdk import FrameworkClient, wire
 
 
+PENDING_PATIENCE = 10.0
+"""Seconds an accepted task may go unreported before it no longer counts against the limit."""
+
+
 @dataclass
 class Seen:
     allocated_at: dict[str, float] = field(default_factory=dict)
@@ -58,25 +62,37 @@ async def packer(
     running; decline the rest in one call per batch of offers, for an hour (as a framework with enough
     would: Mesos's refuse_seconds), so the offered load stays ``limit / seconds`` however many agents."""
     ids = itertools.count()
-    running = 0
+    live: set[str] = set()
+    """Tasks the master has reported on and that have not ended."""
+    pending: dict[str, float] = {}
+    """Tasks accepted and not heard of yet: an accept the master refused (its offer expired while a
+    first round at 50,000 agents drained) never gets an update, and counting those tasks as running for
+    ever held the framework at its limit, declining everything."""
     async for event in client.events():
-        if isinstance(event, wire.Update) and event.status.state.terminal:
-            running -= 1
+        if isinstance(event, wire.Update):
+            pending.pop(event.status.task_id, None)
+            if event.status.state.terminal:
+                live.discard(event.status.task_id)
+            else:
+                live.add(event.status.task_id)
         if not isinstance(event, wire.Offers):
             continue
+        now = time.monotonic()
+        for task_id in [t for t, at in pending.items() if now - at > PENDING_PATIENCE]:
+            del pending[task_id]
         surplus: list[str] = []
         for offer in event.offers:
             seen.allocated_at[offer.offer_id] = offer.allocated_at
             fit = int(min(offer.resources.cpus // cpus, offer.resources.mem // mem, per_offer))
             if limit is not None:
-                fit = min(fit, limit - running)
+                fit = min(fit, limit - len(live) - len(pending))
             if fit <= 0:
                 surplus.append(offer.offer_id)
                 continue
             tasks = [noop_task(f"{client.name}-{next(ids)}", cpus, mem, seconds) for _ in range(fit)]
             seen.accepted.add(offer.offer_id)
             seen.launched += fit
-            running += fit
+            pending.update((t.task_id, now) for t in tasks)
             await client.accept([offer.offer_id], tasks)
         if surplus:
             await client.decline(surplus, refuse_seconds=1 if limit is None else 3600)
