@@ -36,7 +36,6 @@ from harness import (
 
 from meseta.sdk import FrameworkClient, wire
 
-
 PENDING_PATIENCE = 10.0
 """Seconds an accepted task may go unreported before it no longer counts against the limit."""
 
