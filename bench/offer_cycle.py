@@ -67,13 +67,18 @@ async def packer(
     """Tasks accepted and not heard of yet: an accept the master refused (its offer expired while a
     first round at 50,000 agents drained) never gets an update, and counting those tasks as running for
     ever held the framework at its limit, declining everything."""
+    ended: set[str] = set()
+    """Tasks seen ending: a late duplicate of an earlier update (delivery is at least once) must not
+    count one as running again."""
     async for event in client.events():
         if isinstance(event, wire.Update):
-            pending.pop(event.status.task_id, None)
+            task_id = event.status.task_id
+            pending.pop(task_id, None)
             if event.status.state.terminal:
-                live.discard(event.status.task_id)
-            else:
-                live.add(event.status.task_id)
+                live.discard(task_id)
+                ended.add(task_id)
+            elif task_id not in ended:
+                live.add(task_id)
         if not isinstance(event, wire.Offers):
             continue
         now = time.monotonic()

@@ -55,8 +55,10 @@ def test_fairness_smoke(tmp_path: Path) -> None:
 
 
 def test_scale_smoke(tmp_path: Path) -> None:
+    # A window longer than a task (5 s): the tasks end and are replaced in waves, and a 4 s window fell
+    # between two waves once the warm-up grew by 0.2 s.
     result = run(
-        tmp_path, "scale.py", "--sizes", "50,100", "--duration", "4", "--frameworks", "2", "--limit", "5"
+        tmp_path, "scale.py", "--sizes", "50,100", "--duration", "8", "--frameworks", "2", "--limit", "5"
     )
     points = result["points"]
     assert isinstance(points, list) and [p["agents"] for p in points] == [50, 100]
