@@ -18,19 +18,18 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import tempfile
 import time
 from pathlib import Path
 
-from opentelemetry import trace
+from harness import install_tracing
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from meseta.agent import AgentService, AgentSettings
 from meseta.agent.noop import NoopContainerizer
-from meseta.sdk import tracing, wire
+from meseta.sdk import wire
 from meseta.sdk.bus import Bus
 
 log = logging.getLogger("emulator")
@@ -131,13 +130,7 @@ async def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s emulator %(levelname)s %(message)s")
     recorder = LaunchRecorder()
-    # Spans can also go to a collector (as a real agent's do), to read every stage with `meseta trace report`.
-    tracing.configure(
-        "agent", os.environ.get("MESETA_TRACE_EXPORTER", "none"), os.environ.get("MESETA_OTLP_ENDPOINT")
-    )
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    provider.add_span_processor(recorder)
+    install_tracing("agent", recorder)  # spans named like a real agent's, optionally to a collector
     emulator = AgentEmulator(
         args.amqp_url,
         args.agents,

@@ -73,15 +73,15 @@ class DecideRecorder(SpanProcessor):
 RECORDER = DecideRecorder()
 
 
-def install_tracing() -> None:
-    """Record decisions; with MESETA_TRACE_EXPORTER=otlp, the frameworks' spans also go to the collector
-    at MESETA_OTLP_ENDPOINT (as every service's then do), for `meseta trace report`'s stage breakdown."""
+def install_tracing(service: str = "framework", recorder: SpanProcessor = RECORDER) -> None:
+    """Spans go to ``recorder``; with MESETA_TRACE_EXPORTER=otlp they also go to the collector at
+    MESETA_OTLP_ENDPOINT (as every service's then do), for `meseta trace report`'s stage breakdown."""
     tracing.configure(
-        "framework", os.environ.get("MESETA_TRACE_EXPORTER", "none"), os.environ.get("MESETA_OTLP_ENDPOINT")
+        service, os.environ.get("MESETA_TRACE_EXPORTER", "none"), os.environ.get("MESETA_OTLP_ENDPOINT")
     )
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
-    provider.add_span_processor(RECORDER)
+    provider.add_span_processor(recorder)
 
 
 @dataclass

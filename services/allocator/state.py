@@ -186,8 +186,7 @@ class AllocatorState:
             if agent is not None:
                 agent.available = agent.available + held
                 self._touch(agent)
-        self.clear_filters(framework_id)
-        self.frameworks_changed()
+        self.clear_filters(framework_id)  # also unparks every agent
         self.revoking = {k: v for k, v in self.revoking.items() if k[0] != framework_id}
 
     def allocate(self, framework_id: str, agent_id: str, resources: Resources) -> None:
@@ -223,11 +222,10 @@ class AllocatorState:
     def filtered(self, framework_id: str, agent_id: str, now: float) -> bool:
         """Whether a decline filter keeps this agent from this framework at ``now``."""
         on_agent = self.filters.get(agent_id)
-        until = on_agent.get(framework_id) if on_agent is not None else None
-        if until is None:
+        if on_agent is None or (until := on_agent.get(framework_id)) is None:
             return False
         if until <= now:
-            del on_agent[framework_id]  # type: ignore[union-attr]
+            del on_agent[framework_id]
             return False
         return True
 
