@@ -178,8 +178,11 @@ async def run_batch(client: FrameworkClient, tasks: Iterable[wire.TaskInfo]) -> 
 _BACKLOG: dict[int, list[Any]] = {}
 
 
-async def next_event(client: FrameworkClient, kind: type[wire.Message], timeout: float = 10.0) -> Any:
-    """The next event of ``kind`` on the client's stream; events of other kinds wait for their own call."""
+async def next_event(client: FrameworkClient, kind: type[wire.Message], timeout: float = 20.0) -> Any:
+    """The next event of ``kind`` on the client's stream; events of other kinds wait for their own call.
+
+    The timeout only bounds a failure: under CI's parallel load a container start took over 10 s once.
+    """
     backlog = _BACKLOG.setdefault(id(client), [])
     for i, event in enumerate(backlog):
         if isinstance(event, kind):

@@ -137,8 +137,9 @@ async def test_quota_revocation_gives_the_guarantee_back(amqp_url: str, etcd_pre
             offered = offered + wire.total(o.resources for o in event.offers)
         recovered_in = time.time() - notice.deadline
         print(f"guarantee back {recovered_in:.2f} s after the grace period ended")
-        # Grace, then the kill (SIGTERM, answered at once), then one allocation cycle.
-        assert recovered_in < 3.0
+        # Grace, then the kill (SIGTERM, answered at once), then one allocation cycle: about 1 s. Without
+        # revocation the hogs run forever; the bound leaves room for a loaded CI box (3 s failed once).
+        assert recovered_in < 8.0
         # Tasks nobody revoked kept running.
         assert {t for (_, t) in cluster.master.cluster.tasks} == running - set(notice.task_ids)
 

@@ -44,11 +44,17 @@ async def terminal(client: FrameworkClient, task_id: str, timeout: float = 30) -
             return update.status  # type: ignore[no-any-return]
 
 
-async def state_of(client: FrameworkClient, task_id: str, wanted: wire.TaskState) -> None:
+async def state_of(
+    client: FrameworkClient, task_id: str, wanted: wire.TaskState, timeout: float = 30
+) -> None:
+    """Wait for ``task_id`` to reach ``wanted``; a container start on a loaded dockerd can take seconds."""
     while True:
-        update = await next_event(client, wire.Update)
-        if update.status.task_id == task_id and update.status.state == wanted:
+        update = await next_event(client, wire.Update, timeout)
+        if update.status.task_id != task_id:
+            continue
+        if update.status.state == wanted:
             return
+        assert not update.status.state.terminal, f"{task_id} ended before {wanted}: {update.status}"
 
 
 async def test_limits_inside_the_container_equal_the_task_resources(amqp_url: str, etcd_prefix: str) -> None:
