@@ -60,6 +60,8 @@ class DecideRecorder(SpanProcessor):
 
     def __init__(self) -> None:
         self.decides: dict[str, tuple[int, str]] = {}
+        self.decided: dict[str, int] = {}
+        """Offer id -> the decide span's end (ns): the framework's answer left."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if span.name == "framework decide" and span.start_time is not None:
@@ -67,7 +69,8 @@ class DecideRecorder(SpanProcessor):
             self.decides[f"{span.context.trace_id:032x}"] = (span.start_time, offer_id)
 
     def on_end(self, span: ReadableSpan) -> None:
-        return None
+        if span.name == "framework decide" and span.end_time is not None:
+            self.decided[str((span.attributes or {}).get("meseta.offer_id", ""))] = span.end_time
 
 
 RECORDER = DecideRecorder()
@@ -100,6 +103,23 @@ def sample(pid: int) -> ProcSample:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) / 1024
     return ProcSample(cpu, rss)
+
+
+def broker_pids() -> list[int]:
+    """RabbitMQ's Erlang VM (beam.smp), for its CPU time."""
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _command(p) == "beam.smp"]
+
+
+def _command(proc: Path) -> str:
+    try:
+        return (proc / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds used so far by each named group of processes."""
+    return {name: sum(sample(pid).cpu_seconds for pid in group) for name, group in pids.items()}
 
 
 def published(vhost: str) -> int:

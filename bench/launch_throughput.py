@@ -15,7 +15,15 @@ import itertools
 import time
 from typing import Any
 
-from harness import control_plane, noop_task, percentile, published, sample, write_result
+from harness import (
+    broker_pids,
+    control_plane,
+    cpu_seconds,
+    noop_task,
+    percentile,
+    published,
+    write_result,
+)
 
 from meseta.sdk import FrameworkClient, wire
 
@@ -31,8 +39,14 @@ async def measure(
         launched_at: dict[str, float] = {}
         running: dict[str, float] = {}
         first_accept: float | None = None
-        master = bench.pid("master-0")
-        m0, p0 = sample(master), await asyncio.to_thread(published, bench.cluster.vhost)
+        pids = {
+            "master": [bench.pid("master-0")],
+            "allocator": [bench.pid("allocator-0")],
+            "emulators": [proc.pid for proc, _ in bench.emulators],
+            "broker": broker_pids(),
+        }
+        c0, f0 = cpu_seconds(pids), time.process_time()
+        p0 = await asyncio.to_thread(published, bench.cluster.vhost)
         async with asyncio.timeout(timeout):
             async for event in client.events():
                 if isinstance(event, wire.Offers):
@@ -53,7 +67,8 @@ async def measure(
                     running.setdefault(event.status.task_id, time.monotonic())
                     if len(running) >= tasks:
                         break
-        m1, p1 = sample(master), await asyncio.to_thread(published, bench.cluster.vhost)
+        c1, f1 = cpu_seconds(pids), time.process_time()
+        p1 = await asyncio.to_thread(published, bench.cluster.vhost)
         assert first_accept is not None
         elapsed = max(running.values()) - first_accept
         to_running = [(running[t] - launched_at[t]) * 1e3 for t in running]
@@ -66,7 +81,12 @@ async def measure(
             "launches_per_s": round(len(running) / elapsed, 1),
             "accept_to_running_p50_ms": round(percentile(to_running, 50), 1),
             "accept_to_running_p99_ms": round(percentile(to_running, 99), 1),
-            "master_cpu_seconds": round(m1.cpu_seconds - m0.cpu_seconds, 2),
+            "master_cpu_seconds": round(c1["master"] - c0["master"], 2),
+            # Where the machine's time went (2 cores: at most 2 x seconds in all).
+            "cpu_seconds": {
+                **{name: round(c1[name] - c0[name], 2) for name in pids},
+                "framework": round(f1 - f0, 2),
+            },
             "broker_messages": p1 - p0,
         }
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
+import json
 import time
 import traceback
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +177,7 @@ async def _run(
         await asyncio.to_thread(published, bench.cluster.vhost),
         time.monotonic(),
     )
+    master_cycles = await asyncio.to_thread(recent_cycles, bench.cluster.apis)
     for loop in loops:
         loop.cancel()
     launches = await bench.stop_emulator()
@@ -201,6 +205,7 @@ async def _run(
             "allocation_to_framework": summary(outbound),
             "decision_to_agent_launch": summary(inbound),
         },
+        "hops": hops(master_cycles, launches),
         "tasks_launched": seen.launched,
         "master_cpu_percent": round((m1.cpu_seconds - m0.cpu_seconds) / elapsed * 100, 1),
         "allocator_cpu_percent": round((a1.cpu_seconds - a0.cpu_seconds) / elapsed * 100, 1),
@@ -208,6 +213,43 @@ async def _run(
         "broker_msgs_per_s": round((p1 - p0) / elapsed, 1) if min(p0, p1) >= 0 else None,
         "agents_start_s": round(bench.start_seconds, 1),
     }
+
+
+def recent_cycles(apis: list[str]) -> list[dict[str, Any]]:
+    """The leading master's last answered offer cycles (its ring buffer: a few hundred)."""
+    for base in apis:
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(base + "/api/v1/cycles", timeout=30) as response:
+                return list(json.loads(response.read()))
+    return []
+
+
+def hops(cycles: list[dict[str, Any]], launches: dict[str, int]) -> dict[str, dict[str, float]]:
+    """The round trip split at the master: each of its four broker hops, and the framework's own time.
+
+    Joins the master's record of each cycle (allocated, offered, answered; by offer id) with the
+    framework's decide span (by offer id) and the launch's arrival at the agent (by trace id).
+    """
+    by_offer = {offer_id: trace_id for trace_id, (_, offer_id) in RECORDER.decides.items()}
+    stages: dict[str, list[float]] = {
+        "allocator_to_master_offer_sent": [],
+        "offer_sent_to_framework": [],
+        "framework_deciding": [],
+        "framework_to_master": [],
+        "master_to_agent_launch": [],
+    }
+    for cycle in cycles:
+        trace_id = by_offer.get(cycle["offer_id"])
+        decided = RECORDER.decided.get(cycle["offer_id"])
+        if trace_id is None or decided is None or cycle["answered_at"] is None or trace_id not in launches:
+            continue
+        decide_start = RECORDER.decides[trace_id][0] / 1e9
+        stages["allocator_to_master_offer_sent"].append((cycle["offered_at"] - cycle["allocated_at"]) * 1e3)
+        stages["offer_sent_to_framework"].append((decide_start - cycle["offered_at"]) * 1e3)
+        stages["framework_deciding"].append((decided / 1e9 - decide_start) * 1e3)
+        stages["framework_to_master"].append((cycle["answered_at"] - decided / 1e9) * 1e3)
+        stages["master_to_agent_launch"].append((launches[trace_id] / 1e9 - cycle["answered_at"]) * 1e3)
+    return {name: summary(values) for name, values in stages.items() if values}
 
 
 def main() -> None:

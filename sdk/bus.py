@@ -64,6 +64,10 @@ class _Deferred:
 _DEFERRED: ContextVar[_Deferred | None] = ContextVar("meseta_deferred_publishes", default=None)
 
 
+class BusClosed(RuntimeError):
+    """A publish on a bus already closed: it could never be sent (the robust channel waits for ever)."""
+
+
 def is_transport_error(exc: BaseException) -> bool:
     """The broker link failed (not the message, not the handler): retry rather than give up on it.
 
@@ -106,9 +110,11 @@ class Bus:
         self.fenced = 0
         self.reconnects = 0
         """How often the robust connection came back after losing the broker."""
+        self._closed = False
 
     async def connect(self) -> None:
         """Connect and declare the shared topology."""
+        self._closed = False
         self._connection = connection = await aio_pika.connect_robust(
             self.url, client_properties={"connection_name": self.service}
         )
@@ -207,6 +213,8 @@ class Bus:
         assert self._publish_channel is not None
         deadline = time.monotonic() + PUBLISH_PATIENCE
         while True:
+            if self._closed:
+                raise BusClosed(f"{self.service}: the bus is closed; {amqp_message.type} not sent")
             try:
                 # aiormq's own call, not Exchange.publish: with wait=False it only queues the frames for
                 # the connection's writer and releases the channel's lock, instead of holding the lock
@@ -412,6 +420,7 @@ class Bus:
             await asyncio.wait_for(
                 asyncio.gather(*self._acking, *self._background, return_exceptions=True), 5
             )
+        self._closed = True
         if self._connection is not None and not self._connection.is_closed:
             await self._connection.close()
         self._connection = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from meseta.agent.containerizer import Exit, Launch
 
@@ -22,8 +22,28 @@ class _Fake:
     framework_id: str
     task_id: str
     seconds: float
-    stopped: asyncio.Event = field(default_factory=asyncio.Event)
-    exit: Exit | None = None
+    exited: asyncio.Future[Exit] | None = None
+    """Set when the duration is up (exit 0) or the container is stopped (143)."""
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def exit(self) -> Exit | None:
+        return self.exited.result() if self.exited is not None and self.exited.done() else None
+
+    def run(self) -> asyncio.Future[Exit]:
+        """Start the clock (once). A timer and a future, not a task per container: an emulator keeps
+        thousands of them, and ``wait_for`` cost each a task and a cancellation."""
+        if self.exited is None:
+            loop = asyncio.get_running_loop()
+            self.exited = loop.create_future()
+            self.timer = loop.call_later(self.seconds, self.end, Exit(0, oom_killed=False))
+        return self.exited
+
+    def end(self, exit: Exit) -> None:
+        if self.exited is not None and not self.exited.done():
+            self.exited.set_result(exit)
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 class NoopContainerizer:
@@ -46,21 +66,16 @@ class NoopContainerizer:
         return container_id
 
     async def start(self, container_id: str) -> None:
-        return None
+        self._containers[container_id].run()
 
     async def wait(self, container_id: str) -> Exit:
-        fake = self._containers[container_id]
-        if fake.exit is None:
-            try:
-                await asyncio.wait_for(fake.stopped.wait(), fake.seconds)
-                fake.exit = Exit(_KILLED_EXIT, oom_killed=False)
-            except TimeoutError:
-                fake.exit = Exit(0, oom_killed=False)
-        return fake.exit
+        # Shielded: a cancelled waiter (the agent stopping) must not cancel the container's exit.
+        return await asyncio.shield(self._containers[container_id].run())
 
     async def stop(self, container_id: str, grace_seconds: float) -> None:
         if (fake := self._containers.get(container_id)) is not None:
-            fake.stopped.set()
+            fake.run()
+            fake.end(Exit(_KILLED_EXIT, oom_killed=False))
 
     async def logs(self, container_id: str, tail_bytes: int) -> tuple[str, str]:
         return "", ""
@@ -76,7 +91,8 @@ class NoopContainerizer:
         )
 
     async def remove(self, container_id: str) -> None:
-        self._containers.pop(container_id, None)
+        if (fake := self._containers.pop(container_id, None)) is not None and fake.timer is not None:
+            fake.timer.cancel()
 
     async def collect_garbage(self, retention_seconds: float) -> int:
         done = [cid for cid, f in self._containers.items() if f.exit is not None]
@@ -85,4 +101,7 @@ class NoopContainerizer:
         return len(done)
 
     def close(self) -> None:
+        for fake in self._containers.values():
+            if fake.timer is not None:
+                fake.timer.cancel()
         self._containers.clear()

@@ -147,8 +147,10 @@ class AgentService(Service):
         self.tasks: dict[tuple[str, str], LocalTask] = {}
         self.executors: dict[tuple[str, str], ExecutorRun] = {}
         self.unacknowledged: dict[str, PendingUpdate] = {}
-        self.checkpoint = Checkpoint(settings.work_dir / settings.agent_id)
         """Status updates the framework has not acknowledged yet, by uuid."""
+        self.resent = 0
+        """Status updates sent again for want of an acknowledgement."""
+        self.checkpoint = Checkpoint(settings.work_dir / settings.agent_id)
         self._runners: set[asyncio.Task[None]] = set()
         self._tracer = tracing.tracer(self.name)
         self._updates: Batcher[wire.StatusUpdate] = Batcher(self._publish_updates, max_items=wire.MAX_BATCH)
@@ -525,9 +527,10 @@ class AgentService(Service):
             now = time.monotonic()
             for pending in list(self.unacknowledged.values()):
                 if pending.due <= now and pending.update.status.uuid in self.unacknowledged:
-                    await self.bus.publish(
-                        wire.Exchange.STATUS, wire.RoutingKey.STATUS, pending.update, persistent=True
-                    )
+                    # In a batch with the rest: under a launch burst acknowledgements lag, and resending
+                    # thousands of updates one message each fed the very backlog that delayed them.
+                    self._updates.add(pending.update)
+                    self.resent += 1
                     pending.delay = min(pending.delay * 2, MAX_RETRY_DELAY)
                     pending.due = now + pending.delay
 

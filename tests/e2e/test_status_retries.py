@@ -1,0 +1,31 @@
+"""At-least-once status updates: an agent resends what the framework has not acknowledged."""
+
+from __future__ import annotations
+
+import pytest
+
+from meseta.sdk import wire
+from tests.cluster import local_cluster, next_event, short_task
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_unacknowledged_updates_are_resent_until_acknowledged(amqp_url: str, etcd_prefix: str) -> None:
+    async with local_cluster(amqp_url, etcd_prefix, agents=1, isolator="noop") as cluster:
+        agent = cluster.agents[0]
+        client = await cluster.framework("forgetful", auto_acknowledge=False)
+        offer = (await next_event(client, wire.Offers)).offers[0]
+        await client.accept([offer.offer_id], [short_task("t1")])
+        states = []
+        while not states or not states[-1].terminal:
+            states.append((await next_event(client, wire.Update)).status.state)
+        assert states == [wire.TaskState.STARTING, wire.TaskState.RUNNING, wire.TaskState.FINISHED]
+        assert len(agent.unacknowledged) == 3
+
+        # Nothing acknowledged: after the retry interval (1 s here) each comes again; the client hands
+        # the scheduler none of them twice and acknowledges the duplicates, which ends the resending.
+        await wait_for(lambda: not agent.unacknowledged, 15, "the resent updates to be acknowledged")
+        assert agent.resent >= 3
+        assert client.stats.duplicate_updates >= 3
+        assert client.stats.duplicate_updates <= agent.resent
