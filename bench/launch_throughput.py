@@ -1,8 +1,11 @@
 """Task launches per second: from the first accept to the last task RUNNING, with no-op containers.
 
 One framework launches ``--tasks`` tasks (0.1 cpu, 16 MiB, long-running no-ops) on ``--agents`` emulated
-agents of 64 cpus, packing up to ``--per-offer`` tasks into each offer. The rate counts tasks whose
-RUNNING update reached the framework. Writes bench/results/launch.json.
+agents of 64 cpus, packing up to ``--per-offer`` tasks into each offer: by default tasks/agents, so they
+spread over every agent, as a service or a million-container test (Nomad's C1M) spreads them. (Packed 200
+to an offer, they landed on the first 25 agents offered, all in one emulator process, which then ran at a
+full core while the other idled: the emulator was measured, not the control plane.) The rate counts
+tasks whose RUNNING update reached the framework. Writes bench/results/launch.json.
 
     .venv/bin/python bench/launch_throughput.py --agents 100 --tasks 5000
 """
@@ -97,15 +100,22 @@ def main() -> None:
     )
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=5000)
-    parser.add_argument("--per-offer", type=int, default=200)
+    parser.add_argument("--per-offer", type=int, default=None, help="Default: tasks / agents, rounded up.")
     parser.add_argument("--emulators", type=int, default=2, help="Emulator processes.")
+    parser.add_argument("--repeat", type=int, default=3, help="Runs; the median one is reported.")
     parser.add_argument("--out", default="launch.json")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.agents, args.tasks, args.per_offer, args.emulators))
+    per_offer = args.per_offer or -(-args.tasks // args.agents)
+    # This shared 2-core machine gives the same run 840 to 1,300 launches/s: the median of a few runs.
+    runs = [
+        asyncio.run(measure(args.agents, args.tasks, per_offer, args.emulators)) for _ in range(args.repeat)
+    ]
+    result = sorted(runs, key=lambda r: float(r["launches_per_s"]))[len(runs) // 2]
+    result["runs_launches_per_s"] = [r["launches_per_s"] for r in runs]
     path = write_result(args.out, result)
     print(
         f"{result['tasks']} tasks on {result['agents']} agents in {result['seconds']} s: "
-        f"{result['launches_per_s']} launches/s "
+        f"{result['launches_per_s']} launches/s (median of {result['runs_launches_per_s']}) "
         f"(accept -> RUNNING p50 {result['accept_to_running_p50_ms']} ms) "
         f"-> {path}"
     )

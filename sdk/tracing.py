@@ -10,8 +10,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry import baggage, metrics, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import metrics, propagate, trace
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -69,12 +70,76 @@ def configure(
 
 
 def inject(headers: dict[str, Any], context: otel_context.Context | None = None) -> dict[str, Any]:
-    """Write the (given or current) trace context into AMQP headers."""
-    propagate.inject(headers, context=context)
+    """Write the (given or current) trace context into AMQP headers.
+
+    Writes W3C ``traceparent``/``tracestate`` itself when the default propagators are in use and there is
+    no baggage: the generic path cost the master a tenth of its time in a launch burst (a context per
+    status update). Anything else goes through the configured propagators.
+    """
+    if not _default_propagation() or baggage.get_all(context):
+        propagate.inject(headers, context=context)
+        return headers
+    span_context = trace.get_current_span(context).get_span_context()
+    if span_context.is_valid:
+        headers[_TRACEPARENT] = (
+            f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+        )
+        if span_context.trace_state:
+            headers[_TRACESTATE] = span_context.trace_state.to_header()
     return headers
 
 
 def extract(headers: Mapping[str, Any] | None) -> otel_context.Context:
     """Read a trace context from AMQP headers; an empty context where there is none."""
-    carrier = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in (headers or {}).items()}
+    if not headers:
+        return otel_context.Context()
+    if _default_propagation() and _BAGGAGE not in headers:
+        parent = _span_context(headers.get(_TRACEPARENT), headers.get(_TRACESTATE))
+        if parent is not None:
+            return trace.set_span_in_context(trace.NonRecordingSpan(parent), otel_context.Context())
+    carrier = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in headers.items()}
     return propagate.extract(carrier)
+
+
+_TRACEPARENT, _TRACESTATE, _BAGGAGE = "traceparent", "tracestate", "baggage"
+_HEX = frozenset("0123456789abcdef")
+
+
+def _span_context(traceparent: object, tracestate: object) -> trace.SpanContext | None:
+    """A version-00 ``traceparent`` parsed; None for anything else (the propagator then decides)."""
+    if isinstance(traceparent, bytes):
+        traceparent = traceparent.decode(errors="replace")
+    if not isinstance(traceparent, str) or len(traceparent) != 55 or not traceparent.startswith("00-"):
+        return None
+    trace_hex, span_hex, flags_hex = traceparent[3:35], traceparent[36:52], traceparent[53:55]
+    if (
+        traceparent[35] != "-"
+        or traceparent[52] != "-"
+        or not _HEX.issuperset(trace_hex + span_hex + flags_hex)
+    ):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if trace_id == 0 or span_id == 0:
+        return None
+    state = None
+    if tracestate:
+        text = tracestate.decode(errors="replace") if isinstance(tracestate, bytes) else str(tracestate)
+        state = trace.TraceState.from_header([text])
+    return trace.SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(int(flags_hex, 16)), trace_state=state
+    )
+
+
+def _default_propagation() -> bool:
+    """The global propagators are OpenTelemetry's default pair (W3C trace context and baggage)."""
+    global _checked
+    textmap = propagate.get_global_textmap()
+    if _checked is None or _checked[0] is not textmap:
+        fields = getattr(textmap, "fields", None)
+        default = isinstance(textmap, CompositePropagator) and fields == {_TRACEPARENT, _TRACESTATE, _BAGGAGE}
+        _checked = (textmap, default)
+    return _checked[1]
+
+
+_checked: tuple[object, bool] | None = None
+"""The global propagator last looked at, and whether it is the default pair."""

@@ -210,26 +210,34 @@ class MasterHandlers:
         """A batch: each update gets its own span, in its task's offer-cycle trace."""
         forwarded: list[wire.StatusUpdate] = []
         for update in msg.updates:
-            with self._tracer.start_as_current_span(
+            # Not made current, attributes given at the start: a launch burst is thousands of these.
+            span = self._tracer.start_span(
                 "master STATUS_UPDATE",
                 context=tracing.extract(update.trace),
                 kind=trace.SpanKind.CONSUMER,
-                attributes={"meseta.service": "master", "meseta.message.type": update.type},
-            ):
-                forwarded += self._apply_status(update)
+                attributes={
+                    "meseta.service": "master",
+                    "meseta.message.type": update.type,
+                    **_status_attributes(update),
+                },
+            )
+            try:
+                forwarded += self._apply_status(update, span)
+            finally:
+                span.end()
         await self._forward_statuses(forwarded)
 
-    def _apply_status(self, msg: wire.StatusUpdate) -> list[wire.StatusUpdate]:
-        """Change the state; the update itself when it is to be forwarded (or acknowledged for nobody)."""
+    def _apply_status(
+        self, msg: wire.StatusUpdate, span: trace.Span | None = None
+    ) -> list[wire.StatusUpdate]:
+        """Change the state; the update itself when it is to be forwarded (or acknowledged for nobody).
+
+        ``span`` is the update's own span; without one, the current span (the consumer's) gets its
+        attributes."""
         status = msg.status
-        trace.get_current_span().set_attributes(
-            {
-                "meseta.task_id": status.task_id,
-                "meseta.task_state": status.state.value,
-                "meseta.agent_id": msg.agent_id,
-                "meseta.framework_id": msg.framework_id,
-            }
-        )
+        if span is None:
+            span = trace.get_current_span()
+            span.set_attributes(_status_attributes(msg))
         key = (msg.framework_id, status.task_id)
         task = self.cluster.tasks.get(key)
         if task is not None:
@@ -239,7 +247,7 @@ class MasterHandlers:
                 if msg.framework_id in self.cluster.frameworks:
                     self._recovered.append((msg.framework_id, task.agent_id, task.resources, 0.0))
         # Forwarded in this span's trace (the task's offer cycle), also when it leaves in a batch.
-        return [msg.model_copy(update={"trace": tracing.inject({})})]
+        return [msg.model_copy(update={"trace": tracing.inject({}, trace.set_span_in_context(span))})]
 
     async def _forward_statuses(self, updates: list[wire.StatusUpdate]) -> None:
         """Resources back to the allocator, one UPDATE(S) per framework, and acknowledgements of updates
@@ -849,3 +857,12 @@ class MasterHandlers:
             framework_id, msg, ErrorCode.UNKNOWN_FRAMEWORK, f"framework {framework_id} is not subscribed"
         )
         return False
+
+
+def _status_attributes(msg: wire.StatusUpdate) -> dict[str, str]:
+    return {
+        "meseta.task_id": msg.status.task_id,
+        "meseta.task_state": msg.status.state.value,
+        "meseta.agent_id": msg.agent_id,
+        "meseta.framework_id": msg.framework_id,
+    }

@@ -42,8 +42,11 @@ def test_offer_cycle_smoke(tmp_path: Path) -> None:
 
 
 def test_launch_throughput_smoke(tmp_path: Path) -> None:
-    result = run(tmp_path, "launch_throughput.py", "--agents", "10", "--tasks", "300")
+    result = run(tmp_path, "launch_throughput.py", "--agents", "10", "--tasks", "300", "--repeat", "1")
     assert result["tasks"] == 300 and result["launches_per_s"] > 0  # type: ignore[operator]
+    assert result["per_offer"] == 30  # spread over every agent
+    cpu = result["cpu_seconds"]
+    assert isinstance(cpu, dict) and cpu["master"] > 0 and cpu["emulators"] > 0
 
 
 def test_fairness_smoke(tmp_path: Path) -> None:

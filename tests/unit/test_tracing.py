@@ -1,0 +1,71 @@
+"""Trace-context propagation through AMQP headers: the fast path agrees with OpenTelemetry's own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import baggage, propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from meseta.sdk import tracing
+
+TRACER = TracerProvider().get_tracer("test")
+
+
+@pytest.fixture
+def span() -> Iterator[trace.Span]:
+    with TRACER.start_as_current_span("parent") as current:
+        yield current
+
+
+def test_injected_headers_equal_the_propagators(span: trace.Span) -> None:
+    expected: dict[str, str] = {}
+    propagate.inject(expected)
+    assert tracing.inject({}) == expected
+    assert expected["traceparent"].split("-")[1] == f"{span.get_span_context().trace_id:032x}"
+
+
+def test_extracted_context_equals_the_propagators(span: trace.Span) -> None:
+    headers = tracing.inject({"x-meseta-epoch": 3})
+    ours = trace.get_current_span(tracing.extract(headers)).get_span_context()
+    theirs = trace.get_current_span(propagate.extract(headers)).get_span_context()
+    assert ours == theirs
+    assert ours.trace_id == span.get_span_context().trace_id and ours.is_remote
+    # AMQP may hand header values back as bytes.
+    as_bytes = {k: v.encode() if isinstance(v, str) else v for k, v in headers.items()}
+    assert trace.get_current_span(tracing.extract(as_bytes)).get_span_context() == theirs
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # zero span id
+        "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",  # not hex
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",  # truncated
+        "garbage",
+    ],
+)
+def test_a_bad_traceparent_gives_what_the_propagator_gives(traceparent: str) -> None:
+    headers = {"traceparent": traceparent}
+    ours = trace.get_current_span(tracing.extract(headers)).get_span_context()
+    assert ours == trace.get_current_span(propagate.extract(headers)).get_span_context()
+    assert not ours.is_valid
+
+
+def test_tracestate_and_baggage_travel(span: trace.Span) -> None:
+    state = trace.TraceState([("vendor", "x1")])
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(
+            0x4BF92F3577B34DA6A3CE929D0E0E4736, 0xF067AA0BA902B7, True, trace.TraceFlags(1), state
+        )
+    )
+    context = baggage.set_baggage("tenant", "t1", trace.set_span_in_context(parent))
+    headers = tracing.inject({}, context)
+    assert headers["tracestate"] == "vendor=x1" and headers["baggage"] == "tenant=t1"
+    back = tracing.extract(headers)
+    assert trace.get_current_span(back).get_span_context().trace_state == state
+    assert baggage.get_baggage("tenant", back) == "t1"
+    without_baggage = tracing.inject({}, trace.set_span_in_context(parent))
+    assert without_baggage == {"traceparent": headers["traceparent"], "tracestate": "vendor=x1"}
