@@ -67,3 +67,13 @@ def test_scale_smoke(tmp_path: Path) -> None:
     assert isinstance(points, list) and [p["agents"] for p in points] == [50, 100]
     assert all(p["cycles"] > 0 for p in points)
     assert (tmp_path / "scale.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_broker_floor_smoke(tmp_path: Path) -> None:
+    result = run(tmp_path, "broker_floor.py", "--round-trips", "30")
+    hops = result["one_hop"]
+    assert isinstance(hops, dict)
+    assert set(hops) == {
+        f"{c}_{p}" for c in ("aio-pika", "meseta-bus") for p in ("back_to_back", "every_10ms")
+    }
+    assert all(0 < h["p50_ms"] <= h["p99_ms"] for h in hops.values())
