@@ -183,7 +183,8 @@ class AllocatorService(Service):
         for grant in plan.grants:
             # Each allocation roots a new trace: the offer cycle it starts is one story. The grants of a
             # cycle travel together; each carries its own trace context.
-            with self._tracer.start_as_current_span(
+            # Not made current (a first round grants tens of thousands): the grant carries its context.
+            span = self._tracer.start_span(
                 "allocator allocate",
                 context=otel_context.Context(),
                 kind=trace.SpanKind.PRODUCER,
@@ -193,15 +194,16 @@ class AllocatorService(Service):
                     "meseta.agent_id": grant.agent_id,
                     "meseta.policy": self.policy.name,
                 },
-            ):
-                grants.append(
-                    wire.Grant(
-                        framework_id=grant.framework_id,
-                        agent_id=grant.agent_id,
-                        resources=grant.resources,
-                        trace=tracing.inject({}),
-                    )
+            )
+            grants.append(
+                wire.Grant(
+                    framework_id=grant.framework_id,
+                    agent_id=grant.agent_id,
+                    resources=grant.resources,
+                    trace=tracing.inject({}, trace.set_span_in_context(span)),
                 )
+            )
+            span.end()
         for i in range(0, len(grants), wire.MAX_BATCH):
             batch = wire.Allocations(grants=tuple(grants[i : i + wire.MAX_BATCH]))
             await self.bus.publish(wire.Exchange.ALLOCATION, wire.RoutingKey.TO_MASTER, batch)

@@ -294,13 +294,17 @@ class MasterHandlers:
         """A cycle's grants: one span per grant in its own trace, then one OFFERS per framework."""
         per_framework: dict[str, list[wire.Offer]] = {}
         for grant in msg.grants:
-            with self._tracer.start_as_current_span(
+            # Not made current: a first round at 10,000 agents is tens of thousands of these.
+            span = self._tracer.start_span(
                 "master ALLOCATION",
                 context=tracing.extract(grant.trace),
                 kind=trace.SpanKind.CONSUMER,
                 attributes={"meseta.service": "master", "meseta.message.type": "ALLOCATION"},
-            ):
-                offer = self._offer(grant)
+            )
+            try:
+                offer = self._offer(grant, span)
+            finally:
+                span.end()
             if offer is not None:
                 per_framework.setdefault(offer.framework_id, []).append(offer)
         await self._flush_recovered()
@@ -309,17 +313,22 @@ class MasterHandlers:
                 framework_id, wire.Offers(framework_id=framework_id, offers=tuple(offers))
             )
 
-    def _offer(self, grant: wire.Grant) -> wire.Offer | None:
-        """Turn a grant into an outstanding offer, or send it back when it is stale."""
+    def _offer(self, grant: wire.Grant, span: trace.Span | None = None) -> wire.Offer | None:
+        """Turn a grant into an outstanding offer, or send it back when it is stale.
+
+        ``span`` is the grant's own span (default: the current one); the offer carries its context."""
+        if span is None:
+            span = trace.get_current_span()
         agent = self.cluster.agents.get(grant.agent_id)
         fw = self.cluster.frameworks.get(grant.framework_id)
+        gpus = grant.resources.gpus
         # The master enforces standing filters too: an allocator with an older view must not leak offers.
         if (
             agent is None
             or fw is None
             or not grant.resources.fits_in(agent.free)
             or not fw.filters.admits(agent.hostname, agent.attributes, grant.resources)
-            or len(agent.free_gpus(grant.resources.gpus)) < grant.resources.gpus
+            or (gpus > 0 and len(agent.free_gpus(gpus)) < gpus)
         ):
             log.info("stale allocation of %s to %s sent back", grant.agent_id, grant.framework_id)
             self._recovered.append((grant.framework_id, grant.agent_id, grant.resources, 0.0))
@@ -332,10 +341,10 @@ class MasterHandlers:
             hostname=agent.hostname,
             resources=grant.resources,
             attributes=agent.attributes,
-            gpu_ids=agent.free_gpus(grant.resources.gpus),
+            gpu_ids=agent.free_gpus(gpus) if gpus > 0 else (),
             allocated_at=grant.allocated_at,
             expires_at=now + self.offer_timeout,
-            trace=tracing.inject({}),
+            trace=tracing.inject({}, trace.set_span_in_context(span)),
         )
         self.cluster.add_offer(offer)
         fw.stats.offers_sent += 1
@@ -343,7 +352,7 @@ class MasterHandlers:
         self.activity.offered(
             CycleRecord(offer.offer_id, fw.framework_id, agent.agent_id, grant.allocated_at, now)
         )
-        trace.get_current_span().set_attributes(
+        span.set_attributes(
             {
                 "meseta.offer_id": offer.offer_id,
                 "meseta.framework_id": fw.framework_id,

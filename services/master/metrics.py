@@ -27,8 +27,11 @@ _INSTRUMENTS: dict[str, Any] = {}
 def _instruments() -> dict[str, Any]:
     if not _INSTRUMENTS:
         meter = metrics.get_meter(METER)
-        _INSTRUMENTS["offers"] = meter.create_counter(
+        # Observed from plain totals: a synchronous counter's add cost the master 7 % of its time in a
+        # first round at 10,000 agents (attributes hashed and looked up per offer).
+        meter.create_observable_counter(
             "meseta.offers",
+            [_observe_offers],
             unit="{offer}",
             description="Offers by outcome: sent, accepted, declined, rescinded",
         )
@@ -44,6 +47,15 @@ def _instruments() -> dict[str, Any]:
             "meseta.framework.share", [_observe_shares], description="Each framework's dominant share"
         )
     return _INSTRUMENTS
+
+
+_OFFERS: Counter[tuple[str, str]] = Counter()
+"""(outcome, framework id) -> offers so far, by every master of this process (cumulative, as a counter
+must be: a master that goes away takes nothing back)."""
+
+
+def _observe_offers(_: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(n, {"outcome": o, "framework_id": f}) for (o, f), n in list(_OFFERS.items())]
 
 
 def _leaders() -> list[MasterMetrics]:
@@ -73,12 +85,11 @@ class MasterMetrics:
         self.cluster = cluster
         self.leading = leading
         instruments = _instruments()
-        self._offers = instruments["offers"]
         self._round_trip = instruments["round_trip"]
         _LIVE.add(self)
 
     def offer(self, outcome: str, framework_id: str, count: int = 1) -> None:
-        self._offers.add(count, {"outcome": outcome, "framework_id": framework_id})
+        _OFFERS[outcome, framework_id] += count
 
     def round_trip(self, millis: float, framework_id: str, decision: str) -> None:
         self._round_trip.record(millis, {"framework_id": framework_id, "decision": decision})
