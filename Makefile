@@ -33,7 +33,7 @@ bench: infra
 	cd bench && ../$(PY) scale.py --sizes 100,1000,10000 --duration 20
 
 bench-scale-50k: infra
-	cd bench && ../$(PY) scale.py --sizes 100,1000,10000,50000 --duration 20
+	cd bench && ../$(PY) scale.py --sizes 50000 --duration 20 --merge
 
 bench-failover: infra
 	$(PY) bench/failover.py --kills 10

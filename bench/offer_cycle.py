@@ -6,7 +6,8 @@ gets; tasks run ``--task-seconds``, then their resources come back and are offer
 cycle is one trace: its round trip is measured from the allocation time the offer carries (stamped by
 the allocator inside the trace's root span) to the start of the ``agent LAUNCH`` span at the emulated
 agent, matched by trace id; the framework's ``framework decide`` span splits it into the offer's way
-out and the decision's way back. Cycles allocated during the first ``--warmup`` seconds are left out.
+out and the decision's way back. Cycles allocated during the first ``--warmup`` seconds are left out,
+and with ``--settle-timeout`` those allocated before the first round of offers has drained.
 Writes bench/results/offer_cycle.json.
 
     .venv/bin/python bench/offer_cycle.py --agents 1000 --frameworks 10 --duration 30
@@ -39,6 +40,8 @@ from harness import (
 
 from meseta.sdk import FrameworkClient, wire
 
+SETTLED_FOR = 10.0
+"""Seconds the outstanding offers must stay low before the first round counts as drained."""
 PENDING_PATIENCE = 10.0
 """Seconds an accepted task may go unreported before it no longer counts against the limit."""
 
@@ -118,6 +121,7 @@ async def measure(
     start_timeout: float = 300,
     emulators: int = 1,
     limit: int | None = None,
+    settle_timeout: float = 0.0,
 ) -> dict[str, Any]:
     install_tracing()
     result: dict[str, Any] | None = None
@@ -131,7 +135,9 @@ async def measure(
             start_timeout=start_timeout,
             processes=emulators,
         ) as bench:
-            result = await _run(bench, frameworks, duration, task_seconds, warmup, per_offer, limit)
+            result = await _run(
+                bench, frameworks, duration, task_seconds, warmup, per_offer, limit, settle_timeout
+            )
     except Exception:
         if result is None:
             raise
@@ -149,6 +155,7 @@ async def _run(
     warmup: float,
     per_offer: int,
     limit: int | None,
+    settle_timeout: float,
 ) -> dict[str, Any]:
     seen = Seen()
     loops = []
@@ -161,6 +168,8 @@ async def _run(
     began = time.time()
     master_pid, allocator_pid = bench.pid("master-0"), bench.pid("allocator-0")
     await asyncio.sleep(warmup)
+    settled_in = await settle(bench.cluster.apis, max(100, frameworks * (limit or 100)), settle_timeout)
+    opened = time.time()
     m0, a0, p0, t0 = (
         sample(master_pid),
         sample(allocator_pid),
@@ -181,7 +190,7 @@ async def _run(
     for loop in loops:
         loop.cancel()
     launches = await bench.stop_emulator()
-    window = (began + warmup, began + warmup + duration)
+    window = (opened, opened + duration)
     round_trips, outbound, inbound = [], [], []
     for trace_id, (decide_ns, offer_id) in RECORDER.decides.items():
         allocated = seen.allocated_at.get(offer_id)
@@ -212,7 +221,39 @@ async def _run(
         "master_rss_mb": round(max(master_rss), 1),
         "broker_msgs_per_s": round((p1 - p0) / elapsed, 1) if min(p0, p1) >= 0 else None,
         "agents_start_s": round(bench.start_seconds, 1),
+        "warmup_s": round(opened - began, 1),
+        "first_round_settled_s": None if settled_in is None else round(warmup + settled_in, 1),
     }
+
+
+async def settle(apis: list[str], most: int, timeout: float) -> float | None:
+    """Wait until the master holds at most ``most`` outstanding offers: the first round (an offer per
+    agent and framework, declined once each) has drained. Seconds waited; None if it never did.
+
+    At 50,000 agents the first round is 200,000 offers; a window opened on a fixed clock measured the
+    tail of that backlog rather than the cluster's steady state."""
+    began, calm_since = time.monotonic(), None
+    while time.monotonic() - began < timeout:
+        offers = await asyncio.to_thread(_leader_field, apis, "offers")
+        if not 0 <= offers <= most:
+            calm_since = None
+        elif calm_since is None:
+            calm_since = time.monotonic()
+        elif time.monotonic() - calm_since >= SETTLED_FOR:
+            # Low for a while, not at one poll: declines still queued at the master bring offers back.
+            return calm_since - began
+        await asyncio.sleep(1)
+    return None
+
+
+def _leader_field(apis: list[str], name: str) -> int:
+    for base in apis:
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(base + "/api/v1/leader", timeout=30) as response:
+                leader = json.loads(response.read())
+                if leader["leading"]:
+                    return int(leader[name])
+    return -1
 
 
 def recent_cycles(apis: list[str]) -> list[dict[str, Any]]:
@@ -269,6 +310,12 @@ def main() -> None:
         default=None,
         help="Tasks each framework keeps running at most (default: no limit).",
     )
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=0,
+        help="After the warm-up, wait up to this long for the first round of offers to drain.",
+    )
     parser.add_argument("--out", default="offer_cycle.json")
     args = parser.parse_args()
     result = asyncio.run(
@@ -281,6 +328,7 @@ def main() -> None:
             heartbeat_interval=args.heartbeat_interval,
             emulators=args.emulators,
             limit=args.limit,
+            settle_timeout=args.settle_timeout,
         )
     )
     path = write_result(args.out, result)

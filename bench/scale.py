@@ -7,12 +7,14 @@ offered for an hour, so the offered load is the same whatever the size: the poin
 agents the master holds, not in how hard the frameworks push. Heartbeats slow down with size so that the
 cluster sends at most ``HEARTBEATS_PER_SECOND`` (every max(5, agents / 100) s), as Nomad's servers
 stretch heartbeat TTLs to hold 50 a second: at 10,000 agents every 10 s, the master fell 30,000
-heartbeats behind. The first offer to every agent arrives at once: a warm-up grown with size waits that
-out. Records
-offer-cycle percentiles, master CPU and RSS, broker message rate; writes bench/results/scale.json and
-scale.png.
+heartbeats behind. The first offers to every agent go out at once (an offer per agent and framework,
+each declined once): the window opens when that first round has drained (the master holds at most
+frameworks x limit offers), and the point records how long that took. Records offer-cycle percentiles,
+master CPU and RSS, broker message rate; writes bench/results/scale.json (``--merge`` keeps the points of
+sizes not run this time) and scale.png.
 
     .venv/bin/python bench/scale.py --max-agents 50000
+    .venv/bin/python bench/scale.py --sizes 50000 --merge
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ async def sweep(sizes: list[int], frameworks: int, duration: float, limit: int) 
                 frameworks,
                 duration,
                 task_seconds=5.0,
-                warmup=10.0 + agents / 250,
+                warmup=10.0,
+                # Then until the first round (an offer per agent and framework) has drained.
+                settle_timeout=max(30.0, agents / 100),
                 heartbeat_interval=max(5.0, agents / HEARTBEATS_PER_SECOND),
                 per_offer=1,
                 agent_cpus=1,
@@ -98,12 +102,19 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--limit", type=int, default=25, help="Tasks each framework keeps running.")
     parser.add_argument("--out", default="scale.json")
+    parser.add_argument(
+        "--merge", action="store_true", help="Keep the points of other sizes already in the results file."
+    )
     args = parser.parse_args()
     # Sizes asked for by name run, whatever --max-agents says (it silently dropped 50,000 before).
     sizes = (
         [int(n) for n in args.sizes.split(",")] if args.sizes else [n for n in SIZES if n <= args.max_agents]
     )
     points = asyncio.run(sweep(sizes, args.frameworks, args.duration, args.limit))
+    if args.merge and (RESULTS / args.out).exists():
+        ran = {p["agents"] for p in points}
+        kept = [p for p in json.loads((RESULTS / args.out).read_text())["points"] if p["agents"] not in ran]
+        points = sorted(kept + points, key=lambda p: int(p["agents"]))
     write_result(args.out, {"points": points})
     plot(points)
 

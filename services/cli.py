@@ -14,6 +14,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from meseta.runtime.etcd import EtcdStore
+from meseta.runtime.gcwatch import GcWatch
 from meseta.runtime.service import Service
 from meseta.sdk import KillRefused, LogsUnavailable, tracing
 from meseta.sdk.bus import Bus
@@ -59,9 +60,17 @@ def _serve(service: Service) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(service.stop()))
-        await service.run()
+        amortizing = asyncio.create_task(watch.run())
+        try:
+            await service.run()
+        finally:
+            amortizing.cancel()
 
-    asyncio.run(main())
+    watch = GcWatch(amortize=True).install()
+    try:
+        asyncio.run(main())
+    finally:
+        watch.remove()
 
 
 def parse_ports(text: str) -> tuple[PortRange, ...]:
