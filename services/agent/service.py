@@ -527,9 +527,10 @@ class AgentService(Service):
             now = time.monotonic()
             for pending in list(self.unacknowledged.values()):
                 if pending.due <= now and pending.update.status.uuid in self.unacknowledged:
-                    # In a batch with the rest: under a launch burst acknowledgements lag, and resending
-                    # thousands of updates one message each fed the very backlog that delayed them.
-                    self._updates.add(pending.update)
+                    # A new message id: receivers drop an id they have handled (a broker redelivery), and
+                    # a lone resend, published as itself, was dropped so. In a batch with the rest: under a
+                    # launch burst acknowledgements lag, and thousands of single resends fed the backlog.
+                    self._updates.add(pending.update.model_copy(update={"message_id": wire.unique_hex()}))
                     self.resent += 1
                     pending.delay = min(pending.delay * 2, MAX_RETRY_DELAY)
                     pending.due = now + pending.delay
