@@ -30,8 +30,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_INTERVAL = 1.0
 DEFAULT_KILL_GRACE = 3.0
-DEFAULT_STATUS_RETRY = 2.0
-MAX_RETRY_DELAY = 30.0
+DEFAULT_STATUS_RETRY = 10.0
+"""Seconds before an unacknowledged update is sent again, doubling each time (Mesos's agent starts at 10 s
+too). At 2 s, a burst of 5,000 launches, whose acknowledgements lag seconds behind, resent most updates
+and fed the backlog that delayed them."""
+MAX_RETRY_DELAY = 60.0
+"""A framework away for long is asked once a minute (Mesos backs off to ten; a re-subscribed framework
+here waits for the next resend, so a shorter cap)."""
 RETRY_TICK = 0.25
 EXECUTOR_REGISTRATION_TIMEOUT = 60.0
 DEFAULT_RETENTION = 600.0
