@@ -28,6 +28,7 @@ typecheck:
 # The quick benchmark set (figures and plots in bench/results, method in docs/BENCHMARKS.md).
 bench: infra
 	cd bench && ../$(PY) offer_cycle.py --agents 1000 --frameworks 10 --duration 30 --task-seconds 5 --warmup 20 --limit 10
+	cd bench && ../$(PY) broker_floor.py --round-trips 500
 	cd bench && ../$(PY) launch_throughput.py --agents 100 --tasks 5000
 	cd bench && ../$(PY) fairness.py --agents 20 --duration 40
 	cd bench && ../$(PY) scale.py --sizes 100,1000,10000 --duration 20
