@@ -91,8 +91,8 @@ class NoopContainerizer:
         )
 
     async def remove(self, container_id: str) -> None:
-        if (fake := self._containers.pop(container_id, None)) is not None and fake.timer is not None:
-            fake.timer.cancel()
+        if (fake := self._containers.pop(container_id, None)) is not None:
+            fake.end(Exit(_KILLED_EXIT, oom_killed=False))  # a waiter, if any, is not left hanging
 
     async def collect_garbage(self, retention_seconds: float) -> int:
         done = [cid for cid, f in self._containers.items() if f.exit is not None]
@@ -103,5 +103,5 @@ class NoopContainerizer:
     def close(self) -> None:
         for fake in self._containers.values():
             if fake.timer is not None:
-                fake.timer.cancel()
+                fake.timer.cancel()  # the loop may be gone: no futures resolved here
         self._containers.clear()
