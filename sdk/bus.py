@@ -111,6 +111,9 @@ class Bus:
         self.reconnects = 0
         """How often the robust connection came back after losing the broker."""
         self._closed = False
+        self._resending = 0
+        """Publishes waiting to be resent after the link failed; new ones queue behind them."""
+        self._resend_order = asyncio.Lock()
 
     async def connect(self) -> None:
         """Connect and declare the shared topology."""
@@ -209,37 +212,67 @@ class Bus:
     async def _send(
         self, exchange: wire.Exchange | str, routing_key: str, amqp_message: aio_pika.Message
     ) -> None:
-        """Publish and wait for the broker's confirm, retrying across reconnects for a while."""
+        """Publish and wait for the broker's confirm, retrying across reconnects for a while, in order.
+
+        A publish that fails with the link is resent once the connection is back, and every publish made
+        while any wait to be resent goes after them: otherwise a message sent just after the reconnect
+        overtook older ones (a framework's REVIVE before its SUPPRESS starved it for ever).
+        """
+        if self._closed:
+            raise BusClosed(f"{self.service}: the bus is closed; {amqp_message.type} not sent")
+        if not self._resending:
+            try:
+                await self._publish_once(exchange, routing_key, amqp_message)
+                return
+            except BaseException as exc:
+                if not is_transport_error(exc) or self._connection is None:
+                    raise
+        self._resending += 1
+        try:
+            async with self._resend_order:  # FIFO: in the order the publishes failed or were made
+                await self._resend(exchange, routing_key, amqp_message)
+        finally:
+            self._resending -= 1
+
+    async def _publish_once(
+        self, exchange: wire.Exchange | str, routing_key: str, amqp_message: aio_pika.Message
+    ) -> None:
         assert self._publish_channel is not None
+        # aiormq's own call, not Exchange.publish: with wait=False it only queues the frames for the
+        # connection's writer and releases the channel's lock, instead of holding the lock until the
+        # writer task has run. Holding it cost every publish a few event-loop turns, in series on the
+        # channel: under load, milliseconds per message before it left the process. (aiormq's abstract
+        # channel does not declare ``wait``; its channel does.) The broker's confirm is still awaited.
+        channel = cast(aiormq.Channel, await self._publish_channel.get_underlay_channel())
+        await channel.basic_publish(
+            amqp_message.body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=amqp_message.properties,
+            mandatory=True,
+            wait=False,
+        )
+
+    async def _resend(
+        self, exchange: wire.Exchange | str, routing_key: str, amqp_message: aio_pika.Message
+    ) -> None:
         deadline = time.monotonic() + PUBLISH_PATIENCE
         while True:
             if self._closed:
                 raise BusClosed(f"{self.service}: the bus is closed; {amqp_message.type} not sent")
+            connection = self._connection
+            if connection is None:
+                raise BusClosed(f"{self.service}: no connection; {amqp_message.type} not sent")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(connection.connected.wait(), max(0.1, deadline - time.monotonic()))
             try:
-                # aiormq's own call, not Exchange.publish: with wait=False it only queues the frames for
-                # the connection's writer and releases the channel's lock, instead of holding the lock
-                # until the writer task has run. Holding it cost every publish a few event-loop turns, in
-                # series on the channel: under load, milliseconds per message before it left the process.
-                # (aiormq's abstract channel does not declare ``wait``; its channel does)
-                channel = cast(aiormq.Channel, await self._publish_channel.get_underlay_channel())
-                await channel.basic_publish(
-                    amqp_message.body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=amqp_message.properties,
-                    mandatory=True,
-                    wait=False,
-                )
+                await self._publish_once(exchange, routing_key, amqp_message)
                 return
             except BaseException as exc:
-                if not is_transport_error(exc) or time.monotonic() > deadline or self._connection is None:
+                if not is_transport_error(exc) or time.monotonic() > deadline:
                     raise
                 # The robust connection restores itself and its channels: wait for it, then send again.
                 log.info("%s: publish failed (%r); waiting for the broker", self.service, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._connection.connected.wait(), max(0.1, deadline - time.monotonic())
-                    )
                 await asyncio.sleep(0.05)
 
     def _sent_in_background(self, task: asyncio.Task[None]) -> None:
