@@ -130,7 +130,13 @@ async def main() -> None:
     parser.add_argument("--ready-file", type=Path, help="Touched once every agent has started.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s emulator %(levelname)s %(message)s")
-    watch = GcWatch(amortize=True).install()  # as the services run (meseta.cli)
+    async with GcWatch(amortize=True).running() as watch:  # as the services run (meseta.cli)
+        await emulate(args)
+    log.warning("%s", watch.summary())
+
+
+async def emulate(args: argparse.Namespace) -> None:
+    """Start the agents, say so, run until SIGTERM, write the launch record, stop them."""
     recorder = LaunchRecorder()
     install_tracing("agent", recorder)  # spans named like a real agent's, optionally to a collector
     emulator = AgentEmulator(
@@ -151,21 +157,12 @@ async def main() -> None:
     # Thousands of agents' objects live as long as the process: out of the collector's way, or each full
     # collection walks them all while every agent's messages wait.
     freeze_survivors()
-    amortizing = asyncio.create_task(watch.run())
     if args.ready_file:
         args.ready_file.write_text(json.dumps({"agents": args.agents, "start_seconds": seconds}))
     await stop.wait()
     if args.launches:
         args.launches.write_text(json.dumps(recorder.launches))
-    amortizing.cancel()
     await emulator.stop()
-    log.warning(
-        "garbage collection: %.1f s in all, longest %.0f ms, %d pauses over %.0f ms",
-        watch.total,
-        watch.longest * 1e3,
-        watch.pauses,
-        watch.threshold * 1e3,
-    )
 
 
 if __name__ == "__main__":

@@ -156,14 +156,15 @@ class Bench:
         return launches
 
 
-def _registered(apis: list[str]) -> int:
-    """Agents the leading master holds, from its cheap ``/api/v1/leader`` (not the whole state)."""
+def leader_count(apis: list[str], name: str) -> int:
+    """One of the leading master's counts (``agents``, ``offers``, ...) from its cheap ``/api/v1/leader``
+    (not the whole state); -1 when no master answers as leader."""
     for base in apis:
         with contextlib.suppress(OSError, ValueError):
             with urllib.request.urlopen(base + "/api/v1/leader", timeout=30) as response:
                 leader = json.loads(response.read())
                 if leader["leading"]:
-                    return int(leader["agents"])
+                    return int(leader[name])
     return -1
 
 
@@ -171,7 +172,7 @@ async def wait_agents(apis: list[str], count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     seen = -1
     while time.monotonic() < deadline:
-        seen = await asyncio.to_thread(_registered, apis)
+        seen = await asyncio.to_thread(leader_count, apis, "agents")
         if seen >= count:
             return
         await asyncio.sleep(1)

@@ -31,6 +31,7 @@ from harness import (
     Bench,
     control_plane,
     install_tracing,
+    leader_count,
     noop_task,
     published,
     sample,
@@ -234,7 +235,7 @@ async def settle(apis: list[str], most: int, timeout: float) -> float | None:
     tail of that backlog rather than the cluster's steady state."""
     began, calm_since = time.monotonic(), None
     while time.monotonic() - began < timeout:
-        offers = await asyncio.to_thread(_leader_field, apis, "offers")
+        offers = await asyncio.to_thread(leader_count, apis, "offers")
         if not 0 <= offers <= most:
             calm_since = None
         elif calm_since is None:
@@ -244,16 +245,6 @@ async def settle(apis: list[str], most: int, timeout: float) -> float | None:
             return calm_since - began
         await asyncio.sleep(1)
     return None
-
-
-def _leader_field(apis: list[str], name: str) -> int:
-    for base in apis:
-        with contextlib.suppress(OSError, ValueError):
-            with urllib.request.urlopen(base + "/api/v1/leader", timeout=30) as response:
-                leader = json.loads(response.read())
-                if leader["leading"]:
-                    return int(leader[name])
-    return -1
 
 
 def recent_cycles(apis: list[str]) -> list[dict[str, Any]]:

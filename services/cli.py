@@ -60,17 +60,10 @@ def _serve(service: Service) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(service.stop()))
-        amortizing = asyncio.create_task(watch.run())
-        try:
+        async with GcWatch(amortize=True).running():
             await service.run()
-        finally:
-            amortizing.cancel()
 
-    watch = GcWatch(amortize=True).install()
-    try:
-        asyncio.run(main())
-    finally:
-        watch.remove()
+    asyncio.run(main())
 
 
 def parse_ports(text: str) -> tuple[PortRange, ...]:

@@ -12,9 +12,11 @@ objects are still freed by reference counting; only cycles among them wait, unti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +98,23 @@ class GcWatch:
         while True:
             await asyncio.sleep(interval)
             self.tick()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[GcWatch]:
+        """Installed and ticking on the running loop for the block; removed after it."""
+        self.install()
+        ticking = asyncio.create_task(self.run(), name="gc-watch")
+        try:
+            yield self
+        finally:
+            ticking.cancel()
+            self.remove()
+
+    def summary(self) -> str:
+        return (
+            f"garbage collection: {self.total:.1f} s in all, longest {self.longest * 1e3:.0f} ms, "
+            f"{self.pauses} pauses over {self.threshold * 1e3:.0f} ms, {self.freezes} freezes"
+        )
 
 
 def freeze_survivors() -> None:

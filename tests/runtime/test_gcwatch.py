@@ -71,3 +71,12 @@ def test_without_amortizing_nothing_is_frozen() -> None:
     finally:
         watch.remove()
     assert watch.freezes == 0 and gc.get_freeze_count() == 0
+
+
+async def test_running_installs_ticks_and_removes() -> None:
+    before = gc.get_threshold()
+    async with GcWatch(amortize=True).running() as watch:
+        assert watch._callback in gc.callbacks and gc.get_threshold()[0] == YOUNG_THRESHOLD
+        gc.collect()
+    assert watch._callback not in gc.callbacks and gc.get_threshold() == before
+    assert watch.total > 0 and "garbage collection:" in watch.summary()
