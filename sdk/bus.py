@@ -41,6 +41,8 @@ InvalidHandler = Callable[[bytes, str, AbstractIncomingMessage], Awaitable[None]
 DEFAULT_PREFETCH = 256
 PUBLISH_PATIENCE = 60.0
 """Seconds a publish waits for a lost broker connection to come back before it gives up."""
+RESEND_PATIENCE = 5.0
+"""Seconds one resend waits for the broker's confirm before it is sent again."""
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPError,
     aiormq.exceptions.ChannelInvalidStateError,
@@ -266,10 +268,17 @@ class Bus:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(connection.connected.wait(), max(0.1, deadline - time.monotonic()))
             try:
-                await self._publish_once(exchange, routing_key, amqp_message)
+                # Bounded: this publish holds every later one back, and a confirm lost in a broker
+                # restart would hold them for ever (a resend may duplicate; receivers drop repeated ids).
+                await asyncio.wait_for(
+                    self._publish_once(exchange, routing_key, amqp_message), RESEND_PATIENCE
+                )
                 return
             except BaseException as exc:
-                if not is_transport_error(exc) or time.monotonic() > deadline:
+                if (
+                    not (is_transport_error(exc) or isinstance(exc, TimeoutError))
+                    or time.monotonic() > deadline
+                ):
                     raise
                 # The robust connection restores itself and its channels: wait for it, then send again.
                 log.info("%s: publish failed (%r); waiting for the broker", self.service, exc)
