@@ -21,6 +21,7 @@ import docker.errors
 import docker.types
 import requests
 
+from meseta.agent.kmsg import oom_killed_in_kernel_log
 from meseta.sdk.wire import TaskInfo
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ LABEL_TASK: Final = "meseta.task_id"
 
 _WAIT_SLICE = 2  # seconds per blocking wait call, so stopping never hangs on a long task
 _CPU_SHARES_PER_CPU = 1024
+_SIGKILLED = 128 + 9
 
 
 class ImageMissing(Exception):
@@ -174,9 +176,12 @@ class DockerContainerizer:
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 continue
         await self._call(container.reload)
-        return Exit(
-            code=int(result.get("StatusCode", -1)), oom_killed=bool(container.attrs["State"].get("OOMKilled"))
-        )
+        code = int(result.get("StatusCode", -1))
+        oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+        if code == _SIGKILLED and not oom_killed:
+            # Docker misses OOM kills that come before containerd watches the cgroup; the kernel does not.
+            oom_killed = await asyncio.to_thread(oom_killed_in_kernel_log, str(container.id))
+        return Exit(code=code, oom_killed=oom_killed)
 
     async def stop(self, container_id: str, grace_seconds: float) -> None:
         """SIGTERM, then SIGKILL after the grace period."""
