@@ -129,6 +129,14 @@ async def test_state_api_tables_kill_and_metrics(amqp_url: str, etcd_prefix: str
         assert status == 200 and [t["task_id"] for t in tasks] == ["long-1"]
         status, agents = await get(f"{base}/api/v1/agents")
         assert status == 200 and len(agents) == 3
+        # Each part renders alone (not the whole state, which takes a large cluster's master a while).
+        status, parts = await get(f"{base}/api/v1/frameworks")
+        assert status == 200 and {f["name"] for f in parts} == {"runner", "decliner"}
+        status, parts = await get(f"{base}/api/v1/cycles")
+        assert status == 200 and {c["decision"] for c in parts} >= {"accept", "decline"}
+        for part in ("offers", "history"):
+            status, parts = await get(f"{base}/api/v1/{part}")
+            assert status == 200 and isinstance(parts, list)
 
         # The OpenAPI description covers every route, and its references resolve.
         status, spec = await get(f"{base}/openapi.json")
