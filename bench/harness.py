@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +26,6 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 
 from meseta.demo.processes import ProcessCluster
 from meseta.ops import trace_report
-from meseta.runtime.rabbitmq import Management
 from meseta.sdk import FrameworkClient, tracing, wire
 
 BENCH = Path(__file__).resolve().parent
@@ -122,14 +122,22 @@ def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     return {name: sum(sample(pid).cpu_seconds for pid in group) for name, group in pids.items()}
 
 
-def published(vhost: str) -> int:
-    """Messages published in the vhost so far (the management API's counter); -1 when the API does not
-    answer in time (with tens of thousands of queues it can be slow)."""
+_RECEIVED = (
+    "maps:get(messages_received_total, maps:get([{protocol, amqp091}], rabbit_global_counters:overview()))."
+)
+
+
+def published() -> int:
+    """Messages the broker has received so far, node-wide (its global counters: the benches run alone on
+    the broker). Read through ``rabbitmqctl``, not the management API: the broker's metrics collector is
+    off (scripts/infra.sh says why). -1 when the counter cannot be read."""
     try:
-        data = json.loads(Management().call("GET", f"/vhosts/{urllib.parse.quote(vhost, safe='')}"))
-    except OSError:
+        out = subprocess.run(
+            ["rabbitmqctl", "eval", _RECEIVED], capture_output=True, text=True, timeout=30, check=True
+        )
+        return int(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
         return -1
-    return int(data.get("message_stats", {}).get("publish", 0))
 
 
 @dataclass

@@ -49,7 +49,7 @@ async def measure(
             "broker": broker_pids(),
         }
         c0, f0 = cpu_seconds(pids), time.process_time()
-        p0 = await asyncio.to_thread(published, bench.cluster.vhost)
+        p0 = await asyncio.to_thread(published)
         async with asyncio.timeout(timeout):
             async for event in client.events():
                 if isinstance(event, wire.Offers):
@@ -71,7 +71,7 @@ async def measure(
                     if len(running) >= tasks:
                         break
         c1, f1 = cpu_seconds(pids), time.process_time()
-        p1 = await asyncio.to_thread(published, bench.cluster.vhost)
+        p1 = await asyncio.to_thread(published)
         assert first_accept is not None
         elapsed = max(running.values()) - first_accept
         to_running = [(running[t] - launched_at[t]) * 1e3 for t in running]

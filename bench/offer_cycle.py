@@ -174,7 +174,7 @@ async def _run(
     m0, a0, p0, t0 = (
         sample(master_pid),
         sample(allocator_pid),
-        await asyncio.to_thread(published, bench.cluster.vhost),
+        await asyncio.to_thread(published),
         time.monotonic(),
     )
     master_rss = [m0.rss_mb]
@@ -184,7 +184,7 @@ async def _run(
     m1, a1, p1, t1 = (
         sample(master_pid),
         sample(allocator_pid),
-        await asyncio.to_thread(published, bench.cluster.vhost),
+        await asyncio.to_thread(published),
         time.monotonic(),
     )
     master_cycles = await asyncio.to_thread(recent_cycles, bench.cluster.apis)

@@ -36,9 +36,20 @@ install_packages() {
   fi
 }
 
+# The management plugin's metrics collector is the broker's largest cost with many queues (every agent
+# has one): 10,000 idle agent queues with consumers took 16 % of a core with it, 0.5 % without. The API
+# (vhosts, users, queue lists) works without it; Meseta's own figures come from its services.
+BROKER_CONF=/etc/rabbitmq/rabbitmq.conf
+configure_rabbitmq() {
+  mkdir -p "$(dirname "$BROKER_CONF")"
+  grep -qs '^management_agent.disable_metrics_collector' "$BROKER_CONF" \
+    || echo "management_agent.disable_metrics_collector = true" >>"$BROKER_CONF"
+}
+
 start_rabbitmq() {
   if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
     log "starting rabbitmq-server"
+    configure_rabbitmq
     rabbitmq-plugins enable --offline rabbitmq_management >/dev/null
     rabbitmq-server -detached >/dev/null 2>&1 || true
     wait_for 90 "rabbitmq" rabbitmq-diagnostics -q ping
