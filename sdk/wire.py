@@ -473,6 +473,8 @@ class RegisterAgent(Message):
     gpu_ids: tuple[str, ...] = ()
     """Device ids of the agent's GPUs (as many as ``resources.gpus``)."""
     running_tasks: tuple[RunningTask, ...] = ()
+    heartbeat_interval: float = Field(default=0.0, ge=0, le=3600)
+    """Seconds between this agent's heartbeats (its own, or longer as a master told it; 0: unknown)."""
 
 
 class Heartbeat(Message):
@@ -592,6 +594,16 @@ class ReregisterAgent(Message):
 
     type: Literal["REREGISTER"] = "REREGISTER"
     agent_id: Id
+
+
+class HeartbeatInterval(Message):
+    """Heartbeat no more often than every ``seconds`` (the master holds its heartbeat rate as the cluster
+    grows). To one agent as it registers, or to every agent at once (``agent_id`` = ``all``)."""
+
+    type: Literal["HEARTBEAT_INTERVAL"] = "HEARTBEAT_INTERVAL"
+    agent_id: Id
+    seconds: float = Field(ge=0, le=3600)
+    """0: the agent's own interval."""
 
 
 # agent -> master, on STATUS
@@ -1045,6 +1057,7 @@ LAUNCHES = Channel(
     AcknowledgeUpdate,
     AcknowledgeUpdates,
     ReregisterAgent,
+    HeartbeatInterval,
     FetchLogs,
     ExecutorRegistered,
     ExecutorUpdate,

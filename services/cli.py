@@ -106,6 +106,13 @@ def master(
             envvar="MESETA_AGENT_TIMEOUT", help="Seconds without heartbeats before an agent is lost."
         ),
     ] = 5.0,
+    heartbeat_rate: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_HEARTBEAT_RATE",
+            help="Agent heartbeats per second to hold at most (agents are told to beat slower); 0: off.",
+        ),
+    ] = 100.0,
     framework_timeout: Annotated[
         float,
         typer.Option(
@@ -133,6 +140,7 @@ def master(
         revocation_grace=revocation_grace,
         lease_ttl=lease_ttl,
         agent_timeout=agent_timeout,
+        heartbeat_rate=heartbeat_rate,
         framework_timeout=framework_timeout,
         api_host=api_host,
         api_port=None if api_port < 0 else api_port,

@@ -66,6 +66,7 @@ async def local_cluster(
     agent_resources: list[wire.Resources] | None = None,
     revocation_grace: float = 5.0,
     agent_timeout: float = 5.0,
+    heartbeat_rate: float = 0.0,
 ) -> AsyncIterator[Cluster]:
     """Start allocator, master and agents; stop them and remove their containers afterwards."""
     name = f"test-{uuid.uuid4().hex[:10]}"
@@ -82,6 +83,7 @@ async def local_cluster(
             sweep_interval=0.1,
             revocation_grace=revocation_grace,
             agent_timeout=agent_timeout,
+            heartbeat_rate=heartbeat_rate,
             api_port=0,
             sample_interval=0.2,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 import time
 from collections.abc import Coroutine
@@ -153,6 +154,9 @@ class AgentService(Service):
         self.executors: dict[tuple[str, str], ExecutorRun] = {}
         self.unacknowledged: dict[str, PendingUpdate] = {}
         """Status updates the framework has not acknowledged yet, by uuid."""
+        self.told_interval = 0.0
+        """The heartbeat interval the master asks for at least (0: none; it holds its heartbeat rate)."""
+        self._stagger = False
         self.resent = 0
         """Status updates sent again for want of an acknowledgement."""
         self.checkpoint = Checkpoint(settings.work_dir / settings.agent_id)
@@ -207,6 +211,7 @@ class AgentService(Service):
                 attributes=self.settings.attributes,
                 resources=self.resources,
                 gpu_ids=self.gpu_ids,
+                heartbeat_interval=self.heartbeat_interval,
                 running_tasks=tuple(
                     wire.RunningTask(
                         framework_id=t.framework_id,
@@ -219,9 +224,25 @@ class AgentService(Service):
             ),
         )
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between heartbeats: this agent's own, or the master's where that is longer."""
+        return max(self.settings.heartbeat_interval, self.told_interval)
+
+    def _told(self, seconds: float) -> None:
+        if seconds != self.told_interval:
+            self.told_interval = seconds
+            # Every agent hears a broadcast at once: each starts its new rhythm at a random point of
+            # it, or they would all beat in the same second from then on.
+            self._stagger = True
+
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
+            wait = self.heartbeat_interval
+            if self._stagger:
+                self._stagger = False
+                wait = random.uniform(0, wait)
+            await asyncio.sleep(wait)
             # Not waiting for the broker's confirm: the next heartbeat must leave on time, however slow
             # the broker is to confirm this one.
             await self.bus.publish(
@@ -248,6 +269,8 @@ class AgentService(Service):
                     self.checkpoint.drop_update(uuid)
             case wire.ReregisterAgent():
                 await self.register()
+            case wire.HeartbeatInterval():
+                self._told(message.seconds)
             case wire.FetchLogs():
                 await self._send_logs(message)
             case wire.ExecutorRegistered():

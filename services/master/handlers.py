@@ -27,6 +27,7 @@ from meseta.master.cluster import (
     hash_secret,
 )
 from meseta.master.metrics import MasterMetrics
+from meseta.master.pacing import HeartbeatPacer
 from meseta.master.registry import Registry
 from meseta.master.validation import Refusal, executors_to_start, validate_accept
 from meseta.sdk import tracing, wire
@@ -48,8 +49,10 @@ class MasterHandlers:
         revocation_grace: float,
         activity: Activity | None = None,
         metrics: MasterMetrics | None = None,
+        heartbeat_rate: float = 0.0,
     ) -> None:
         self.cluster = cluster
+        self.pacer = HeartbeatPacer(heartbeat_rate)
         self.activity = activity or Activity()
         self.metrics = metrics or MasterMetrics(cluster, lambda: self.epoch > 0)
         self.bus = bus
@@ -163,6 +166,12 @@ class MasterHandlers:
             msg.agent_id, msg.hostname, dict(msg.attributes), msg.resources, time.time(), gpu_ids=msg.gpu_ids
         )
         self.cluster.add_agent(agent)
+        self.pacer.observe(msg.heartbeat_interval)
+        await self.pace_heartbeats()
+        if self.pacer.advertised > msg.heartbeat_interval:
+            # Later broadcasts reach it too; this one is for the interval already in force.
+            interval = wire.HeartbeatInterval(agent_id=msg.agent_id, seconds=self.pacer.advertised)
+            await self.to_agent(msg.agent_id, interval)
         if msg.agent_id in self.cluster.lost_agents:
             # Back from the dead: its frameworks were told these tasks are LOST and have replaced them.
             self.cluster.lost_agents.discard(msg.agent_id)
@@ -381,8 +390,10 @@ class MasterHandlers:
             self.metrics.round_trip(record.round_trip_ms, record.framework_id, decision)
 
     async def remove_silent_agents(self, timeout: float) -> None:
-        """Agents that missed heartbeats for ``timeout`` seconds are lost, and so are their tasks."""
+        """Agents that missed heartbeats for ``timeout`` seconds (longer where they were told to beat
+        slowly) are lost, and so are their tasks."""
         now = time.time()
+        timeout = self.pacer.timeout(timeout, now)
         for agent in [a for a in self.cluster.agents.values() if now - a.last_seen > timeout]:
             # Removing one awaits: the next may have been heard from (or removed) in the meantime.
             silent = time.time() - agent.last_seen
@@ -415,10 +426,19 @@ class MasterHandlers:
         self.cluster.remove_agent(agent.agent_id)
         self.cluster.lost_agents.add(agent.agent_id)
         await self.to_allocator(wire.AgentRemoved(agent_id=agent.agent_id))
+        await self.pace_heartbeats()
         for framework_id in sorted(affected):
             await self.to_framework(
                 framework_id, wire.Failure(framework_id=framework_id, agent_id=agent.agent_id)
             )
+
+    async def pace_heartbeats(self) -> None:
+        """Tell every agent (one broadcast) when the cluster's size has moved its heartbeat interval."""
+        seconds = self.pacer.update(len(self.cluster.agents), time.time())
+        if seconds is not None:
+            log.info("agents heartbeat every %.1f s or slower (%d agents)", seconds, len(self.cluster.agents))
+            message = wire.HeartbeatInterval(agent_id="all", seconds=seconds)
+            await self.bus.publish(wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS, message)
 
     async def expire_offers(self) -> None:
         """Rescind offers past their expiry and recover their resources."""

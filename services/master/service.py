@@ -15,6 +15,7 @@ from meseta.master.api import StateApi
 from meseta.master.cluster import Cluster, FrameworkInfo
 from meseta.master.handlers import MasterHandlers
 from meseta.master.metrics import MasterMetrics
+from meseta.master.pacing import DEFAULT_HEARTBEAT_RATE
 from meseta.master.registry import Registry
 from meseta.master.starvation import DEFAULT_STARVATION_AFTER, assess
 from meseta.runtime.etcd import DEFAULT_ENDPOINT, EtcdStore
@@ -45,9 +46,13 @@ class MasterSettings:
     lease_ttl: int = 1
     """Seconds of the leader lease: a dead leader's standby takes over within about this long."""
     agent_timeout: float = 5.0
+    """Seconds without a heartbeat after which an agent and its tasks are lost (longer where agents
+    were told to beat slowly: see ``heartbeat_rate``)."""
+    heartbeat_rate: float = DEFAULT_HEARTBEAT_RATE
+    """Agent heartbeats per second this master holds at most, by telling agents to beat every
+    agents / rate seconds or slower (meseta.master.pacing); 0: agents keep their own interval."""
     framework_timeout: float = 3.0
     """Seconds without a framework heartbeat (or call) before it counts as disconnected."""
-    """Seconds without a heartbeat after which an agent and its tasks are lost."""
     starvation_after: float = DEFAULT_STARVATION_AFTER
     health_interval: float = 5.0
     api_host: str = "127.0.0.1"
@@ -78,6 +83,7 @@ class MasterService(Service):
             settings.revocation_grace,
             self.activity,
             MasterMetrics(self.cluster, lambda: self.leading.is_set()),
+            settings.heartbeat_rate,
         )
         self._starving: set[str] = set()
         self.leadership = Leadership(self.store, "master", settings.name, settings.lease_ttl)
@@ -169,6 +175,7 @@ class MasterService(Service):
             else:
                 await self.handlers.remove_silent_agents(self.settings.agent_timeout)
             await self.handlers.check_frameworks(self.settings.framework_timeout)
+            await self.handlers.pace_heartbeats()  # a shorter interval waits for a stable cluster
 
     async def _unread_heartbeats(self) -> int:
         """Heartbeats (and registrations) queued at the broker for this master: under a backlog (the
