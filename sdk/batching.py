@@ -37,9 +37,10 @@ class Batcher(Generic[T]):
         self.batches = 0
         self.items = 0
 
-    def add(self, item: T) -> None:
+    def add(self, item: T, context: otel_context.Context | None = None) -> None:
+        """Queue ``item``; alone in its batch it is sent in ``context`` (default: the current one)."""
         self._items.append(item)
-        self._contexts.append(otel_context.get_current())
+        self._contexts.append(otel_context.get_current() if context is None else context)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="batcher")
 

@@ -558,7 +558,8 @@ class AgentService(Service):
                     # A new message id: receivers drop an id they have handled (a broker redelivery), and
                     # a lone resend, published as itself, was dropped so. In a batch with the rest: under a
                     # launch burst acknowledgements lag, and thousands of single resends fed the backlog.
-                    self._updates.add(pending.update.model_copy(update={"message_id": wire.unique_hex()}))
+                    resend = pending.update.model_copy(update={"message_id": wire.unique_hex()})
+                    self._updates.add(resend, tracing.extract(resend.trace))  # in its task's trace
                     self.resent += 1
                     pending.delay = min(pending.delay * 2, MAX_RETRY_DELAY)
                     pending.due = now + pending.delay

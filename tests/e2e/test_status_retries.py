@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from meseta.sdk import wire
 from tests.cluster import local_cluster, next_event, short_task
@@ -11,7 +12,9 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.e2e
 
 
-async def test_unacknowledged_updates_are_resent_until_acknowledged(amqp_url: str, etcd_prefix: str) -> None:
+async def test_unacknowledged_updates_are_resent_until_acknowledged(
+    amqp_url: str, etcd_prefix: str, spans: InMemorySpanExporter
+) -> None:
     async with local_cluster(amqp_url, etcd_prefix, agents=1, isolator="noop") as cluster:
         agent = cluster.agents[0]
         client = await cluster.framework("forgetful", auto_acknowledge=False)
@@ -29,3 +32,11 @@ async def test_unacknowledged_updates_are_resent_until_acknowledged(amqp_url: st
         assert agent.resent >= 3
         assert client.stats.duplicate_updates >= 3
         assert client.stats.duplicate_updates <= agent.resent
+
+        # Resent, each update still reaches the master and the framework in its task's trace.
+        finished = spans.get_finished_spans()
+        cycle = {s.context.trace_id for s in finished if s.name == "agent LAUNCH"}
+        assert len(cycle) == 1
+        reached = [s for s in finished if s.name in ("master STATUS_UPDATE", "framework UPDATE")]
+        assert len(reached) >= 2 * (3 + client.stats.duplicate_updates)
+        assert {s.context.trace_id for s in reached} == cycle
