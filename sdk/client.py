@@ -322,7 +322,8 @@ class FrameworkClient:
 
     def _observe_status(self, status: TaskStatus) -> None:
         allocated_at = self._launched_from.pop(status.task_id, None)
-        if allocated_at is not None:
+        # An update from no agent is the master's (a refused launch): no offer cycle ended there.
+        if allocated_at is not None and status.agent_id is not None:
             self.stats.cycle_seconds.append(max(0.0, status.timestamp - allocated_at))
 
     def _decide(

@@ -295,6 +295,8 @@ class StatusReason(StrEnum):
     RECONCILIATION = "RECONCILIATION"
     OOM_KILLED = "OOM_KILLED"
     EXECUTOR_TERMINATED = "EXECUTOR_TERMINATED"
+    INVALID_OFFERS = "INVALID_OFFERS"
+    """The ACCEPT that launched it was refused for its offers (expired, used, another's): not launched."""
 
 
 class Mount(_Frozen):

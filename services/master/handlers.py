@@ -36,6 +36,11 @@ from meseta.sdk.wire import ErrorCode, Resources
 
 log = logging.getLogger(__name__)
 
+_OFFER_REFUSALS = frozenset(
+    {ErrorCode.UNKNOWN_OFFER, ErrorCode.FOREIGN_OFFER, ErrorCode.OFFERS_ON_SEVERAL_AGENTS}
+)
+"""Refusals of an ACCEPT for its offers, not its tasks."""
+
 
 class MasterHandlers:
     """The master's behaviour, given its state, its bus and its registry."""
@@ -564,6 +569,7 @@ class MasterHandlers:
         checked = validate_accept(self.cluster, msg, time.time())
         if isinstance(checked, Refusal):
             await self.error(msg.framework_id, msg, checked.code, checked.message)
+            await self._not_launched(msg, checked)
             return
         fw = self.cluster.frameworks[msg.framework_id]
         agent_id = checked[0].agent_id
@@ -605,6 +611,34 @@ class MasterHandlers:
                 ),
             )
         await self.recover(fw.framework_id, agent_id, offered - used, msg.refuse_seconds)
+
+    async def _not_launched(self, msg: wire.Accept, refusal: Refusal) -> None:
+        """A terminal update per task of a refused ACCEPT, as Mesos sends: a scheduler that tracks its
+        tasks by their updates would otherwise wait for ever on tasks that never left the master. LOST
+        (INVALID_OFFERS) when the offers were at fault, ERROR (INVALID_TASK) when the tasks were. A task
+        id that names a live task gets none: that task is not the one refused."""
+        if msg.framework_id not in self.cluster.frameworks:
+            return
+        offers_at_fault = refusal.code in _OFFER_REFUSALS
+        statuses = tuple(
+            wire.TaskStatus(
+                task_id=task_id,
+                state=wire.TaskState.LOST if offers_at_fault else wire.TaskState.ERROR,
+                reason=wire.StatusReason.INVALID_OFFERS
+                if offers_at_fault
+                else wire.StatusReason.INVALID_TASK,
+                message=f"not launched: {refusal.message}",
+            )
+            for task_id in dict.fromkeys(t.task_id for t in msg.tasks)
+            if (msg.framework_id, task_id) not in self.cluster.tasks
+        )
+        if len(statuses) == 1:
+            update = wire.Update(framework_id=msg.framework_id, status=statuses[0])
+            await self.to_framework(msg.framework_id, update)
+            return
+        for i in range(0, len(statuses), wire.MAX_BATCH):
+            batch = wire.Updates(framework_id=msg.framework_id, statuses=statuses[i : i + wire.MAX_BATCH])
+            await self.to_framework(msg.framework_id, batch)
 
     async def decline(self, msg: wire.Decline, _: AbstractIncomingMessage) -> None:
         trace.get_current_span().set_attribute("meseta.decision", "decline")

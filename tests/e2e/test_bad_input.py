@@ -102,8 +102,26 @@ async def test_refused_accepts_get_errors_and_launch_nothing(amqp_url: str, etcd
         assert error.correlation_id == call_id
         assert "tasks need cpus=3" in error.message
 
-        await owner.accept(["offer-does-not-exist"], [short_task("ghost")])
+        await owner.accept(["offer-does-not-exist"], [short_task("ghost"), short_task("ghost-2")])
         assert (await next_event(owner, wire.Error)).code == wire.ErrorCode.UNKNOWN_OFFER
+
+        # Each refused task also ends in an update, as Mesos sends: ERROR when the task was at fault,
+        # LOST (INVALID_OFFERS) when its offers were; from the master, so from no agent.
+        refused = {}
+        while len(refused) < 3:
+            status = (await next_event(owner, wire.Update)).status
+            refused[status.task_id] = (status.state, status.reason, status.agent_id)
+        assert refused == {
+            "too-big": (wire.TaskState.ERROR, wire.StatusReason.INVALID_TASK, None),
+            "ghost": (wire.TaskState.LOST, wire.StatusReason.INVALID_OFFERS, None),
+            "ghost-2": (wire.TaskState.LOST, wire.StatusReason.INVALID_OFFERS, None),
+        }
+        stolen = (await next_event(intruder, wire.Update)).status
+        assert (stolen.task_id, stolen.state, stolen.reason) == (
+            "stolen",
+            wire.TaskState.LOST,
+            wire.StatusReason.INVALID_OFFERS,
+        )
 
         assert cluster.master.cluster.tasks == {}
         assert all(not agent.tasks for agent in cluster.agents)

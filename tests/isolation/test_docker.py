@@ -143,6 +143,12 @@ async def test_ports_are_mapped_and_never_shared(amqp_url: str, etcd_prefix: str
         await client.accept([offer.offer_id], [web("w1", 31500), web("w2", 31500)])
         error = await next_event(client, wire.Error)
         assert error.code == wire.ErrorCode.INVALID_TASK and "same host port" in error.message
+        # Each refused task ends in ERROR; then the id is free to launch again.
+        ended = [(await next_event(client, wire.Update)).status for _ in range(2)]
+        assert {(s.task_id, s.state) for s in ended} == {
+            ("w1", wire.TaskState.ERROR),
+            ("w2", wire.TaskState.ERROR),
+        }
         await client.accept([offer.offer_id], [web("w1", 31500)])
         await state_of(client, "w1", wire.TaskState.RUNNING)
 
