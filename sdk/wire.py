@@ -296,7 +296,8 @@ class StatusReason(StrEnum):
     OOM_KILLED = "OOM_KILLED"
     EXECUTOR_TERMINATED = "EXECUTOR_TERMINATED"
     INVALID_OFFERS = "INVALID_OFFERS"
-    """The ACCEPT that launched it was refused for its offers (expired, used, another's): not launched."""
+    """Its ACCEPT was refused for its offers (expired, used, another's): this master did not launch it.
+    After a failover the deposed master may have (the accept then came again): reconcile to be sure."""
 
 
 class Mount(_Frozen):

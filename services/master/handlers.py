@@ -627,7 +627,7 @@ class MasterHandlers:
                 reason=wire.StatusReason.INVALID_OFFERS
                 if offers_at_fault
                 else wire.StatusReason.INVALID_TASK,
-                message=f"not launched: {refusal.message}",
+                message=f"refused: {refusal.message}",
             )
             for task_id in dict.fromkeys(t.task_id for t in msg.tasks)
             if (msg.framework_id, task_id) not in self.cluster.tasks

@@ -1,7 +1,9 @@
 """A batch framework that survives a master failover, as Mesos recommends frameworks do.
 
 Accepts refused after a failover (the offers died with the old master) may or may not have launched:
-their tasks are reconciled after a pause, and only relaunched when the new master says LOST.
+their tasks are reconciled after a pause, and only relaunched when the new master says LOST. The master's
+LOST (INVALID_OFFERS) for a refused accept does not settle it: the deposed master may have launched the
+tasks before it died, and the accept then came again to the new one.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class ResilientBatch:
                     asyncio.get_running_loop().call_later(
                         RECONCILE_AFTER, lambda ids=tasks: asyncio.ensure_future(self.client.reconcile(ids))
                     )
+                case wire.Update() if event.status.reason == wire.StatusReason.INVALID_OFFERS:
+                    # The new master refused the accept, but the deposed one may have launched it before
+                    # it died (the accept then came again): the ERROR's reconciliation decides.
+                    pass
                 case wire.Update() if event.status.reason == wire.StatusReason.RECONCILIATION:
                     task_id = event.status.task_id
                     if task_id in self.uncertain and event.status.state == wire.TaskState.LOST:
