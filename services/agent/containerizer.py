@@ -108,8 +108,6 @@ class DockerContainerizer:
             docker.DockerClient(base_url=base_url, **kwargs) if base_url else docker.from_env(**kwargs)
         )
         follow_kernel_log()  # from now on, so no OOM record of this agent's tasks is overwritten unread
-        self._main_pids: dict[str, tuple[int, float]] = {}
-        """Container id -> host pid of its main process, and when it started (monotonic)."""
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -167,11 +165,7 @@ class DockerContainerizer:
     async def start(self, container_id: str) -> None:
         """Start a created container."""
         container = await self._call(self._client.containers.get, container_id)
-        started = time.monotonic()
         await self._call(container.start)
-        await self._call(container.reload)
-        # Its main process's host pid: the kernel names OOM victims by pid (see meseta.agent.kmsg).
-        self._main_pids[str(container.id)] = (int(container.attrs["State"].get("Pid") or 0), started)
 
     async def wait(self, container_id: str) -> Exit:
         """Wait for the container to exit."""
@@ -185,12 +179,9 @@ class DockerContainerizer:
         await self._call(container.reload)
         code = int(result.get("StatusCode", -1))
         oom_killed = bool(container.attrs["State"].get("OOMKilled"))
-        pid, started = self._main_pids.pop(str(container.id), (0, 0.0))
         if code == _SIGKILLED and not oom_killed:
             # Docker misses OOM kills that come before containerd watches the cgroup; the kernel does not.
-            oom_killed = await asyncio.to_thread(
-                oom_killed_in_kernel_log, str(container.id), pid or None, started
-            )
+            oom_killed = await asyncio.to_thread(oom_killed_in_kernel_log, str(container.id))
         return Exit(code=code, oom_killed=oom_killed)
 
     async def stop(self, container_id: str, grace_seconds: float) -> None:

@@ -6,11 +6,9 @@ before that, and Docker reports exit 137 with ``OOMKilled`` false (measured here
 containers started at once). The kernel logs every memory-cgroup OOM kill with the cgroup's path, which
 holds the container id (``oom-kill:...,oom_memcg=/docker/<id>,task_memcg=/docker/<id>,...``).
 
-The kernel writes that record at most 10 times in 5 s (its OOM report is rate-limited: 2 of 12 hogs
-started at once had none here). The one line it always writes, ``...: Killed process <pid> (<name>)``,
-names the host pid of the victim: a task whose main process was killed is matched by the pid its
-container started with. The log is followed as it is written, by one thread per process: its ring buffer
-is small (128 KiB here) and each OOM report is several KiB.
+The log is followed as it is written, by one thread per process: its ring buffer is small (128 KiB here)
+and each OOM report is several KiB. The kernel writes that report at most 10 times in 5 s (2 of 12 hogs
+started at once had none here): a kill beyond that, which Docker also missed, stays a plain exit 137.
 """
 
 from __future__ import annotations
@@ -18,16 +16,13 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import re
 import select
 import threading
-import time
 
 log = logging.getLogger(__name__)
 
 KMSG = "/dev/kmsg"
 _MARK = b"oom-kill:"
-_KILLED = re.compile(rb"Killed process (\d+) ")
 _RECORD = 8192  # a read returns one record; longer records fail with EINVAL
 _KEEP = 10_000
 _CATCH_UP = 1.0
@@ -42,8 +37,6 @@ class KernelOomLog:
     def __init__(self, path: str = KMSG) -> None:
         self.path = path
         self._kills: collections.deque[bytes] = collections.deque(maxlen=_KEEP)
-        self._victims: collections.deque[tuple[int, float]] = collections.deque(maxlen=_KEEP)
-        """Host pids of processes the OOM killer killed, and when this follower read it (monotonic)."""
         self._passes = 0
         """Times the follower has read to the end of the log."""
         self._idle = False
@@ -81,33 +74,28 @@ class KernelOomLog:
                     return
                 if _MARK in record:
                     self._kills.append(record.split(_MARK, 1)[1])
-                elif (victim := _KILLED.search(record)) is not None:
-                    self._victims.append((int(victim.group(1)), time.monotonic()))
         except OSError as exc:
             log.warning("stopped following the kernel log: %s", exc)
         finally:
             os.close(fd)
 
-    def killed(self, container_id: str, pid: int | None = None, since: float = 0.0) -> bool:
+    def killed(self, container_id: str) -> bool:
         """True when the log holds an OOM kill in the container's memory cgroup. Waits (briefly) until
         the follower has read the log to its end: the kernel wrote the record before the exit, and the
-        follower wakes as soon as a record is written. ``pid``: the host pid of the container's main
-        process, killed since ``since`` (monotonic): the match when the cgroup's record was suppressed."""
+        follower wakes as soon as a record is written."""
         with self._changed:
             seen = self._passes
             self._changed.wait_for(lambda: self._idle or self._passes > seen, _CATCH_UP)
-        if self._found(container_id, pid, since):
+        if self._found(container_id):
             return True
         with self._changed:  # idle, but maybe not yet woken for a record written a moment ago
             seen = self._passes
             self._changed.wait_for(lambda: self._passes > seen, _SETTLE)
-        return self._found(container_id, pid, since)
+        return self._found(container_id)
 
-    def _found(self, container_id: str, pid: int | None, since: float) -> bool:
+    def _found(self, container_id: str) -> bool:
         needle = container_id.encode()
-        if any(needle in kill for kill in list(self._kills)):
-            return True
-        return pid is not None and any(v == pid and at >= since for v, at in list(self._victims))
+        return any(needle in kill for kill in list(self._kills))
 
 
 _FOLLOWERS: dict[str, KernelOomLog | None] = {}
@@ -124,11 +112,8 @@ def follow_kernel_log(path: str = KMSG) -> KernelOomLog | None:
         return _FOLLOWERS[path]
 
 
-def oom_killed_in_kernel_log(
-    container_id: str, pid: int | None = None, since: float = 0.0, path: str = KMSG
-) -> bool:
-    """True when the kernel logged an OOM kill in ``container_id``'s memory cgroup, or of its main
-    process ``pid`` since ``since`` (False when the log cannot be read). Blocks for up to a second:
-    call it from a thread."""
+def oom_killed_in_kernel_log(container_id: str, path: str = KMSG) -> bool:
+    """True when the kernel logged an OOM kill in ``container_id``'s memory cgroup (False when the log
+    cannot be read). Blocks for up to a second: call it from a thread."""
     follower = follow_kernel_log(path)
-    return follower is not None and follower.killed(container_id, pid, since)
+    return follower is not None and follower.killed(container_id)

@@ -85,13 +85,14 @@ async def test_a_memory_hog_is_oom_killed_and_reported(amqp_url: str, etcd_prefi
 
 async def test_hogs_killed_at_once_are_each_reported_oom_killed() -> None:
     # Killed within milliseconds of starting, several at once: Docker's own flag misses some of these
-    # (2 to 5 of 12 here), the kernel's log has them all.
+    # (2 to 5 of 12 here), the kernel's log has them. Six: the kernel reports at most 10 OOM kills in 5 s,
+    # and other tests of the suite kill a few too.
     containerizer = DockerContainerizer(f"test-{uuid.uuid4().hex[:10]}", "agent-hogs")
     hogs = [
         Launch(
             short_task(f"hog-{i}", mem=16, script="exec dd if=/dev/zero of=/dev/null bs=64M count=1"), "fw"
         )
-        for i in range(12)
+        for i in range(6)
     ]
     ids = await asyncio.gather(*(containerizer.create(h) for h in hogs))
     try:
