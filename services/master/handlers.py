@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -172,8 +172,8 @@ class MasterHandlers:
         )
         self.cluster.add_agent(agent)
         self.pacer.observe(msg.heartbeat_interval)
-        await self.pace_heartbeats()
-        if self.pacer.advertised > msg.heartbeat_interval:
+        broadcast = await self.pace_heartbeats()
+        if not broadcast and self.pacer.advertised > msg.heartbeat_interval:
             # Later broadcasts reach it too; this one is for the interval already in force.
             interval = wire.HeartbeatInterval(agent_id=msg.agent_id, seconds=self.pacer.advertised)
             await self.to_agent(msg.agent_id, interval)
@@ -275,18 +275,29 @@ class MasterHandlers:
             else:
                 orphans.setdefault(update.agent_id, []).append(update.status.uuid)
         for framework_id, statuses in per_framework.items():
-            event: wire.Message = (
-                wire.Update(framework_id=framework_id, status=statuses[0].status)
-                if len(statuses) == 1
-                else wire.Updates(
-                    framework_id=framework_id,
-                    statuses=tuple(u.status for u in statuses),
-                    traces=tuple(u.trace for u in statuses),
-                )
+            await self._statuses_to_framework(
+                framework_id, [u.status for u in statuses], [u.trace for u in statuses]
             )
-            await self.to_framework(framework_id, event)
         for agent_id, uuids in orphans.items():
             await self.to_agent(agent_id, wire.AcknowledgeUpdates(agent_id=agent_id, uuids=tuple(uuids)))
+
+    async def _statuses_to_framework(
+        self,
+        framework_id: str,
+        statuses: Sequence[wire.TaskStatus],
+        traces: Sequence[dict[str, str]] = (),
+    ) -> None:
+        """One UPDATE, or UPDATES of at most ``MAX_BATCH`` (each status with its trace, where given)."""
+        if len(statuses) == 1:
+            await self.to_framework(framework_id, wire.Update(framework_id=framework_id, status=statuses[0]))
+            return
+        for i in range(0, len(statuses), wire.MAX_BATCH):
+            batch = wire.Updates(
+                framework_id=framework_id,
+                statuses=tuple(statuses[i : i + wire.MAX_BATCH]),
+                traces=tuple(traces[i : i + wire.MAX_BATCH]),
+            )
+            await self.to_framework(framework_id, batch)
 
     # --- allocations --------------------------------------------------------------------------------------
 
@@ -437,13 +448,16 @@ class MasterHandlers:
                 framework_id, wire.Failure(framework_id=framework_id, agent_id=agent.agent_id)
             )
 
-    async def pace_heartbeats(self) -> None:
-        """Tell every agent (one broadcast) when the cluster's size has moved its heartbeat interval."""
+    async def pace_heartbeats(self) -> bool:
+        """Tell every agent (one broadcast) when the cluster's size has moved its heartbeat interval;
+        True when it did."""
         seconds = self.pacer.update(len(self.cluster.agents), time.time())
-        if seconds is not None:
-            log.info("agents heartbeat every %.1f s or slower (%d agents)", seconds, len(self.cluster.agents))
-            message = wire.HeartbeatInterval(agent_id="all", seconds=seconds)
-            await self.bus.publish(wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS, message)
+        if seconds is None:
+            return False
+        log.info("agents heartbeat every %.1f s or slower (%d agents)", seconds, len(self.cluster.agents))
+        message = wire.HeartbeatInterval(agent_id="all", seconds=seconds)
+        await self.bus.publish(wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS, message)
+        return True
 
     async def expire_offers(self) -> None:
         """Rescind offers past their expiry and recover their resources."""
@@ -632,13 +646,7 @@ class MasterHandlers:
             for task_id in dict.fromkeys(t.task_id for t in msg.tasks)
             if (msg.framework_id, task_id) not in self.cluster.tasks
         )
-        if len(statuses) == 1:
-            update = wire.Update(framework_id=msg.framework_id, status=statuses[0])
-            await self.to_framework(msg.framework_id, update)
-            return
-        for i in range(0, len(statuses), wire.MAX_BATCH):
-            batch = wire.Updates(framework_id=msg.framework_id, statuses=statuses[i : i + wire.MAX_BATCH])
-            await self.to_framework(msg.framework_id, batch)
+        await self._statuses_to_framework(msg.framework_id, statuses)
 
     async def decline(self, msg: wire.Decline, _: AbstractIncomingMessage) -> None:
         trace.get_current_span().set_attribute("meseta.decision", "decline")
