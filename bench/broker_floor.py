@@ -24,7 +24,7 @@ import aio_pika
 from harness import summary, write_result
 
 from meseta.runtime.rabbitmq import Management
-from meseta.sdk import wire
+from meseta.sdk import eventloop, wire
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import Resources
 
@@ -41,7 +41,7 @@ def _heartbeat(i: int) -> wire.Heartbeat:
 
 
 def _echo(url: str, client: str, inbox: str, outbox: str, ready: Any) -> None:
-    asyncio.run(
+    eventloop.run(
         _echo_bare(url, inbox, outbox, ready)
         if client == "aio-pika"
         else _echo_bus(url, inbox, outbox, ready)
@@ -146,7 +146,7 @@ def measure(url: str, client: str, trips: int, pause: float) -> dict[str, float]
         if not ready.wait(60):
             raise TimeoutError("the echo process did not start")
         ping = _ping_bare if client == "aio-pika" else _ping_bus
-        return summary(asyncio.run(ping(url, inbox, outbox, trips, pause)))
+        return summary(eventloop.run(ping(url, inbox, outbox, trips, pause)))
     finally:
         echo.terminate()
         echo.join(10)

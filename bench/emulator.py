@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from meseta.agent import AgentService, AgentSettings
 from meseta.agent.noop import NoopContainerizer
 from meseta.runtime.gcwatch import GcWatch, freeze_survivors
-from meseta.sdk import wire
+from meseta.sdk import eventloop, wire
 from meseta.sdk.bus import Bus
 
 log = logging.getLogger("emulator")
@@ -166,4 +166,4 @@ async def emulate(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    eventloop.run(main())

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from meseta.demo.processes import ProcessCluster
-from meseta.sdk import FrameworkClient, wire
+from meseta.sdk import FrameworkClient, eventloop, wire
 from meseta.sdk.helpers import first_fit
 
 RESULTS = Path(__file__).parent / "results" / "failover.json"
@@ -110,7 +110,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
     args = parser.parse_args()
-    result = asyncio.run(main(args.kills))
+    result = eventloop.run(main(args.kills))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"median recovery {result['median_s']:.2f} s over {args.kills} kills -> {RESULTS}")

@@ -21,7 +21,7 @@ from typing import Any
 from harness import RESULTS, control_plane, noop_task, write_result
 
 from meseta.ops.state_client import fetch_state
-from meseta.sdk import FrameworkClient, wire
+from meseta.sdk import FrameworkClient, eventloop, wire
 
 AGENT_CPUS, AGENT_MEM = 8.0, 16384.0
 SHAPES: dict[str, tuple[float, float]] = {
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--task-seconds", type=float, default=3)
     parser.add_argument("--out", default="fairness.json")
     args = parser.parse_args()
-    result = asyncio.run(measure(args.agents, args.duration, args.task_seconds))
+    result = eventloop.run(measure(args.agents, args.duration, args.task_seconds))
     write_result(args.out, result)
     plot(result)
     print(f"DRF ideal dominant share {result['ideal_dominant_share']}")

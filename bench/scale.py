@@ -20,13 +20,14 @@ sizes not run this time) and scale.png.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import traceback
 from typing import Any
 
 from harness import RESULTS, write_result
 from offer_cycle import measure
+
+from meseta.sdk import eventloop
 
 SIZES = (100, 1_000, 10_000, 50_000)
 HEARTBEATS_PER_SECOND = 100
@@ -86,7 +87,7 @@ async def sweep(sizes: list[int], frameworks: int, duration: float, limit: int) 
             traceback.print_exc()
             break
         points.append(point)
-        print(json.dumps({k: v for k, v in point.items() if k != "stages"}))
+        print(json.dumps({k: v for k, v in point.items() if k not in ("stages", "round_trips_ms")}))
     return points
 
 
@@ -110,7 +111,7 @@ def main() -> None:
     sizes = (
         [int(n) for n in args.sizes.split(",")] if args.sizes else [n for n in SIZES if n <= args.max_agents]
     )
-    points = asyncio.run(sweep(sizes, args.frameworks, args.duration, args.limit))
+    points = eventloop.run(sweep(sizes, args.frameworks, args.duration, args.limit))
     if args.merge and (RESULTS / args.out).exists():
         ran = {p["agents"] for p in points}
         kept = [p for p in json.loads((RESULTS / args.out).read_text())["points"] if p["agents"] not in ran]

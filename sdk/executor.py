@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from meseta.sdk import wire
+from meseta.sdk import eventloop, wire
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import StatusReason, TaskInfo, TaskState, TaskStatus
 
@@ -206,7 +206,7 @@ class CommandExecutor(Executor):
 def main() -> None:
     """Entry point of ``python -m meseta.sdk.executor``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s executor %(levelname)s %(message)s")
-    asyncio.run(run_executor(CommandExecutor()))
+    eventloop.run(run_executor(CommandExecutor()))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import typer
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.gcwatch import GcWatch
 from meseta.runtime.service import Service
-from meseta.sdk import KillRefused, LogsUnavailable, tracing
+from meseta.sdk import KillRefused, LogsUnavailable, eventloop, tracing
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import PortRange, Resources
 
@@ -63,7 +63,7 @@ def _serve(service: Service) -> None:
         async with GcWatch(amortize=True).running():
             await service.run()
 
-    asyncio.run(main())
+    eventloop.run(main())
 
 
 def parse_ports(text: str) -> tuple[PortRange, ...]:
@@ -272,7 +272,7 @@ def _ask(amqp_url: str, call: Callable[[Bus], Awaitable[T]]) -> T:
             await bus.close()
 
     try:
-        return asyncio.run(main())
+        return eventloop.run(main())
     except (LogsUnavailable, KillRefused) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -287,7 +287,7 @@ def _with_store(etcd_endpoint: str, etcd_prefix: str, action: Callable[[EtcdStor
         finally:
             await store.close()
 
-    asyncio.run(main())
+    eventloop.run(main())
 
 
 @app.command()
@@ -345,7 +345,7 @@ def example(
 
     logging.basicConfig(level=logging.WARNING)
     tracing.configure("framework", trace_exporter, otlp_endpoint)
-    summary = asyncio.run(run_example(name, amqp_url, hosts.split(","), size, delay, timeout, hold))
+    summary = eventloop.run(run_example(name, amqp_url, hosts.split(","), size, delay, timeout, hold))
     typer.echo(summary)
 
 
@@ -360,7 +360,7 @@ def demo(
     from meseta.demo.runner import run_demo
 
     logging.basicConfig(level=logging.WARNING)
-    raise typer.Exit(asyncio.run(run_demo(batch_tasks, service_tasks, image, timeout)))
+    raise typer.Exit(eventloop.run(run_demo(batch_tasks, service_tasks, image, timeout)))
 
 
 # --- operators ------------------------------------------------------------------------------------------
@@ -458,7 +458,7 @@ def collector(
         await stop.wait()
         await found.stop()
 
-    asyncio.run(main())
+    eventloop.run(main())
 
 
 trace_app = typer.Typer(no_args_is_help=True, help="Offer-cycle traces.")

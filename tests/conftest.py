@@ -9,7 +9,7 @@ import asyncio
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import docker
 import pytest
@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.rabbitmq import Management
+from meseta.sdk import eventloop
 
 AMQP_HOST = "127.0.0.1:5672"
 MANAGEMENT = Management()
@@ -35,6 +36,13 @@ trace.set_tracer_provider(_provider)
 METRICS = InMemoryMetricReader()
 """Every service's metrics in this test process (read with ``METRICS.get_metrics_data()``)."""
 metrics.set_meter_provider(MeterProvider(metric_readers=[METRICS]))
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests run on the event loop the services run on (uvloop's: ``meseta.sdk.eventloop``)."""
+    return {"loop": eventloop.loop_factory()}
 
 
 def _ready(check: object, what: str, timeout: float = 30.0) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import aetcd
 
 from meseta.runtime.etcd import EtcdStore
+from meseta.sdk import eventloop
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class _Keeper(threading.Thread):
         self._stopping.set()
 
     def run(self) -> None:
-        asyncio.run(self._keep())
+        eventloop.run(self._keep())
 
     async def _keep(self) -> None:
         client = aetcd.Client(host=self.host, port=self.port, timeout=5)

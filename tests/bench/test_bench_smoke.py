@@ -35,10 +35,15 @@ def run(tmp_path: Path, script: str, *args: str) -> dict[str, object]:
 
 def test_offer_cycle_smoke(tmp_path: Path) -> None:
     result = run(tmp_path, "offer_cycle.py", "--agents", "50", "--frameworks", "2", "--duration", "4",
-                 "--task-seconds", "2", "--warmup", "2")  # fmt: skip
-    assert result["agents"] == 50 and result["frameworks"] == 2
+                 "--task-seconds", "2", "--warmup", "2", "--repeat", "2")  # fmt: skip
+    assert result["agents"] == 50 and result["frameworks"] == 2 and result["task_jitter"] == 0.5
     assert isinstance(result["cycles"], int) and result["cycles"] > 0
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]  # type: ignore[operator]
+    # Two runs, their cycles pooled: the pooled median lies between the runs' own.
+    runs = result["runs"]
+    assert isinstance(runs, list) and len(runs) == 2
+    assert result["cycles"] == sum(r["cycles"] for r in runs) == len(result["round_trips_ms"])  # type: ignore[arg-type]
+    assert min(r["p50_ms"] for r in runs) <= result["p50_ms"] <= max(r["p50_ms"] for r in runs)
 
 
 def test_launch_throughput_smoke(tmp_path: Path) -> None:
