@@ -76,9 +76,16 @@ class DecideRecorder(SpanProcessor):
 RECORDER = DecideRecorder()
 
 
+_INSTALLED: list[SpanProcessor] = []
+
+
 def install_tracing(service: str = "framework", recorder: SpanProcessor = RECORDER) -> None:
     """Spans go to ``recorder``; with MESETA_TRACE_EXPORTER=otlp they also go to the collector at
-    MESETA_OTLP_ENDPOINT (as every service's then do), for `meseta trace report`'s stage breakdown."""
+    MESETA_OTLP_ENDPOINT (as every service's then do), for `meseta trace report`'s stage breakdown.
+    Once per process: a repeated run must not add the recorder twice."""
+    if recorder in _INSTALLED:
+        return
+    _INSTALLED.append(recorder)
     tracing.configure(
         service, os.environ.get("MESETA_TRACE_EXPORTER", "none"), os.environ.get("MESETA_OTLP_ENDPOINT")
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
 import uvloop
 
 from meseta.sdk import eventloop
@@ -26,3 +27,11 @@ def test_run_works_in_a_thread() -> None:
     thread.start()
     thread.join(10)
     assert kinds == [uvloop.Loop]
+
+
+def test_asyncio_loop_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(eventloop.ENV, "asyncio")
+    assert eventloop.run(_loop_kind()) is not uvloop.Loop
+    monkeypatch.setenv(eventloop.ENV, "tokio")
+    with pytest.raises(ValueError, match="MESETA_EVENT_LOOP"):
+        eventloop.loop_factory()
