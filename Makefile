@@ -1,5 +1,5 @@
 # The two commands of the README. Both install and start what is missing first.
-.PHONY: demo test infra lint typecheck unit bench bench-scale-50k bench-failover compose-images compose-test compose-up compose-down
+.PHONY: demo test infra lint typecheck unit bench bench-scale bench-scale-50k bench-failover compose-images compose-test compose-up compose-down
 
 PY := .venv/bin/python
 
@@ -26,12 +26,19 @@ typecheck:
 	bash scripts/typecheck.sh
 
 # The quick benchmark set (figures and plots in bench/results, method in docs/BENCHMARKS.md).
+# Tasks of random length (the default --task-jitter), three fresh clusters pooled; then the same load in
+# waves (every task 5 s: all that start together end together).
 bench: infra
-	cd bench && ../$(PY) offer_cycle.py --agents 1000 --frameworks 10 --duration 30 --task-seconds 5 --warmup 20 --limit 10
+	cd bench && ../$(PY) offer_cycle.py --agents 1000 --frameworks 10 --duration 30 --task-seconds 5 --warmup 20 --limit 10 --repeat 3
+	cd bench && ../$(PY) offer_cycle.py --agents 1000 --frameworks 10 --duration 30 --task-seconds 5 --warmup 20 --limit 10 --task-jitter 0 --out offer_cycle_waves.json
 	cd bench && ../$(PY) broker_floor.py --round-trips 500
 	cd bench && ../$(PY) launch_throughput.py --agents 100 --tasks 5000
 	cd bench && ../$(PY) fairness.py --agents 20 --duration 40
-	cd bench && ../$(PY) scale.py --sizes 100,1000,10000 --duration 20
+	cd bench && ../$(PY) scale.py --sizes 100,1000 --duration 20 --merge
+
+# The 10,000-agent point of the scale sweep (about 5 minutes), merged into scale.json.
+bench-scale: infra
+	cd bench && ../$(PY) scale.py --sizes 10000 --duration 20 --merge
 
 bench-scale-50k: infra
 	cd bench && ../$(PY) scale.py --sizes 50000 --duration 20 --merge
