@@ -157,7 +157,8 @@ async def measure(
                 bench,
                 frameworks,
                 duration,
-                (task_seconds, task_jitter),
+                task_seconds,
+                task_jitter,
                 warmup,
                 per_offer,
                 limit,
@@ -176,14 +177,14 @@ async def _run(
     bench: Bench,
     frameworks: int,
     duration: float,
-    task_length: tuple[float, float],
+    task_seconds: float,
+    task_jitter: float,
     warmup: float,
     per_offer: int,
     limit: int | None,
     settle_timeout: float,
 ) -> dict[str, Any]:
     seen = Seen()
-    task_seconds, task_jitter = task_length
     loops = []
     for i in range(frameworks):
         client = FrameworkClient(bench.cluster.amqp_url, f"fw{i}")
