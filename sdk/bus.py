@@ -27,10 +27,11 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     ExchangeType,
 )
+from aiormq.abc import ChannelFrame
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from meseta.sdk import eager, tracing, wire
+from meseta.sdk import eager, frames, tracing, wire
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class Bus:
         self._resending = 0
         """Publishes waiting to be resent after the link failed; new ones queue behind them."""
         self._resend_order = asyncio.Lock()
+        self._slow = 0
+        """Publishes through the client's own path not yet confirmed: later ones go that way too."""
 
     async def connect(self) -> None:
         """Connect and declare the shared topology."""
@@ -189,20 +192,19 @@ class Bus:
         headers = tracing.inject({}, context)
         if self.epoch is not None:
             headers[wire.HEADER_EPOCH] = self.epoch
-        amqp_message = aio_pika.Message(
-            wire.encode(message),
-            content_type="application/json",
-            type=message.type,
+        outgoing = frames.Outgoing(
+            exchange=exchange,
+            routing_key=routing_key,
+            body=wire.encode(message),
+            message_type=message.type,
             message_id=message.message_id,
+            headers=headers,
+            persistent=persistent,
             correlation_id=message.correlation_id,
             reply_to=reply_to,
-            headers=headers,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT
-            if persistent
-            else aio_pika.DeliveryMode.NOT_PERSISTENT,
         )
         if not wait:
-            send = eager.start(self._send(exchange, routing_key, amqp_message))
+            send = eager.start(self._send(outgoing))
             self._background.add(send)
             send.add_done_callback(self._sent_in_background)
             return
@@ -211,16 +213,14 @@ class Bus:
             # Started now, in call order: the frames are queued for the connection's writer before the
             # handler goes on, and any publish that must wait (for the channel, or a resend) waits in a
             # queue (the channel's lock, the resend order) in that same order.
-            deferred.sends.append(eager.start(self._send(exchange, routing_key, amqp_message)))
+            deferred.sends.append(eager.start(self._send(outgoing)))
             # One turn of the loop for the connection's writer, woken by those frames: they leave now,
             # not after the rest of the handler (a launch waited ~0.2 ms for the master's bookkeeping).
             await asyncio.sleep(0)
             return
-        await self._send(exchange, routing_key, amqp_message)
+        await self._send(outgoing)
 
-    async def _send(
-        self, exchange: wire.Exchange | str, routing_key: str, amqp_message: aio_pika.Message
-    ) -> None:
+    async def _send(self, outgoing: frames.Outgoing) -> None:
         """Publish and wait for the broker's confirm, retrying across reconnects for a while, in order.
 
         A publish that fails with the link is resent once the connection is back, and every publish made
@@ -228,10 +228,10 @@ class Bus:
         overtook older ones (a framework's REVIVE before its SUPPRESS starved it for ever).
         """
         if self._closed:
-            raise BusClosed(f"{self.service}: the bus is closed; {amqp_message.type} not sent")
+            raise BusClosed(f"{self.service}: the bus is closed; {outgoing.message_type} not sent")
         if not self._resending:
             try:
-                await self._publish_once(exchange, routing_key, amqp_message)
+                await self._publish_once(outgoing)
                 return
             except BaseException as exc:
                 if not is_transport_error(exc) or self._connection is None:
@@ -239,48 +239,79 @@ class Bus:
         self._resending += 1
         try:
             async with self._resend_order:  # FIFO: in the order the publishes failed or were made
-                await self._resend(exchange, routing_key, amqp_message)
+                await self._resend(outgoing)
         finally:
             self._resending -= 1
 
-    async def _publish_once(
-        self, exchange: wire.Exchange | str, routing_key: str, amqp_message: aio_pika.Message
-    ) -> None:
-        assert self._publish_channel is not None
-        # aiormq's own call, not Exchange.publish: with wait=False it only queues the frames for the
-        # connection's writer and releases the channel's lock, instead of holding the lock until the
-        # writer task has run. Holding it cost every publish a few event-loop turns, in series on the
-        # channel: under load, milliseconds per message before it left the process. (aiormq's abstract
-        # channel does not declare ``wait``; its channel does.) The broker's confirm is still awaited.
+    async def _publish_once(self, outgoing: frames.Outgoing) -> None:
+        """Publish and wait for the broker's confirm.
 
+        The frames are packed by :mod:`meseta.sdk.frames` and queued for the connection's writer at
+        once, with the client's own confirm bookkeeping (sequence number, the future its reader
+        resolves, the message id a returned message is matched by). Where the client's channel is busy
+        (another publish holds it, or the writer's queue is full) or closed, its own publish is used, and
+        so is it for every publish until those are confirmed: one packed here would overtake them.
+        """
+        assert self._publish_channel is not None
         channel = cast(aiormq.Channel, await self._publish_channel.get_underlay_channel())
+        if self._slow or _busy(channel):
+            self._slow += 1
+            try:
+                await self._publish_slowly(channel, outgoing)
+            finally:
+                self._slow -= 1
+            return
+        payload = frames.publish_frames(channel.number, outgoing, channel.max_content_size)
+        channel.delivery_tag += 1
+        tag = channel.delivery_tag
+        confirmation = channel.create_future()
+        channel.confirmations[tag] = confirmation
+        channel.message_id_delivery_tag[outgoing.message_id] = tag
+
+        def forget(_: asyncio.Future[Any]) -> None:
+            if channel.message_id_delivery_tag.get(outgoing.message_id) == tag:
+                del channel.message_id_delivery_tag[outgoing.message_id]
+
+        confirmation.add_done_callback(forget)
+        channel.write_queue.put_nowait(ChannelFrame(payload=payload, should_close=False))
+        await confirmation
+
+    async def _publish_slowly(self, channel: aiormq.Channel, outgoing: frames.Outgoing) -> None:
+        # With wait=False the client queues the frames and releases the channel's lock at once, rather
+        # than holding it until its writer has run. (aiormq's abstract channel does not declare wait.)
+        properties = aio_pika.Message(
+            b"",
+            content_type=outgoing.content_type,
+            type=outgoing.message_type,
+            message_id=outgoing.message_id,
+            correlation_id=outgoing.correlation_id,
+            reply_to=outgoing.reply_to,
+            headers=outgoing.headers,
+            delivery_mode=aio_pika.DeliveryMode(outgoing.delivery_mode),
+        ).properties
         await channel.basic_publish(
-            amqp_message.body,
-            exchange=exchange,
-            routing_key=routing_key,
-            properties=amqp_message.properties,
+            outgoing.body,
+            exchange=outgoing.exchange,
+            routing_key=outgoing.routing_key,
+            properties=properties,
             mandatory=True,
             wait=False,
         )
 
-    async def _resend(
-        self, exchange: wire.Exchange | str, routing_key: str, amqp_message: aio_pika.Message
-    ) -> None:
+    async def _resend(self, outgoing: frames.Outgoing) -> None:
         deadline = time.monotonic() + PUBLISH_PATIENCE
         while True:
             if self._closed:
-                raise BusClosed(f"{self.service}: the bus is closed; {amqp_message.type} not sent")
+                raise BusClosed(f"{self.service}: the bus is closed; {outgoing.message_type} not sent")
             connection = self._connection
             if connection is None:
-                raise BusClosed(f"{self.service}: no connection; {amqp_message.type} not sent")
+                raise BusClosed(f"{self.service}: no connection; {outgoing.message_type} not sent")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(connection.connected.wait(), max(0.1, deadline - time.monotonic()))
             try:
                 # Bounded: this publish holds every later one back, and a confirm lost in a broker
                 # restart would hold them for ever (a resend may duplicate; receivers drop repeated ids).
-                await asyncio.wait_for(
-                    self._publish_once(exchange, routing_key, amqp_message), RESEND_PATIENCE
-                )
+                await asyncio.wait_for(self._publish_once(outgoing), RESEND_PATIENCE)
                 return
             except BaseException as exc:
                 if (
@@ -513,6 +544,15 @@ async def _ack(incoming: AbstractIncomingMessage) -> None:
     a consumer that awaited each acknowledgement's write handled one message per few event-loop turns."""
     assert incoming.delivery_tag is not None
     await incoming.channel.basic_ack(delivery_tag=incoming.delivery_tag, wait=False)
+
+
+def _busy(channel: aiormq.Channel) -> bool:
+    """Whether a publish must go through the client's own path, in turn: the channel is closed, its
+    lock is held (a publish or call of the client's own is under way) or its writer's queue is full."""
+    lock = getattr(channel, "_Channel__lock", None)  # aiormq's; unknown in another version: always busy
+    return (
+        channel.is_closed or not isinstance(lock, asyncio.Lock) or lock.locked() or channel.write_queue.full()
+    )
 
 
 def _epoch(incoming: AbstractIncomingMessage) -> int | None:
