@@ -279,21 +279,11 @@ class Bus:
     async def _publish_slowly(self, channel: aiormq.Channel, outgoing: frames.Outgoing) -> None:
         # With wait=False the client queues the frames and releases the channel's lock at once, rather
         # than holding it until its writer has run. (aiormq's abstract channel does not declare wait.)
-        properties = aio_pika.Message(
-            b"",
-            content_type=outgoing.content_type,
-            type=outgoing.message_type,
-            message_id=outgoing.message_id,
-            correlation_id=outgoing.correlation_id,
-            reply_to=outgoing.reply_to,
-            headers=outgoing.headers,
-            delivery_mode=aio_pika.DeliveryMode(outgoing.delivery_mode),
-        ).properties
         await channel.basic_publish(
             outgoing.body,
             exchange=outgoing.exchange,
             routing_key=outgoing.routing_key,
-            properties=properties,
+            properties=outgoing.properties(),
             mandatory=True,
             wait=False,
         )
@@ -423,7 +413,6 @@ class Bus:
         seen: OrderedDict[str, None],
         on_invalid: InvalidHandler | None = None,
     ) -> None:
-
         try:
             message = wire.decode(incoming.body, channel)
         except wire.DecodeError as exc:

@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+import aio_pika
+from pamqp import commands as spec
 from pamqp import encode
 
 _FRAME_END = b"\xce"
@@ -53,6 +55,20 @@ class Outgoing:
     @property
     def delivery_mode(self) -> int:
         return 2 if self.persistent else 1
+
+    def properties(self) -> spec.Basic.Properties:
+        """The same properties as the AMQP client's own message would carry (its publish path uses
+        them; :func:`publish_frames` writes them byte for byte)."""
+        return aio_pika.Message(
+            b"",
+            content_type=self.content_type,
+            type=self.message_type,
+            message_id=self.message_id,
+            correlation_id=self.correlation_id,
+            reply_to=self.reply_to,
+            headers=self.headers,
+            delivery_mode=aio_pika.DeliveryMode(self.delivery_mode),
+        ).properties
 
 
 def _shortstr(value: str) -> bytes:

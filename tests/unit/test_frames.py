@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aio_pika
 import pytest
 from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
@@ -15,23 +14,11 @@ TRACEPARENT = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
 
 
 def _reference(channel: int, message: Outgoing, max_body: int) -> bytes:
-    properties = aio_pika.Message(
-        message.body,
-        content_type=message.content_type,
-        type=message.message_type,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        headers=message.headers,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT
-        if message.persistent
-        else aio_pika.DeliveryMode.NOT_PERSISTENT,
-    ).properties
     body = message.body
     chunks = [body[i : i + max_body] for i in range(0, len(body), max_body)]
     frames = [
         spec.Basic.Publish(exchange=message.exchange, routing_key=message.routing_key, mandatory=True),
-        ContentHeader(0, len(body), properties),
+        ContentHeader(0, len(body), message.properties()),
         *(ContentBody(chunk) for chunk in chunks),
     ]
     return ChannelFrame.marshall(channel_number=channel, frames=frames).payload
