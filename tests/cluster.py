@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -177,7 +178,9 @@ async def run_batch(client: FrameworkClient, tasks: Iterable[wire.TaskInfo]) -> 
     return run
 
 
-_BACKLOG: dict[int, list[Any]] = {}
+# Keyed by the client itself, weakly: an id() is reused once its client is collected, and a later
+# test's client then inherited an earlier test's unread offers.
+_BACKLOG: weakref.WeakKeyDictionary[FrameworkClient, list[Any]] = weakref.WeakKeyDictionary()
 
 
 async def next_event(client: FrameworkClient, kind: type[wire.Message], timeout: float = 20.0) -> Any:
@@ -185,7 +188,7 @@ async def next_event(client: FrameworkClient, kind: type[wire.Message], timeout:
 
     The timeout only bounds a failure: under CI's parallel load a container start took over 10 s once.
     """
-    backlog = _BACKLOG.setdefault(id(client), [])
+    backlog = _BACKLOG.setdefault(client, [])
     for i, event in enumerate(backlog):
         if isinstance(event, kind):
             return backlog.pop(i)
