@@ -6,6 +6,8 @@ Spans go to an in-memory exporter installed once per process and emptied before 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import time
 import urllib.request
 import uuid
@@ -29,6 +31,9 @@ MANAGEMENT = Management()
 ETCD = "127.0.0.1:2379"
 TASK_IMAGE = "meseta-task:latest"
 
+TIMEOUT_SHARE = 0.95
+"""An async test is cancelled at this share of its pytest-timeout limit, before the signal would fire."""
+
 _EXPORTER = InMemorySpanExporter()
 _provider = TracerProvider()
 _provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
@@ -43,6 +48,42 @@ def pytest_asyncio_loop_factories(
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Tests run on the event loop the services run on (uvloop's: ``meseta.sdk.eventloop``)."""
     return {"loop": eventloop.loop_factory()}
+
+
+def _timeout_of(item: pytest.Item) -> float | None:
+    marker = item.get_closest_marker("timeout")
+    value = marker.args[0] if marker and marker.args else item.config.getini("timeout")
+    return float(value) if value else None
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """An async test's time limit, kept inside its event loop.
+
+    pytest-timeout raises from a SIGALRM handler; uvloop runs Python signal handlers inside its own
+    callbacks and only logs what they raise, so under uvloop that limit never ended a test (a hung
+    test ran for 20 minutes past its 400 s). Cancelling the test at the deadline fails it with its
+    stack and lets its clusters stop; pytest-timeout stays as the backstop for everything else.
+    """
+    limit = _timeout_of(item)
+    test = getattr(item, "obj", None)
+    if limit is None or not inspect.iscoroutinefunction(test):
+        return (yield)
+
+    @functools.wraps(test)
+    async def bounded(*args: object, **kwargs: object) -> object:
+        deadline = asyncio.timeout(limit * TIMEOUT_SHARE)
+        try:
+            async with deadline:
+                return await test(*args, **kwargs)
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise TimeoutError(f"the test ran past its time limit ({limit * TIMEOUT_SHARE:g} s)") from exc
+            raise
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(item, "obj", bounded)
+        return (yield)
 
 
 def _ready(check: object, what: str, timeout: float = 30.0) -> None:

@@ -1,0 +1,50 @@
+"""A hung async test fails at its time limit, on the event loop the tests run on (uvloop's)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+PROBE = "MESETA_TIME_LIMIT_PROBE"
+
+
+@pytest.mark.skipif(not os.environ.get(PROBE), reason="run by test_a_hung_async_test_fails_at_its_limit")
+@pytest.mark.timeout(2)
+async def test_hangs() -> None:
+    # Busy, as the hung fault test was (offers in, declines out): a sleep loop on purpose.
+    while True:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.skipif(not os.environ.get(PROBE), reason="run by test_a_hung_async_test_fails_at_its_limit")
+@pytest.mark.timeout(5)
+async def test_its_own_timeout_error_keeps_its_message() -> None:
+    await asyncio.wait_for(asyncio.Event().wait(), 0.1)
+
+
+@pytest.mark.skipif(bool(os.environ.get(PROBE)), reason="the probe run checks only the probes")
+def test_a_hung_async_test_fails_at_its_limit(tmp_path: Path) -> None:
+    report = tmp_path / "probes.xml"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", __file__],
+        env={**os.environ, PROBE: "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1, run.stdout
+    failures = {
+        case.get("name"): failure.get("message", "")
+        for case in ElementTree.parse(report).iter("testcase")
+        if (failure := case.find("failure")) is not None
+    }
+    assert failures.keys() == {"test_hangs", "test_its_own_timeout_error_keeps_its_message"}, run.stdout
+    assert failures["test_hangs"] == "TimeoutError: the test ran past its time limit (1.9 s)"
+    # A TimeoutError the test raises itself is not relabelled as the limit.
+    assert "time limit" not in failures["test_its_own_timeout_error_keeps_its_message"]
