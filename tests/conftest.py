@@ -62,7 +62,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
     pytest-timeout raises from a SIGALRM handler; uvloop runs Python signal handlers inside its own
     callbacks and only logs what they raise, so under uvloop that limit never ended a test (a hung
-    test ran for 20 minutes past its 400 s). Cancelling the test at the deadline fails it with its
+    fault test ran over 20 minutes under a 400 s limit). Cancelling the test at the deadline fails it with its
     stack and lets its clusters stop; pytest-timeout stays as the backstop for everything else.
     """
     limit = _timeout_of(item)
