@@ -12,6 +12,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import docker
 import pytest
@@ -50,22 +51,29 @@ def pytest_asyncio_loop_factories(
     return {"loop": eventloop.loop_factory()}
 
 
-def _timeout_of(item: pytest.Item) -> float | None:
-    marker = item.get_closest_marker("timeout")
-    value = marker.args[0] if marker and marker.args else item.config.getini("timeout")
-    return float(value) if value else None
+_LIMIT = pytest.StashKey[float]()
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    """Keep the limit pytest-timeout worked out for the item (marker, option, ini or environment).
+
+    Returns nothing, so pytest-timeout goes on to set its own timer.
+    """
+    item.stash[_LIMIT] = settings.timeout
+
+
+# Inside pytest-timeout's own wrapper (trylast), so that even a func_only limit is known here.
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """An async test's time limit, kept inside its event loop.
 
     pytest-timeout raises from a SIGALRM handler; uvloop runs Python signal handlers inside its own
     callbacks and only logs what they raise, so under uvloop that limit never ended a test (a hung
-    fault test ran over 20 minutes under a 400 s limit). Cancelling the test at the deadline fails it with its
-    stack and lets its clusters stop; pytest-timeout stays as the backstop for everything else.
+    fault test ran over 20 minutes under a 400 s limit). Cancelling the test at the deadline fails it
+    with its stack and lets its clusters stop; pytest-timeout stays as the backstop for everything else.
     """
-    limit = _timeout_of(item)
+    limit = item.stash.get(_LIMIT, None)
     test = getattr(item, "obj", None)
     if limit is None or not inspect.iscoroutinefunction(test):
         return (yield)

@@ -23,6 +23,12 @@ async def test_hangs() -> None:
 
 
 @pytest.mark.skipif(not os.environ.get(PROBE), reason="run by test_a_hung_async_test_fails_at_its_limit")
+@pytest.mark.timeout(timeout=2, func_only=True)
+async def test_hangs_under_a_limit_given_by_keyword() -> None:
+    await asyncio.Event().wait()
+
+
+@pytest.mark.skipif(not os.environ.get(PROBE), reason="run by test_a_hung_async_test_fails_at_its_limit")
 @pytest.mark.timeout(5)
 async def test_its_own_timeout_error_keeps_its_message() -> None:
     await asyncio.wait_for(asyncio.Event().wait(), 0.1)
@@ -44,7 +50,13 @@ def test_a_hung_async_test_fails_at_its_limit(tmp_path: Path) -> None:
         for case in ElementTree.parse(report).iter("testcase")
         if (failure := case.find("failure")) is not None
     }
-    assert failures.keys() == {"test_hangs", "test_its_own_timeout_error_keeps_its_message"}, run.stdout
+    assert failures.keys() == {
+        "test_hangs",
+        "test_hangs_under_a_limit_given_by_keyword",
+        "test_its_own_timeout_error_keeps_its_message",
+    }, run.stdout
+    # The limit is the one pytest-timeout worked out, however it was given.
     assert failures["test_hangs"] == "TimeoutError: the test ran past its time limit (1.9 s)"
+    assert failures["test_hangs_under_a_limit_given_by_keyword"] == failures["test_hangs"]
     # A TimeoutError the test raises itself is not relabelled as the limit.
     assert "time limit" not in failures["test_its_own_timeout_error_keeps_its_message"]
