@@ -32,8 +32,11 @@ MANAGEMENT = Management()
 ETCD = "127.0.0.1:2379"
 TASK_IMAGE = "meseta-task:latest"
 
-TIMEOUT_SHARE = 0.95
-"""An async test is cancelled at this share of its pytest-timeout limit, before the signal would fire."""
+REPORT_SHARE = 0.05
+"""Share of an async test's limit kept back for reporting its failure, before pytest-timeout's alarm."""
+REPORT_MIN_S = 2.0
+"""At least this long: on a loaded machine, cancelling and reporting a hung 2 s probe outlasted the 0.1 s
+that a 95 % share left it (CI, 2026-11-24)."""
 
 _EXPORTER = InMemorySpanExporter()
 _provider = TracerProvider()
@@ -51,16 +54,21 @@ def pytest_asyncio_loop_factories(
     return {"loop": eventloop.loop_factory()}
 
 
-_LIMIT = pytest.StashKey[float]()
+_ALARM = pytest.StashKey[tuple[float, float]]()
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
-    """Keep the limit pytest-timeout worked out for the item (marker, option, ini or environment).
+    """Keep the limit pytest-timeout worked out for the item (marker, option, ini or environment),
+    and when its timer starts: before set-up, unless the limit is ``func_only``.
 
     Returns nothing, so pytest-timeout goes on to set its own timer.
     """
-    item.stash[_LIMIT] = settings.timeout
+    item.stash[_ALARM] = (time.monotonic(), settings.timeout)
+
+
+def _report_margin(limit: float) -> float:
+    return min(max(limit * REPORT_SHARE, REPORT_MIN_S), limit / 2)
 
 
 # Inside pytest-timeout's own wrapper (trylast), so that even a func_only limit is known here.
@@ -73,20 +81,26 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     fault test ran over 20 minutes under a 400 s limit). Cancelling the test at the deadline fails it
     with its stack and lets its clusters stop; pytest-timeout stays as the backstop for everything else.
     """
-    limit = item.stash.get(_LIMIT, None)
+    alarm = item.stash.get(_ALARM, None)
     test = getattr(item, "obj", None)
-    if limit is None or not inspect.iscoroutinefunction(test):
+    if alarm is None or not inspect.iscoroutinefunction(test):
         return (yield)
+    started, limit = alarm
+    margin = _report_margin(limit)
 
     @functools.wraps(test)
     async def bounded(*args: object, **kwargs: object) -> object:
-        deadline = asyncio.timeout(limit * TIMEOUT_SHARE)
+        # The alarm counts from before set-up; the failure must be reported before it fires, since
+        # pytest-timeout's exception raised inside pytest's reporting is an INTERNALERROR that ends the run.
+        deadline = asyncio.timeout(max(started + limit - margin - time.monotonic(), 0.0))
         try:
             async with deadline:
                 return await test(*args, **kwargs)
         except TimeoutError as exc:
             if deadline.expired():
-                raise TimeoutError(f"the test ran past its time limit ({limit * TIMEOUT_SHARE:g} s)") from exc
+                raise TimeoutError(
+                    f"the test ran into its time limit ({limit:g} s, less {margin:g} s kept to report it)"
+                ) from exc
             raise
 
     with pytest.MonkeyPatch.context() as patch:
