@@ -35,6 +35,10 @@ LABEL_TASK: Final = "meseta.task_id"
 
 _WAIT_SLICE = 2  # seconds per blocking wait call, so stopping never hangs on a long task
 _CPU_SHARES_PER_CPU = 1024
+_CFS_PERIOD_US = 100_000
+"""The CFS period the cpu quota is a share of (the kernel's default, as Mesos uses)."""
+_CFS_MIN_QUOTA_US = 1_000
+"""The smallest quota the kernel (and Docker) accept."""
 _SIGKILLED = 128 + 9
 
 
@@ -90,6 +94,15 @@ def task_env(launch: Launch) -> dict[str, str]:
     return env
 
 
+def cpu_limits(cpus: float) -> dict[str, int]:
+    """Docker's create arguments that hold a task to ``cpus``: a hard CFS quota and weighted shares."""
+    return {
+        "cpu_period": _CFS_PERIOD_US,
+        "cpu_quota": max(_CFS_MIN_QUOTA_US, round(cpus * _CFS_PERIOD_US)),
+        "cpu_shares": max(2, int(cpus * _CPU_SHARES_PER_CPU)),
+    }
+
+
 class DockerContainerizer:
     """Docker as the agent's container runtime.
 
@@ -136,8 +149,10 @@ class DockerContainerizer:
             "environment": task_env(launch),
             "working_dir": spec.working_dir,
             "labels": self.labels(launch.framework_id, task.task_id),
-            "nano_cpus": int(task.resources.cpus * 1e9),
-            "cpu_shares": max(2, int(task.resources.cpus * _CPU_SHARES_PER_CPU)),
+            # A CFS quota, not nano_cpus: Docker refuses nano_cpus above the host's cpu count, and an
+            # agent may declare more cpus than its host has (Mesos agents routinely do). The kernel
+            # takes any quota; one above the host's cpus simply never throttles.
+            **cpu_limits(task.resources.cpus),
             "mem_limit": mem_bytes,
             "memswap_limit": mem_bytes,  # no swap: a task over its memory is OOM-killed, not slowed
             "detach": True,

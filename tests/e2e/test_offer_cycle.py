@@ -42,7 +42,7 @@ async def test_two_frameworks_run_all_tasks_in_real_containers(
         by_task = {c.labels[LABEL_TASK]: c for c in containers}
         for task_id, cpus, mem in (("a-0", 0.5, 32), ("b-0", 0.25, 48)):
             host_config = by_task[task_id].attrs["HostConfig"]
-            assert host_config["NanoCpus"] == int(cpus * 1e9)
+            assert host_config["CpuQuota"] / host_config["CpuPeriod"] == cpus
             assert host_config["Memory"] == mem * 1024 * 1024
             assert by_task[task_id].attrs["State"]["ExitCode"] == 0
         client.close()

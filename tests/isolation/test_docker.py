@@ -73,6 +73,21 @@ async def test_limits_inside_the_container_equal_the_task_resources(amqp_url: st
             assert int(out[0]) == 48 * 1024 * 1024 and int(out[1]) / int(out[2]) == 0.5
 
 
+async def test_an_agent_may_declare_more_cpus_than_its_host_has(amqp_url: str, etcd_prefix: str) -> None:
+    # Docker refuses nano_cpus over the host's cpu count ("Range of CPUs is from 0.01 to 2.00"): a task
+    # bigger than the host failed at launch, and its framework was offered the same cpus again and again.
+    declared = os.cpu_count() or 1
+    agent = Resources(cpus=declared + 7, mem=1024)
+    async with local_cluster(amqp_url, etcd_prefix, agents=1, resources=agent) as cluster:
+        client = await cluster.framework("big")
+        task = short_task("big", cpus=declared + 2, mem=32, script=CGROUP_LIMITS)
+        status = await run_one(client, task)
+        assert status.state == wire.TaskState.FINISHED, status
+        out = (await client.logs("big")).stdout.split()
+        # The quota holds the task to what it asked for (cgroup v1: limit, quota, period, shares).
+        assert int(out[1]) / int(out[2]) == declared + 2
+
+
 async def test_a_memory_hog_is_oom_killed_and_reported(amqp_url: str, etcd_prefix: str) -> None:
     async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
         client = await cluster.framework("hog")
