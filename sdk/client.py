@@ -171,6 +171,9 @@ class FrameworkClient:
         self._launched_from: dict[str, float] = {}
         self._closed = False
         self._seen_updates: OrderedDict[str, None] = OrderedDict()
+        self._acknowledged: OrderedDict[str, None] = OrderedDict()
+        """Uuids the framework itself acknowledged (``auto_acknowledge=False``): their resends are
+        acknowledged again; others are held until it does."""
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -293,13 +296,15 @@ class FrameworkClient:
                         await self._on_event(update, _)
                 return
             case wire.Update():
-                duplicate = message.status.uuid in self._seen_updates
+                uuid = message.status.uuid
+                duplicate = uuid in self._seen_updates
                 if not duplicate:
-                    self._seen_updates[message.status.uuid] = None
-                    if len(self._seen_updates) > _SEEN_UPDATES:
-                        self._seen_updates.popitem(last=False)
+                    _remember(self._seen_updates, uuid)
                     self._observe_status(message.status)
-                if self.auto_acknowledge or duplicate:
+                # A resent update is acknowledged again only where the framework acknowledged it (that
+                # acknowledgement was lost); one it has not acknowledged yet is held for it: the agent
+                # keeps resending until the framework calls acknowledge() (at least once, never for it).
+                if self.auto_acknowledge or (duplicate and uuid in self._acknowledged):
                     await self.acknowledge(message.status)
                 if duplicate:
                     # Updates are delivered at least once; the scheduler sees each exactly once.
@@ -400,6 +405,8 @@ class FrameworkClient:
         """Tell the agent we have this update, so it stops keeping it (sent in a batch within a few ms)."""
         if status.agent_id is None:
             return
+        if not self.auto_acknowledge:
+            _remember(self._acknowledged, status.uuid)
         self._acks.add(wire.Acknowledged(agent_id=status.agent_id, task_id=status.task_id, uuid=status.uuid))
 
     async def _send_acks(self, acks: list[wire.Acknowledged]) -> None:
@@ -442,6 +449,13 @@ class FrameworkClient:
     async def teardown(self) -> None:
         """Unregister: the master kills our tasks and forgets us."""
         await self._call(wire.Teardown(framework_id=self._id))
+
+
+def _remember(seen: OrderedDict[str, None], uuid: str) -> None:
+    """Add a uuid to a bounded memory, forgetting the oldest past :data:`_SEEN_UPDATES`."""
+    seen[uuid] = None
+    if len(seen) > _SEEN_UPDATES:
+        seen.popitem(last=False)
 
 
 def offer_cycle_percentiles(samples: list[float]) -> tuple[float, float]:
