@@ -113,17 +113,11 @@ start_dockerd() {
 }
 
 build_task_image() {
-  # No registry is reachable: the task image is a busybox-static rootfs imported as an image.
+  # No registry is reachable: the task image is a busybox-static rootfs imported as an image, by the
+  # same code a pip-installed user runs (`meseta task-image`).
   if ! docker image inspect "$TASK_IMAGE" >/dev/null 2>&1; then
     log "building $TASK_IMAGE from busybox-static"
-    local root; root=$(mktemp -d)
-    mkdir -p "$root/bin" "$root/tmp"
-    cp /bin/busybox "$root/bin/busybox"
-    for applet in $("$root/bin/busybox" --list); do
-      [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
-    done
-    tar -C "$root" -c . | docker import -c 'CMD ["/bin/sh"]' - "$TASK_IMAGE" >/dev/null
-    rm -rf "$root"
+    .venv/bin/meseta task-image --image "$TASK_IMAGE" >/dev/null
   fi
 }
 
@@ -145,8 +139,8 @@ rabbitmq_job=$!
 start_etcd
 install_gpu_shim
 start_dockerd
-build_task_image
 install_python
+build_task_image
 # Wait for RabbitMQ's start only: a bare `wait` would also wait for the daemons started above.
 wait "$rabbitmq_job"
 log "ready: rabbitmq :5672 (management :15672), etcd :2379, dockerd, image $TASK_IMAGE, .venv"

@@ -363,6 +363,76 @@ def demo(
     raise typer.Exit(eventloop.run(run_demo(batch_tasks, service_tasks, image, timeout)))
 
 
+@app.command()
+def up(
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    etcd_endpoint: EtcdEndpoint = "127.0.0.1:2379",
+    etcd_prefix: EtcdPrefix = "/meseta",
+    agents: Annotated[int, typer.Option(min=1, help="Agents to start.")] = 2,
+    cpus: Annotated[float, typer.Option(help="Cpus each agent offers (may exceed the host's).")] = 2.0,
+    mem: Annotated[float, typer.Option(help="MiB each agent offers.")] = 1024.0,
+    api_port: Annotated[int, typer.Option(envvar="MESETA_API_PORT", help="The master's state API.")] = 5050,
+    isolator: Annotated[str, typer.Option(envvar="MESETA_ISOLATOR", help="docker or process.")] = "docker",
+    image: Annotated[
+        str, typer.Option(envvar="MESETA_TASK_IMAGE", help="Task image, built offline if missing.")
+    ] = "meseta-task:latest",
+    directory: Annotated[
+        Path, typer.Option(envvar="MESETA_UP_DIR", help="Logs and the agents' work directories.")
+    ] = Path("/var/tmp/meseta-up"),
+    cluster: Annotated[
+        str,
+        typer.Option(envvar="MESETA_CLUSTER", help="Label on its containers, and its agents' id prefix."),
+    ] = "meseta-up",
+) -> None:
+    """Run a local cluster to develop against (master, allocator, agents) until Ctrl-C."""
+    from meseta.demo.devcluster import NotReady, UpSettings
+    from meseta.demo.devcluster import up as run_up
+
+    logging.basicConfig(level=logging.WARNING)
+    settings = UpSettings(
+        amqp_url=amqp_url,
+        etcd_endpoint=etcd_endpoint,
+        etcd_prefix=etcd_prefix,
+        agents=agents,
+        cpus=cpus,
+        mem=mem,
+        api_port=api_port,
+        isolator=isolator,
+        image=image,
+        directory=directory,
+        cluster=cluster,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_up(settings, stop, lambda text: typer.echo(text))
+
+    try:
+        eventloop.run(main())
+    except NotReady as exc:
+        typer.echo(f"meseta up: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("task-image")
+def task_image(
+    image: Annotated[str, typer.Option(envvar="MESETA_TASK_IMAGE")] = "meseta-task:latest",
+    rebuild: Annotated[bool, typer.Option(help="Build it even if Docker has it.")] = False,
+) -> None:
+    """Build the offline task image (busybox-static, no registry) that the examples and docs name."""
+    from meseta.ops.task_image import TaskImageError, ensure_task_image
+
+    try:
+        built = ensure_task_image(image, rebuild=rebuild)
+    except TaskImageError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{image} {'built' if built else 'is already there'}")
+
+
 # --- operators ------------------------------------------------------------------------------------------
 
 

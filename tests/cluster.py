@@ -85,6 +85,7 @@ async def local_cluster(
             revocation_grace=revocation_grace,
             agent_timeout=agent_timeout,
             heartbeat_rate=heartbeat_rate,
+            framework_timeout=3.0,  # the failover tests wait for a disconnection
             api_port=0,
             sample_interval=0.2,
         )

@@ -91,7 +91,7 @@ class ProcessCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop_all()
-        await asyncio.to_thread(_remove_containers, self.run_id)
+        await asyncio.to_thread(remove_containers, self.run_id)
         await asyncio.to_thread(Management().delete_vhost, self.vhost)
         store = EtcdStore(self.etcd_endpoint, self.etcd_prefix)
         with contextlib.suppress(Exception):
@@ -190,7 +190,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _remove_containers(run_id: str) -> None:
+def remove_containers(run_id: str) -> None:
     client = docker.from_env()
     for container in client.containers.list(all=True, filters={"label": f"{LABEL_CLUSTER}={run_id}"}):
         container.remove(force=True)

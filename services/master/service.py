@@ -51,7 +51,7 @@ class MasterSettings:
     heartbeat_rate: float = DEFAULT_HEARTBEAT_RATE
     """Agent heartbeats per second this master holds at most, by telling agents to beat every
     agents / rate seconds or slower (meseta.master.pacing); 0: agents keep their own interval."""
-    framework_timeout: float = 3.0
+    framework_timeout: float = 10.0
     """Seconds without a framework heartbeat (or call) before it counts as disconnected."""
     starvation_after: float = DEFAULT_STARVATION_AFTER
     health_interval: float = 5.0

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.cluster import local_cluster
+from tests.docs.snippets import ROOT, code_blocks
 
 pytestmark = pytest.mark.e2e
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "SDK.md"
-
 
 def tutorial_code() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    return str(blocks[0])
+    return code_blocks(ROOT / "docs" / "SDK.md", "python")[0]
 
 
 def test_the_tutorial_is_short() -> None:
@@ -43,3 +39,22 @@ async def test_the_tutorial_runs(amqp_url: str, etcd_prefix: str) -> None:
     for i in range(3):
         assert f"hello-{i}: FINISHED" in text
     assert "done: 3 tasks on" in text
+
+
+async def test_the_failover_example_runs(amqp_url: str, etcd_prefix: str) -> None:
+    _, failover = code_blocks(ROOT / "docs" / "SDK.md", "python")
+    async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            failover,
+            env={**os.environ, "MESETA_AMQP_URL": amqp_url},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        text = out.decode()
+        assert proc.returncode == 0, text
+        framework_id = text.split("back as ")[1].split()[0]
+        # It came back as itself, then tore itself down.
+        assert framework_id not in cluster.master.cluster.frameworks
