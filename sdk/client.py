@@ -410,14 +410,7 @@ class FrameworkClient:
         self._acks.add(wire.Acknowledged(agent_id=status.agent_id, task_id=status.task_id, uuid=status.uuid))
 
     async def _send_acks(self, acks: list[wire.Acknowledged]) -> None:
-        if len(acks) == 1:
-            ack = acks[0]
-            call: wire.FrameworkCall = wire.Acknowledge(
-                framework_id=self._id, agent_id=ack.agent_id, task_id=ack.task_id, uuid=ack.uuid
-            )
-        else:
-            call = wire.Acknowledgements(framework_id=self._id, acks=tuple(acks))
-        await self._call(call)
+        await self._call(wire.Acknowledge(framework_id=self._id, acks=tuple(acks)))
 
     async def suppress(self) -> None:
         """Receive no offers until :meth:`revive`."""

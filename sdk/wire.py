@@ -26,7 +26,9 @@ from pydantic import (
     model_validator,
 )
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
+"""2: one message per concept, in its batch form (a batch of one is a batch). Other versions are refused
+with the reason (``wrong version``), dead-lettered, and answered where the sender can be told."""
 MAX_MESSAGE_BYTES: Final = 1 << 20
 """Larger bodies are dead-lettered unread: no legitimate message comes close."""
 
@@ -514,15 +516,6 @@ class KillTask(Message):
     reason: StatusReason = StatusReason.KILLED_BY_FRAMEWORK
 
 
-class AcknowledgeUpdate(Message):
-    """The framework has the status update with this uuid: the agent may forget it."""
-
-    type: Literal["ACKNOWLEDGE_UPDATE"] = "ACKNOWLEDGE_UPDATE"
-    agent_id: Id
-    task_id: Id
-    uuid: str
-
-
 class AcknowledgeUpdates(Message):
     """The framework has these status updates (by uuid): the agent may forget them."""
 
@@ -613,26 +606,31 @@ class HeartbeatInterval(Message):
 # agent -> master, on STATUS
 
 
-class StatusUpdate(Message):
-    """A task's state changed."""
+class StatusUpdate(_Frozen):
+    """A task's state changed: one item of STATUS_UPDATES (also what the agent checkpoints)."""
 
-    type: Literal["STATUS_UPDATE"] = "STATUS_UPDATE"
     agent_id: Id
     framework_id: Id
     status: TaskStatus
     trace: dict[str, str] = Field(default_factory=dict, max_length=4)
-    """The W3C trace context of the task's offer cycle, when the update travels in a batch."""
+    """The W3C trace context of the task's offer cycle."""
 
 
 MAX_BATCH = 256
 
 
 class StatusUpdates(Message):
-    """Several status updates of one agent in one message: under load an agent batches what it has."""
+    """Status updates of one agent's tasks: under load an agent batches what it has."""
 
     type: Literal["STATUS_UPDATES"] = "STATUS_UPDATES"
     agent_id: Id
     updates: tuple[StatusUpdate, ...] = Field(min_length=1, max_length=MAX_BATCH)
+
+    @model_validator(mode="after")
+    def _one_agent(self) -> Self:
+        if any(u.agent_id != self.agent_id for u in self.updates):
+            raise ValueError("every update must name the agent that sends the batch")
+        return self
 
 
 # framework -> master, on CALLS
@@ -688,25 +686,18 @@ class Kill(FrameworkCall):
     task_id: Id
 
 
-class Acknowledge(FrameworkCall):
-    """The framework has processed the status update with this uuid."""
-
-    type: Literal["ACKNOWLEDGE"] = "ACKNOWLEDGE"
-    agent_id: Id
-    task_id: Id
-    uuid: str
-
-
 class Acknowledged(_Frozen):
+    """One status update the framework has: its agent, task and uuid."""
+
     agent_id: Id
     task_id: Id
     uuid: str = Field(max_length=64)
 
 
-class Acknowledgements(FrameworkCall):
-    """Several acknowledgements in one call (the SDK batches them under load)."""
+class Acknowledge(FrameworkCall):
+    """The framework has these status updates: the master tells their agents, which forget them."""
 
-    type: Literal["ACKNOWLEDGEMENTS"] = "ACKNOWLEDGEMENTS"
+    type: Literal["ACKNOWLEDGE"] = "ACKNOWLEDGE"
     acks: tuple[Acknowledged, ...] = Field(min_length=1, max_length=MAX_BATCH)
 
 
@@ -832,7 +823,8 @@ class Rescind(Message):
 
 
 class Update(Message):
-    """A status update of one of the framework's tasks."""
+    """One status of an UPDATES message, as the SDK hands it to the framework's scheduler (one event per
+    status). Not sent on the wire: the master sends UPDATES, a batch of one included."""
 
     type: Literal["UPDATE"] = "UPDATE"
     framework_id: Id
@@ -840,7 +832,7 @@ class Update(Message):
 
 
 class Updates(Message):
-    """Several status updates of the framework's tasks; the SDK hands them on as single UPDATE events."""
+    """Status updates of the framework's tasks; the SDK hands them on one by one as ``Update`` events."""
 
     type: Literal["UPDATES"] = "UPDATES"
     framework_id: Id
@@ -958,21 +950,21 @@ class FrameworkRemoved(Message):
     framework_id: Id
 
 
-class ResourcesRecovered(Message):
+class Recovered(_Frozen):
     """Resources allocated to a framework came back (declined, unused, or their task ended)."""
 
-    type: Literal["RESOURCES_RECOVERED"] = "RESOURCES_RECOVERED"
     framework_id: Id
     agent_id: Id
     resources: Resources
     refuse_seconds: float = Field(default=0.0, ge=0)
+    """The framework is not offered this agent again for this long (a decline's filter)."""
 
 
-class ResourcesRecoveredBatch(Message):
-    """Several recoveries in one message."""
+class ResourcesRecovered(Message):
+    """Recoveries, in one message."""
 
-    type: Literal["RESOURCES_RECOVERED_BATCH"] = "RESOURCES_RECOVERED_BATCH"
-    items: tuple[ResourcesRecovered, ...] = Field(min_length=1, max_length=MAX_BATCH)
+    type: Literal["RESOURCES_RECOVERED"] = "RESOURCES_RECOVERED"
+    items: tuple[Recovered, ...] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class OffersSuppressed(Message):
@@ -1003,16 +995,6 @@ class Revocation(Message):
     agent_id: Id
     resources: Resources
     for_role: str
-
-
-class Allocation(Message):
-    """The allocator gives ``resources`` on ``agent_id`` to ``framework_id``."""
-
-    type: Literal["ALLOCATION"] = "ALLOCATION"
-    framework_id: Id
-    agent_id: Id
-    resources: Resources
-    allocated_at: float = Field(default_factory=time.time)
 
 
 class Grant(_Frozen):
@@ -1063,7 +1045,6 @@ LAUNCHES = Channel(
     Exchange.LAUNCHES,
     LaunchTasks,
     KillTask,
-    AcknowledgeUpdate,
     AcknowledgeUpdates,
     ReregisterAgent,
     HeartbeatInterval,
@@ -1074,7 +1055,7 @@ LAUNCHES = Channel(
 )
 EXECUTOR = Channel("executor", RunTask, KillExecutorTask, ShutdownExecutor, ExecutorMessage)
 """What an executor receives from its agent."""
-STATUS = Channel(Exchange.STATUS, StatusUpdate, StatusUpdates)
+STATUS = Channel(Exchange.STATUS, StatusUpdates)
 CALLS = Channel(
     Exchange.CALLS,
     Subscribe,
@@ -1082,7 +1063,6 @@ CALLS = Channel(
     Decline,
     Kill,
     Acknowledge,
-    Acknowledgements,
     Suppress,
     Revive,
     SetFilters,
@@ -1096,7 +1076,7 @@ CALLS = Channel(
 REPLIES = Channel("reply", Subscribed, TaskLogs, Killing, Error)
 """Answers that come to a caller's private ``reply_to`` queue."""
 FRAMEWORK_EVENTS = Channel(
-    Exchange.OFFERS, Subscribed, Offers, Rescind, Update, Updates, Failure, RevocationNotice, Error
+    Exchange.OFFERS, Subscribed, Offers, Rescind, Updates, Failure, RevocationNotice, Error
 )
 TO_ALLOCATOR = Channel(
     f"{Exchange.ALLOCATION}/{RoutingKey.TO_ALLOCATOR}",
@@ -1105,15 +1085,26 @@ TO_ALLOCATOR = Channel(
     FrameworkAdded,
     FrameworkRemoved,
     ResourcesRecovered,
-    ResourcesRecoveredBatch,
     OffersSuppressed,
     OffersRevived,
     FiltersUpdated,
     StateSync,
 )
 TO_MASTER = Channel(
-    f"{Exchange.ALLOCATION}/{RoutingKey.TO_MASTER}", Allocation, Allocations, AllocatorStarted, Revocation
+    f"{Exchange.ALLOCATION}/{RoutingKey.TO_MASTER}", Allocations, AllocatorStarted, Revocation
 )
+CHANNELS: Final = (
+    HEARTBEATS,
+    LAUNCHES,
+    EXECUTOR,
+    STATUS,
+    CALLS,
+    REPLIES,
+    FRAMEWORK_EVENTS,
+    TO_ALLOCATOR,
+    TO_MASTER,
+)
+"""Every channel: what may travel anywhere in Meseta."""
 
 
 class DecodeError(ValueError):

@@ -76,7 +76,17 @@ class Checkpoint:
 
     def updates(self) -> list[wire.StatusUpdate]:
         """Every unacknowledged update, oldest first."""
-        found = [
-            wire.StatusUpdate.model_validate_json(p.read_text()) for p in self.updates_dir.glob("*.json")
-        ]
+        found = [_update_record(p.read_text()) for p in self.updates_dir.glob("*.json")]
         return sorted(found, key=lambda u: u.status.timestamp)
+
+
+_V1_ENVELOPE = ("type", "version", "message_id", "correlation_id")
+
+
+def _update_record(text: str) -> wire.StatusUpdate:
+    """A checkpointed update; one an agent of protocol 1 wrote (a whole STATUS_UPDATE message) loses its
+    envelope, so an upgraded agent still resends what its predecessor had not had acknowledged."""
+    data = json.loads(text)
+    for key in _V1_ENVELOPE:
+        data.pop(key, None)
+    return wire.StatusUpdate.model_validate(data)

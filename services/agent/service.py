@@ -260,9 +260,6 @@ class AgentService(Service):
                 self._launch(message)
             case wire.KillTask():
                 await self._kill(message)
-            case wire.AcknowledgeUpdate():
-                self.unacknowledged.pop(message.uuid, None)
-                self.checkpoint.drop_update(message.uuid)
             case wire.AcknowledgeUpdates():
                 for uuid in message.uuids:
                     self.unacknowledged.pop(uuid, None)
@@ -449,11 +446,7 @@ class AgentService(Service):
         self._updates.add(update)
 
     async def _publish_updates(self, updates: list[wire.StatusUpdate]) -> None:
-        message: wire.Message = (
-            updates[0]
-            if len(updates) == 1
-            else wire.StatusUpdates(agent_id=self.agent_id, updates=tuple(updates))
-        )
+        message = wire.StatusUpdates(agent_id=self.agent_id, updates=tuple(updates))
         await self.bus.publish(wire.Exchange.STATUS, wire.RoutingKey.STATUS, message, persistent=True)
 
     async def _report(

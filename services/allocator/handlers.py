@@ -23,13 +23,11 @@ def apply(state: AllocatorState, event: wire.Message, now: float | None = None) 
             state.add_framework(event)
         case wire.FrameworkRemoved():
             state.remove_framework(event.framework_id)
-        case wire.ResourcesRecoveredBatch():
-            for item in event.items:
-                apply(state, item, now)
         case wire.ResourcesRecovered():
-            refuse_until = now + event.refuse_seconds if event.refuse_seconds > 0 else None
-            if not state.recover(event.framework_id, event.agent_id, event.resources, refuse_until):
-                log.info("stale recovery ignored: %s on %s", event.framework_id, event.agent_id)
+            for item in event.items:
+                refuse_until = now + item.refuse_seconds if item.refuse_seconds > 0 else None
+                if not state.recover(item.framework_id, item.agent_id, item.resources, refuse_until):
+                    log.info("stale recovery ignored: %s on %s", item.framework_id, item.agent_id)
         case wire.OffersSuppressed():
             state.set_suppressed(event.framework_id, True)
         case wire.OffersRevived():

@@ -1,4 +1,5 @@
-"""The master process: lifecycle only. Behaviour lives in :mod:`.handlers`."""
+"""The master process: lifecycle only. Behaviour lives in the handler modules, dispatched by
+:mod:`.dispatch`; the periodic work in :mod:`.sweeps`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from meseta.master import views
+from meseta.master import sweeps, views
 from meseta.master.activity import Activity
+from meseta.master.agents import pace_heartbeats
 from meseta.master.api import StateApi
 from meseta.master.cluster import Cluster, FrameworkInfo
-from meseta.master.handlers import MasterHandlers
+from meseta.master.core import MasterCore
+from meseta.master.dispatch import Dispatcher
 from meseta.master.metrics import MasterMetrics
-from meseta.master.pacing import DEFAULT_HEARTBEAT_RATE
+from meseta.master.outbox import Outbox
+from meseta.master.pacing import DEFAULT_HEARTBEAT_RATE, HeartbeatPacer
 from meseta.master.registry import Registry
 from meseta.master.starvation import DEFAULT_STARVATION_AFTER, assess
 from meseta.runtime.etcd import DEFAULT_ENDPOINT, EtcdStore
@@ -75,16 +79,17 @@ class MasterService(Service):
         self.store = EtcdStore(settings.etcd_endpoint, settings.etcd_prefix)
         self.registry = Registry(self.store)
         self.activity = Activity()
-        self.handlers = MasterHandlers(
+        self.core = MasterCore(
             self.cluster,
-            self.bus,
+            Outbox(self.bus),
             self.registry,
             settings.offer_timeout,
             settings.revocation_grace,
             self.activity,
+            HeartbeatPacer(settings.heartbeat_rate),
             MasterMetrics(self.cluster, lambda: self.leading.is_set()),
-            settings.heartbeat_rate,
         )
+        self.dispatcher = Dispatcher(self.core)
         self._starving: set[str] = set()
         self.leadership = Leadership(self.store, "master", settings.name, settings.lease_ttl)
         self.leading = asyncio.Event()
@@ -94,7 +99,7 @@ class MasterService(Service):
     @property
     def epoch(self) -> int:
         """This master's fencing token."""
-        return self.handlers.epoch
+        return self.core.epoch
 
     async def _start(self) -> None:
         await self.store.connect()
@@ -128,27 +133,25 @@ class MasterService(Service):
     async def _lead(self) -> None:
         """Campaign; once elected, take over, then hold the lease (losing it fails the service at once)."""
         epoch = await self.leadership.campaign()
-        self.bus.epoch = self.handlers.epoch = epoch
+        self.bus.epoch = self.core.epoch = epoch
         for framework_id, entry in (await self.registry.frameworks()).items():
             self.cluster.frameworks[framework_id] = FrameworkInfo.from_registry(framework_id, entry)
             await self.bus.declare_queue(
                 wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id
             )
         for queue, channel in self._inbound:
-            on_invalid = self.handlers.invalid_call if channel is wire.CALLS else None
+            on_invalid = self.dispatcher.invalid_call if channel is wire.CALLS else None
             # Allocations from a deposed allocator are fenced off by its epoch.
             self.bus.consume(
-                queue, channel, self.handlers.handle, on_invalid, fence=channel is wire.TO_MASTER
+                queue, channel, self.dispatcher.handle, on_invalid, fence=channel is wire.TO_MASTER
             )
         self.spawn(self._sweep_loop(), "offer-expiry")
         self.spawn(self._health_loop(), "health")
         self.spawn(self._sample_loop(), "share-samples")
         # An allocator that outlived the old master holds a view of it: replace it with ours.
-        await self.handlers.to_allocator(self.cluster.state_sync())
+        await self.core.outbox.to_allocator(self.cluster.state_sync())
         # Every agent re-registers now, rather than at its next heartbeat: offers resume sooner.
-        await self.bus.publish(
-            wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS, wire.ReregisterAgent(agent_id="all")
-        )
+        await self.core.outbox.to_all_agents(wire.ReregisterAgent(agent_id="all"))
         self.leading.set()
         log.info(
             "master %s leads, epoch %d, %d frameworks from the registry",
@@ -167,15 +170,15 @@ class MasterService(Service):
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.sweep_interval)
-            await self.handlers.expire_offers()
-            await self.handlers.kill_revoked()
+            await sweeps.expire_offers(self.core)
+            await sweeps.kill_revoked(self.core)
             if (waiting := await self._unread_heartbeats()) > 0:
                 # Agents are judged by what they sent, not by how fast this master reads it.
                 log.warning("%d heartbeats wait to be read: no agent is taken for silent meanwhile", waiting)
             else:
-                await self.handlers.remove_silent_agents(self.settings.agent_timeout)
-            await self.handlers.check_frameworks(self.settings.framework_timeout)
-            await self.handlers.pace_heartbeats()  # a shorter interval waits for a stable cluster
+                await sweeps.remove_silent_agents(self.core, self.settings.agent_timeout)
+            await sweeps.check_frameworks(self.core, self.settings.framework_timeout)
+            await pace_heartbeats(self.core)  # a shorter interval waits for a stable cluster
 
     async def _unread_heartbeats(self) -> int:
         """Heartbeats (and registrations) queued at the broker for this master: under a backlog (the

@@ -17,10 +17,14 @@ pytestmark = pytest.mark.e2e
 BAD_BODIES = {
     "garbage": (b"\x8f\x00 not json {", "malformed"),
     "unknown type": (
-        json.dumps({"type": "WHAT_IS_THIS", "version": 1}).encode(),
+        json.dumps({"type": "WHAT_IS_THIS", "version": wire.PROTOCOL_VERSION}).encode(),
         "unknown type 'WHAT_IS_THIS'",
     ),
     "wrong version": (json.dumps({"type": "HEARTBEAT", "version": 99}).encode(), "wrong version: 99"),
+    "protocol 1": (
+        json.dumps({"type": "STATUS_UPDATE", "version": 1}).encode(),
+        "wrong version: 1, this side speaks 2",
+    ),
 }
 
 

@@ -33,7 +33,7 @@ async def test_no_agent_is_lost_while_its_heartbeats_wait_unread(amqp_url: str, 
             "an agent whose heartbeats wait was taken for lost"
         )
         # Reading again, the master hears it.
-        master.bus.consume(queue, wire.HEARTBEATS, master.handlers.handle)
+        master.bus.consume(queue, wire.HEARTBEATS, master.dispatcher.handle)
         await wait_for(lambda: time.time() - held.last_seen < timeout, 10, "the queued heartbeats to be read")
         assert master.cluster.agents.get(agent_id) is held
         # A really silent agent is still lost.

@@ -22,7 +22,7 @@ async def test_agents_beat_as_slowly_as_the_master_tells_them(amqp_url: str, etc
         await wait_for(lambda: all(a.told_interval == 3.0 for a in cluster.agents), 10, "agents told 3 s")
         assert all(a.heartbeat_interval == 3.0 for a in cluster.agents)
         # Silence of 4 intervals, not the configured 5 s, is what makes an agent lost now.
-        assert cluster.master.handlers.pacer.timeout(5.0, time.time()) == 12.0
+        assert cluster.master.core.pacer.timeout(5.0, time.time()) == 12.0
 
         # Heartbeats arrive every 3 s per agent, where 0.5 s would give two a second. The first after
         # being told comes at a random point of the new interval (agents told at once must not beat
@@ -62,7 +62,7 @@ async def test_a_new_master_keeps_the_interval_its_agents_were_told(amqp_url: st
         await second.start()
         try:
             await wait_for(lambda: len(second.cluster.agents) == 3, 20, "agents re-registered")
-            assert second.handlers.pacer.advertised == 3.0
+            assert second.core.pacer.advertised == 3.0
             assert all(a.told_interval == 3.0 for a in cluster.agents)
             assert all(seconds == 3.0 for seconds in told), told
         finally:

@@ -40,10 +40,15 @@ def task(task_id: str = "t-1", cpus: float = 1, mem: float = 64) -> wire.TaskInf
         (wire.LaunchTasks(agent_id="a", framework_id="f", tasks=(task(),)), wire.LAUNCHES),
         (wire.KillTask(agent_id="a", framework_id="f", task_id="t"), wire.LAUNCHES),
         (
-            wire.StatusUpdate(
+            wire.StatusUpdates(
                 agent_id="a",
-                framework_id="f",
-                status=wire.TaskStatus(task_id="t", state=wire.TaskState.FAILED, exit_code=3),
+                updates=(
+                    wire.StatusUpdate(
+                        agent_id="a",
+                        framework_id="f",
+                        status=wire.TaskStatus(task_id="t", state=wire.TaskState.FAILED, exit_code=3),
+                    ),
+                ),
             ),
             wire.STATUS,
         ),
@@ -56,10 +61,29 @@ def task(task_id: str = "t-1", cpus: float = 1, mem: float = 64) -> wire.TaskInf
             wire.FRAMEWORK_EVENTS,
         ),
         (
-            wire.ResourcesRecovered(framework_id="f", agent_id="a", resources=Resources(cpus=1)),
+            wire.ResourcesRecovered(
+                items=(wire.Recovered(framework_id="f", agent_id="a", resources=Resources(cpus=1)),)
+            ),
             wire.TO_ALLOCATOR,
         ),
-        (wire.Allocation(framework_id="f", agent_id="a", resources=Resources(cpus=1)), wire.TO_MASTER),
+        (
+            wire.Allocations(
+                grants=(wire.Grant(framework_id="f", agent_id="a", resources=Resources(cpus=1)),)
+            ),
+            wire.TO_MASTER,
+        ),
+        (
+            wire.Acknowledge(
+                framework_id="f", acks=(wire.Acknowledged(agent_id="a", task_id="t", uuid="u" * 32),)
+            ),
+            wire.CALLS,
+        ),
+        (
+            wire.Updates(
+                framework_id="f", statuses=(wire.TaskStatus(task_id="t", state=wire.TaskState.RUNNING),)
+            ),
+            wire.FRAMEWORK_EVENTS,
+        ),
     ],
 )
 def test_every_message_round_trips(message: wire.Message, channel: wire.Channel) -> None:
@@ -81,11 +105,15 @@ def test_messages_are_frozen_and_forbid_extra_fields() -> None:
     [
         (b"\x00\xffgarbage", "malformed: not JSON"),
         (b"[1, 2]", "malformed: expected a JSON object"),
-        (b'{"type": "HEARTBEAT", "version": 2, "agent_id": "a", "free": {}}', "wrong version: 2"),
+        (
+            b'{"type": "HEARTBEAT", "version": 1, "agent_id": "a", "free": {}}',
+            "wrong version: 1, this side speaks 2",
+        ),
+        (b'{"type": "HEARTBEAT", "version": 3, "agent_id": "a", "free": {}}', "wrong version: 3"),
         (b'{"type": "HEARTBEAT", "agent_id": "a", "free": {}}', "wrong version: None"),
-        (b'{"type": "LAUNCH", "version": 1}', "unknown type 'LAUNCH' on meseta.heartbeats"),
-        (b'{"type": "HEARTBEAT", "version": 1, "agent_id": "a", "free": {"cpus": -1}}', "invalid HEARTBEAT"),
-        (b'{"type": "HEARTBEAT", "version": 1, "agent_id": "a b", "free": {}}', "agent_id"),
+        (b'{"type": "LAUNCH", "version": 2}', "unknown type 'LAUNCH' on meseta.heartbeats"),
+        (b'{"type": "HEARTBEAT", "version": 2, "agent_id": "a", "free": {"cpus": -1}}', "invalid HEARTBEAT"),
+        (b'{"type": "HEARTBEAT", "version": 2, "agent_id": "a b", "free": {}}', "agent_id"),
         (b"{" + b" " * wire.MAX_MESSAGE_BYTES + b"}", "oversized"),
     ],
 )
@@ -126,3 +154,22 @@ def test_resource_arithmetic_rounds_and_handles_ports() -> None:
 
 def test_terminal_states() -> None:
     assert {s for s in wire.TaskState if s.terminal} == {"FINISHED", "FAILED", "KILLED", "LOST", "ERROR"}
+
+
+def test_protocol_2_has_one_message_per_concept() -> None:
+    # The single forms of v1 are gone from the wire: a v1 sender's STATUS_UPDATE is refused by type.
+    every = {t for channel in wire.CHANNELS for t in channel.types}
+    for gone in ("STATUS_UPDATE", "UPDATE", "ACKNOWLEDGEMENTS", "ACKNOWLEDGE_UPDATE", "ALLOCATION"):
+        assert gone not in every
+    assert "RESOURCES_RECOVERED_BATCH" not in every
+    body = b'{"type": "STATUS_UPDATE", "version": 2, "agent_id": "a"}'
+    with pytest.raises(wire.DecodeError, match="unknown type 'STATUS_UPDATE'"):
+        wire.decode(body, wire.STATUS)
+
+
+def test_a_status_batch_names_one_agent() -> None:
+    update = wire.StatusUpdate(
+        agent_id="other", framework_id="f", status=wire.TaskStatus(task_id="t", state=wire.TaskState.RUNNING)
+    )
+    with pytest.raises(ValidationError, match="agent that sends the batch"):
+        wire.StatusUpdates(agent_id="a", updates=(update,))

@@ -1,0 +1,173 @@
+"""Agents: registration, heartbeats, their tasks' status updates, and their loss."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from opentelemetry import trace
+
+from meseta.master.cluster import AgentInfo, TaskEntry
+from meseta.master.core import Call, MasterCore
+from meseta.sdk import tracing, wire
+
+log = logging.getLogger(__name__)
+
+
+async def register_agent(m: MasterCore, msg: wire.RegisterAgent, _: Call) -> None:
+    agent = m.cluster.agents.get(msg.agent_id)
+    if agent is not None:
+        agent.last_seen = time.time()
+        log.info("agent %s re-registered", msg.agent_id)
+        return
+    agent = AgentInfo(
+        msg.agent_id, msg.hostname, dict(msg.attributes), msg.resources, time.time(), gpu_ids=msg.gpu_ids
+    )
+    m.cluster.add_agent(agent)
+    m.pacer.observe(msg.heartbeat_interval)
+    broadcast = await pace_heartbeats(m)
+    if not broadcast and m.pacer.advertised > msg.heartbeat_interval:
+        # Later broadcasts reach it too; this one is for the interval already in force.
+        interval = wire.HeartbeatInterval(agent_id=msg.agent_id, seconds=m.pacer.advertised)
+        await m.outbox.to_agent(msg.agent_id, interval)
+    running = msg.running_tasks
+    if msg.agent_id in m.cluster.lost_agents:
+        # Back from the dead: its frameworks were told these tasks are LOST and have replaced them.
+        m.cluster.lost_agents.discard(msg.agent_id)
+        for task in running:
+            reason = wire.StatusReason.AGENT_REMOVED
+            await m.outbox.kill_on(msg.agent_id, task.framework_id, task.task_id, reason)
+        running = ()
+    # A master that restarted learns the agent's running tasks from it; they hold resources.
+    for task in running:
+        m.cluster.add_task(
+            TaskEntry(
+                task.framework_id,
+                task.task_id,
+                agent.agent_id,
+                task.resources,
+                wire.TaskState.RUNNING,
+                task.gpu_ids,
+            )
+        )
+    log.info(
+        "agent %s registered on %s with %s (%d tasks)",
+        msg.agent_id,
+        msg.hostname,
+        msg.resources,
+        len(running),
+    )
+    if running:
+        # Its tasks are held by frameworks: the allocator must see them as allocated, not free.
+        await m.outbox.to_allocator(m.cluster.state_sync())
+        return
+    await m.outbox.to_allocator(agent.as_event())
+
+
+async def heartbeat(m: MasterCore, msg: wire.Heartbeat, _: Call) -> None:
+    agent = m.cluster.agents.get(msg.agent_id)
+    if agent is None:
+        # We do not know it (we restarted, or it registered before we ran): ask for its inventory.
+        await m.outbox.to_agent(msg.agent_id, wire.ReregisterAgent(agent_id=msg.agent_id))
+        return
+    agent.last_seen = time.time()
+
+
+async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> None:
+    """Apply each update (each in its own span, in its task's offer-cycle trace), give back what ended
+    tasks held, forward the updates to their frameworks, and acknowledge those of frameworks that are gone
+    (nobody else will, and the agent would keep them for ever)."""
+    per_framework: dict[str, list[wire.StatusUpdate]] = {}
+    orphans: list[str] = []
+    for update in msg.updates:
+        # Not made current, attributes given at the start: a launch burst is thousands of these.
+        span = m.tracer.start_span(
+            "master STATUS_UPDATE",
+            context=tracing.extract(update.trace),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"meseta.service": "master", "meseta.message.type": msg.type, **_attributes(update)},
+        )
+        try:
+            _apply(m, update)
+            # Forwarded in this span's trace (the task's offer cycle), also when it leaves in a batch.
+            forwarded = update.model_copy(
+                update={"trace": tracing.inject({}, trace.set_span_in_context(span))}
+            )
+        finally:
+            span.end()
+        if update.framework_id in m.cluster.frameworks:
+            per_framework.setdefault(update.framework_id, []).append(forwarded)
+        else:
+            orphans.append(update.status.uuid)
+    await m.outbox.flush_recovered()
+    for framework_id, updates in per_framework.items():
+        await m.outbox.statuses(framework_id, [u.status for u in updates], [u.trace for u in updates])
+    if orphans:
+        await m.outbox.acknowledge_updates(msg.agent_id, orphans)
+
+
+def _apply(m: MasterCore, update: wire.StatusUpdate) -> None:
+    """The task's new state; what an ended task held goes back to the allocator with the next flush."""
+    status = update.status
+    key = (update.framework_id, status.task_id)
+    task = m.cluster.tasks.get(key)
+    if task is None:
+        return
+    task.state = status.state
+    if status.state.terminal:
+        m.cluster.end_task(key)
+        if update.framework_id in m.cluster.frameworks:
+            m.outbox.recover_later(update.framework_id, task.agent_id, task.resources)
+
+
+def _attributes(update: wire.StatusUpdate) -> dict[str, str]:
+    return {
+        "meseta.task_id": update.status.task_id,
+        "meseta.task_state": update.status.state.value,
+        "meseta.agent_id": update.agent_id,
+        "meseta.framework_id": update.framework_id,
+    }
+
+
+async def remove_agent(m: MasterCore, agent: AgentInfo, why: str) -> None:
+    """Forget an agent: rescind its offers, report its tasks LOST, tell frameworks and allocator."""
+    log.warning("agent %s lost: %s", agent.agent_id, why)
+    for offer in [o for o in m.cluster.offers.values() if o.agent_id == agent.agent_id]:
+        m.cluster.remove_offer(offer.offer_id)
+        rescind = wire.Rescind(framework_id=offer.framework_id, offer_id=offer.offer_id)
+        await m.outbox.to_framework(offer.framework_id, rescind)
+    lost: dict[str, list[wire.TaskStatus]] = {}
+    for key in sorted(agent.tasks):
+        task = m.cluster.end_task(key)
+        if task is None or task.framework_id not in m.cluster.frameworks:
+            continue
+        lost.setdefault(task.framework_id, []).append(
+            wire.TaskStatus(
+                task_id=task.task_id,
+                state=wire.TaskState.LOST,
+                agent_id=agent.agent_id,
+                reason=wire.StatusReason.AGENT_REMOVED,
+                message=f"agent {agent.agent_id} lost: {why}",
+            )
+        )
+    for framework_id, statuses in lost.items():
+        await m.outbox.statuses(framework_id, statuses)
+    m.cluster.remove_agent(agent.agent_id)
+    m.cluster.lost_agents.add(agent.agent_id)
+    await m.outbox.to_allocator(wire.AgentRemoved(agent_id=agent.agent_id))
+    await pace_heartbeats(m)
+    for framework_id in sorted(lost):
+        await m.outbox.to_framework(
+            framework_id, wire.Failure(framework_id=framework_id, agent_id=agent.agent_id)
+        )
+
+
+async def pace_heartbeats(m: MasterCore) -> bool:
+    """Tell every agent (one broadcast) when the cluster's size has moved its heartbeat interval;
+    True when it did."""
+    seconds = m.pacer.update(len(m.cluster.agents), time.time())
+    if seconds is None:
+        return False
+    log.info("agents heartbeat every %.1f s or slower (%d agents)", seconds, len(m.cluster.agents))
+    await m.outbox.to_all_agents(wire.HeartbeatInterval(agent_id="all", seconds=seconds))
+    return True

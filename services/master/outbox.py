@@ -1,0 +1,127 @@
+"""Everything the master sends, and where it goes: agents, frameworks, the allocator, a caller.
+
+Handlers never name an exchange or a routing key; they tell the outbox whom a message is for. The outbox
+publishes through a :class:`Publisher` (the bus in a service, a recorder in the unit tests), so every
+handler can be driven with no broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from meseta.sdk import wire
+from meseta.sdk.wire import Resources
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """What the outbox needs of the bus."""
+
+    async def publish(
+        self,
+        exchange: wire.Exchange | str,
+        routing_key: str,
+        message: wire.Message,
+        *,
+        persistent: bool = False,
+    ) -> None: ...
+
+    async def declare_queue(self, name: str, exchange: wire.Exchange, routing_key: str) -> Any: ...
+
+
+class Outbox:
+    """The master's messages to the rest of the cluster."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        self._recovered: list[wire.Recovered] = []
+        """Resources found unused while a message was handled: given back in one message."""
+
+    # --- by recipient ------------------------------------------------------------------------------------
+
+    async def to_allocator(self, message: wire.Message) -> None:
+        await self.publisher.publish(wire.Exchange.ALLOCATION, wire.RoutingKey.TO_ALLOCATOR, message)
+
+    async def to_framework(self, framework_id: str, message: wire.Message) -> None:
+        await self.publisher.publish(wire.Exchange.OFFERS, framework_id, message)
+
+    async def to_agent(self, agent_id: str, message: wire.Message) -> None:
+        # Persistent: a launch or a kill must survive a broker restart (agent queues are durable).
+        await self.publisher.publish(wire.Exchange.LAUNCHES, agent_id, message, persistent=True)
+
+    async def to_all_agents(self, message: wire.Message) -> None:
+        """One broadcast: every agent's queue is bound with the ``all-agents`` key."""
+        await self.publisher.publish(wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS, message)
+
+    async def to_caller(self, reply_to: str | None, message: wire.Message) -> None:
+        """An answer to the private queue of the call it answers; nowhere when the call named none."""
+        if reply_to:
+            await self.publisher.publish("", reply_to, message)
+        else:
+            log.info("no reply queue to answer on: %s dropped", message.type)
+
+    async def open_framework_queue(self, framework_id: str) -> None:
+        """Declare a framework's queue, before anything can be routed to it."""
+        await self.publisher.declare_queue(
+            wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id
+        )
+
+    # --- what is said often ------------------------------------------------------------------------------
+
+    async def kill_on(
+        self, agent_id: str, framework_id: str, task_id: str, reason: wire.StatusReason
+    ) -> None:
+        """Tell an agent to kill a task, and why."""
+        kill = wire.KillTask(agent_id=agent_id, framework_id=framework_id, task_id=task_id, reason=reason)
+        await self.to_agent(agent_id, kill)
+
+    async def statuses(
+        self,
+        framework_id: str,
+        statuses: Sequence[wire.TaskStatus],
+        traces: Sequence[dict[str, str]] = (),
+    ) -> None:
+        """UPDATES of at most ``MAX_BATCH`` statuses (each with its trace, where given)."""
+        for i in range(0, len(statuses), wire.MAX_BATCH):
+            batch = wire.Updates(
+                framework_id=framework_id,
+                statuses=tuple(statuses[i : i + wire.MAX_BATCH]),
+                traces=tuple(traces[i : i + wire.MAX_BATCH]),
+            )
+            await self.to_framework(framework_id, batch)
+
+    async def acknowledge_updates(self, agent_id: str, uuids: Sequence[str]) -> None:
+        """The agent may forget these updates (ACKNOWLEDGE_UPDATES of at most ``MAX_BATCH``)."""
+        for i in range(0, len(uuids), wire.MAX_BATCH):
+            chunk = tuple(uuids[i : i + wire.MAX_BATCH])
+            await self.to_agent(agent_id, wire.AcknowledgeUpdates(agent_id=agent_id, uuids=chunk))
+
+    def recover_later(
+        self, framework_id: str, agent_id: str, resources: Resources, refuse_seconds: float = 0.0
+    ) -> None:
+        """Give resources back to the allocator with the next :meth:`flush_recovered`."""
+        if not resources.is_empty():
+            self._recovered.append(
+                wire.Recovered(
+                    framework_id=framework_id,
+                    agent_id=agent_id,
+                    resources=resources,
+                    refuse_seconds=refuse_seconds,
+                )
+            )
+
+    async def flush_recovered(self) -> None:
+        """Send what :meth:`recover_later` gathered, in RESOURCES_RECOVERED of at most ``MAX_BATCH``."""
+        items, self._recovered = self._recovered, []
+        for i in range(0, len(items), wire.MAX_BATCH):
+            await self.to_allocator(wire.ResourcesRecovered(items=tuple(items[i : i + wire.MAX_BATCH])))
+
+    async def recover(
+        self, framework_id: str, agent_id: str, resources: Resources, refuse_seconds: float = 0.0
+    ) -> None:
+        """Give resources back now (with anything else gathered)."""
+        self.recover_later(framework_id, agent_id, resources, refuse_seconds)
+        await self.flush_recovered()
