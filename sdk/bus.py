@@ -27,11 +27,10 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     ExchangeType,
 )
-from aiormq.abc import ChannelFrame
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from meseta.sdk import eager, frames, tracing, wire
+from meseta.sdk import _eager, _fastpath, _frames, tracing, wire
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +120,8 @@ class Bus:
         self._resend_order = asyncio.Lock()
         self._slow = 0
         """Publishes through the client's own path not yet confirmed: later ones go that way too."""
+        self.fast_path = _fastpath.Verdict(False, "not connected")
+        """Whether publishes take the packed path (meseta.sdk._fastpath), and why not."""
 
     async def connect(self) -> None:
         """Connect and declare the shared topology."""
@@ -130,6 +131,8 @@ class Bus:
         )
         connection.reconnect_callbacks.add(self._on_reconnect)
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        self.fast_path = _fastpath.check(await self._publish_channel.get_underlay_channel())
+        _fastpath.say_once(self.service, self.fast_path)
         self._consume_channel = await self._connection.channel()
         await self._consume_channel.set_qos(prefetch_count=DEFAULT_PREFETCH)
         await self._declare_exchanges()
@@ -192,7 +195,7 @@ class Bus:
         headers = tracing.inject({}, context)
         if self.epoch is not None:
             headers[wire.HEADER_EPOCH] = self.epoch
-        outgoing = frames.Outgoing(
+        outgoing = _frames.Outgoing(
             exchange=exchange,
             routing_key=routing_key,
             body=wire.encode(message),
@@ -204,7 +207,7 @@ class Bus:
             reply_to=reply_to,
         )
         if not wait:
-            send = eager.start(self._send(outgoing))
+            send = _eager.start(self._send(outgoing))
             self._background.add(send)
             send.add_done_callback(self._sent_in_background)
             return
@@ -213,14 +216,14 @@ class Bus:
             # Started now, in call order: the frames are queued for the connection's writer before the
             # handler goes on, and any publish that must wait (for the channel, or a resend) waits in a
             # queue (the channel's lock, the resend order) in that same order.
-            deferred.sends.append(eager.start(self._send(outgoing)))
+            deferred.sends.append(_eager.start(self._send(outgoing)))
             # One turn of the loop for the connection's writer, woken by those frames: they leave now,
             # not after the rest of the handler (a launch waited ~0.2 ms for the master's bookkeeping).
             await asyncio.sleep(0)
             return
         await self._send(outgoing)
 
-    async def _send(self, outgoing: frames.Outgoing) -> None:
+    async def _send(self, outgoing: _frames.Outgoing) -> None:
         """Publish and wait for the broker's confirm, retrying across reconnects for a while, in order.
 
         A publish that fails with the link is resent once the connection is back, and every publish made
@@ -243,40 +246,26 @@ class Bus:
         finally:
             self._resending -= 1
 
-    async def _publish_once(self, outgoing: frames.Outgoing) -> None:
+    async def _publish_once(self, outgoing: _frames.Outgoing) -> None:
         """Publish and wait for the broker's confirm.
 
-        The frames are packed by :mod:`meseta.sdk.frames` and queued for the connection's writer at
-        once, with the client's own confirm bookkeeping (sequence number, the future its reader
-        resolves, the message id a returned message is matched by). Where the client's channel is busy
-        (another publish holds it, or the writer's queue is full) or closed, its own publish is used, and
-        so is it for every publish until those are confirmed: one packed here would overtake them.
+        Through the fast path (:mod:`meseta.sdk._fastpath`) where it is on; through the client's own
+        publish where it is off, where the client's channel is busy (another publish holds it, or the
+        writer's queue is full) or closed, and for every publish until those are confirmed: one packed
+        meanwhile would overtake them.
         """
         assert self._publish_channel is not None
         channel = cast(aiormq.Channel, await self._publish_channel.get_underlay_channel())
-        if self._slow or _busy(channel):
+        if not self.fast_path.enabled or self._slow or _fastpath.busy(channel):
             self._slow += 1
             try:
                 await self._publish_slowly(channel, outgoing)
             finally:
                 self._slow -= 1
             return
-        payload = frames.publish_frames(channel.number, outgoing, channel.max_content_size)
-        channel.delivery_tag += 1
-        tag = channel.delivery_tag
-        confirmation = channel.create_future()
-        channel.confirmations[tag] = confirmation
-        channel.message_id_delivery_tag[outgoing.message_id] = tag
+        await _fastpath.publish(channel, outgoing)
 
-        def forget(_: asyncio.Future[Any]) -> None:
-            if channel.message_id_delivery_tag.get(outgoing.message_id) == tag:
-                del channel.message_id_delivery_tag[outgoing.message_id]
-
-        confirmation.add_done_callback(forget)
-        channel.write_queue.put_nowait(ChannelFrame(payload=payload, should_close=False))
-        await confirmation
-
-    async def _publish_slowly(self, channel: aiormq.Channel, outgoing: frames.Outgoing) -> None:
+    async def _publish_slowly(self, channel: aiormq.Channel, outgoing: _frames.Outgoing) -> None:
         # With wait=False the client queues the frames and releases the channel's lock at once, rather
         # than holding it until its writer has run. (aiormq's abstract channel does not declare wait.)
         await channel.basic_publish(
@@ -288,7 +277,7 @@ class Bus:
             wait=False,
         )
 
-    async def _resend(self, outgoing: frames.Outgoing) -> None:
+    async def _resend(self, outgoing: _frames.Outgoing) -> None:
         deadline = time.monotonic() + PUBLISH_PATIENCE
         while True:
             if self._closed:
@@ -533,15 +522,6 @@ async def _ack(incoming: AbstractIncomingMessage) -> None:
     a consumer that awaited each acknowledgement's write handled one message per few event-loop turns."""
     assert incoming.delivery_tag is not None
     await incoming.channel.basic_ack(delivery_tag=incoming.delivery_tag, wait=False)
-
-
-def _busy(channel: aiormq.Channel) -> bool:
-    """Whether a publish must go through the client's own path, in turn: the channel is closed, its
-    lock is held (a publish or call of the client's own is under way) or its writer's queue is full."""
-    lock = getattr(channel, "_Channel__lock", None)  # aiormq's; unknown in another version: always busy
-    return (
-        channel.is_closed or not isinstance(lock, asyncio.Lock) or lock.locked() or channel.write_queue.full()
-    )
 
 
 def _epoch(incoming: AbstractIncomingMessage) -> int | None:

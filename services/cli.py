@@ -9,10 +9,14 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
+from meseta.agent.settings import DEFAULT_WORK_DIR, AgentSettings
+from meseta.allocator.settings import AllocatorSettings
+from meseta.master.settings import DEFAULT_API_PORT, MasterSettings
+from meseta.runtime import defaults
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.gcwatch import GcWatch
 from meseta.runtime.service import Service
@@ -22,7 +26,16 @@ from meseta.sdk.wire import PortRange, Resources
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_AMQP_URL = defaults.AMQP_URL
+
+
+def default(settings: type[Any], name: str) -> Any:
+    """A settings class's default for ``name``: every flag shows the one the service itself uses."""
+    found = {f.name: f for f in dataclasses.fields(settings)}[name]
+    if found.default is dataclasses.MISSING:
+        raise ValueError(f"{settings.__name__}.{name} has no default")
+    return found.default
+
 
 AmqpUrl = Annotated[str, typer.Option(envvar="MESETA_AMQP_URL", help="AMQP URL, vhost included.")]
 EtcdEndpoint = Annotated[str, typer.Option(envvar="MESETA_ETCD_ENDPOINT", help="etcd host:port.")]
@@ -41,7 +54,7 @@ Api = Annotated[
     str,
     typer.Option(envvar="MESETA_API", help="Masters' state API URLs, comma-separated: the leader answers."),
 ]
-DEFAULT_API = "http://127.0.0.1:5050"
+DEFAULT_API = defaults.API
 
 
 def _setup(service: str, log_level: str, exporter: str, endpoint: str | None) -> None:
@@ -89,47 +102,53 @@ def parse_attributes(pairs: list[str]) -> dict[str, str]:
 @app.command()
 def master(
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
-    etcd_endpoint: EtcdEndpoint = "127.0.0.1:2379",
-    etcd_prefix: EtcdPrefix = "/meseta",
-    offer_timeout: Annotated[float, typer.Option(envvar="MESETA_OFFER_TIMEOUT")] = 30.0,
+    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
+    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
+    offer_timeout: Annotated[float, typer.Option(envvar="MESETA_OFFER_TIMEOUT")] = default(
+        MasterSettings, "offer_timeout"
+    ),
     revocation_grace: Annotated[
         float,
         typer.Option(
             envvar="MESETA_REVOCATION_GRACE", help="Seconds between a revocation notice and the kill."
         ),
-    ] = 5.0,
+    ] = default(MasterSettings, "revocation_grace"),
     name: Annotated[str | None, typer.Option(envvar="MESETA_MASTER_NAME", help="Candidate name.")] = None,
-    lease_ttl: Annotated[int, typer.Option(envvar="MESETA_LEASE_TTL", help="Leader lease, seconds.")] = 1,
+    lease_ttl: Annotated[
+        int, typer.Option(envvar="MESETA_LEASE_TTL", help="Leader lease, seconds.")
+    ] = defaults.LEASE_TTL,
     agent_timeout: Annotated[
         float,
         typer.Option(
             envvar="MESETA_AGENT_TIMEOUT", help="Seconds without heartbeats before an agent is lost."
         ),
-    ] = 5.0,
+    ] = default(MasterSettings, "agent_timeout"),
     heartbeat_rate: Annotated[
         float,
         typer.Option(
             envvar="MESETA_HEARTBEAT_RATE",
             help="Agent heartbeats per second to hold at most (agents are told to beat slower); 0: off.",
         ),
-    ] = 100.0,
+    ] = default(MasterSettings, "heartbeat_rate"),
     framework_timeout: Annotated[
         float,
         typer.Option(
             envvar="MESETA_FRAMEWORK_TIMEOUT",
             help="Seconds without a framework's heartbeat before it counts as disconnected.",
         ),
-    ] = 10.0,
-    api_host: Annotated[str, typer.Option(envvar="MESETA_API_HOST", help="State API address.")] = "127.0.0.1",
+    ] = default(MasterSettings, "framework_timeout"),
+    api_host: Annotated[str, typer.Option(envvar="MESETA_API_HOST", help="State API address.")] = default(
+        MasterSettings, "api_host"
+    ),
     api_port: Annotated[
         int, typer.Option(envvar="MESETA_API_PORT", help="State API port; 0: any free one; -1: none.")
-    ] = 5050,
+    ] = DEFAULT_API_PORT,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
 ) -> None:
     """Run a master."""
-    from meseta.master import MasterService, MasterSettings
+    from meseta.master.service import MasterService
 
     _setup("master", log_level, trace_exporter, otlp_endpoint)
     settings = MasterSettings(
@@ -154,19 +173,21 @@ def allocator(
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
     policy: Annotated[
         str, typer.Option(envvar="MESETA_ALLOCATOR_POLICY", help="Until etcd names one.")
-    ] = "drf",
-    etcd_endpoint: EtcdEndpoint = "127.0.0.1:2379",
-    etcd_prefix: EtcdPrefix = "/meseta",
+    ] = default(AllocatorSettings, "policy"),
+    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
+    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
     min_offer_cpus: Annotated[float, typer.Option(envvar="MESETA_MIN_OFFER_CPUS")] = 0.0,
     min_offer_mem: Annotated[float, typer.Option(envvar="MESETA_MIN_OFFER_MEM")] = 0.0,
     name: Annotated[str | None, typer.Option(envvar="MESETA_ALLOCATOR_NAME", help="Candidate name.")] = None,
-    lease_ttl: Annotated[int, typer.Option(envvar="MESETA_LEASE_TTL", help="Leader lease, seconds.")] = 1,
+    lease_ttl: Annotated[
+        int, typer.Option(envvar="MESETA_LEASE_TTL", help="Leader lease, seconds.")
+    ] = defaults.LEASE_TTL,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
 ) -> None:
     """Run an allocator."""
-    from meseta.allocator import AllocatorService, AllocatorSettings
+    from meseta.allocator.service import AllocatorService
 
     _setup("allocator", log_level, trace_exporter, otlp_endpoint)
     minimum = Resources(cpus=min_offer_cpus, mem=min_offer_mem)
@@ -193,33 +214,42 @@ def agent(
     gpus: Annotated[int, typer.Option(envvar="MESETA_AGENT_GPUS")] = 0,
     ports: Annotated[str, typer.Option(envvar="MESETA_AGENT_PORTS")] = "31000-32000",
     attribute: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
-    heartbeat_interval: Annotated[float, typer.Option(envvar="MESETA_HEARTBEAT_INTERVAL")] = 1.0,
+    heartbeat_interval: Annotated[float, typer.Option(envvar="MESETA_HEARTBEAT_INTERVAL")] = default(
+        AgentSettings, "heartbeat_interval"
+    ),
     cluster: Annotated[
         str, typer.Option(envvar="MESETA_CLUSTER", help="Label on this cluster's containers.")
-    ] = "meseta",
-    isolator: Annotated[str, typer.Option(envvar="MESETA_ISOLATOR", help="docker or process.")] = "docker",
+    ] = default(AgentSettings, "cluster"),
+    isolator: Annotated[str, typer.Option(envvar="MESETA_ISOLATOR", help="docker or process.")] = default(
+        AgentSettings, "isolator"
+    ),
     gpu_ids: Annotated[
         str | None, typer.Option(envvar="MESETA_GPU_IDS", help="GPU ids to offer, e.g. 0,1; default: NVML.")
     ] = None,
     container_retention: Annotated[
         float, typer.Option(envvar="MESETA_CONTAINER_RETENTION", help="Seconds exited tasks are kept.")
-    ] = 600.0,
+    ] = default(AgentSettings, "container_retention"),
     kill_grace: Annotated[
         float,
         typer.Option(
             envvar="MESETA_KILL_GRACE", help="SIGTERM-to-SIGKILL seconds for tasks without their own."
         ),
-    ] = 3.0,
+    ] = default(AgentSettings, "kill_grace_seconds"),
     work_dir: Annotated[
-        Path, typer.Option(envvar="MESETA_WORK_DIR", help="Checkpoints (tasks, unacknowledged updates).")
-    ] = Path("/var/tmp/meseta-agent"),
+        Path,
+        typer.Option(
+            envvar="MESETA_WORK_DIR",
+            help="Checkpoints (tasks, unacknowledged updates), under WORK_DIR/AGENT_ID: agents with "
+            "different ids may share one.",
+        ),
+    ] = DEFAULT_WORK_DIR,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
 ) -> None:
     """Run an agent."""
-    from meseta.agent import AgentService, AgentSettings
-    from meseta.agent.service import default_agent_id
+    from meseta.agent.service import AgentService
+    from meseta.agent.settings import default_agent_id
 
     _setup("agent", log_level, trace_exporter, otlp_endpoint)
     resources = Resources(cpus=cpus, mem=mem, disk=disk, gpus=gpus, ports=parse_ports(ports))
@@ -293,8 +323,8 @@ def _with_store(etcd_endpoint: str, etcd_prefix: str, action: Callable[[EtcdStor
 @app.command()
 def policy(
     name: Annotated[str, typer.Argument(help="drf, wfs, priority or lottery.")],
-    etcd_endpoint: EtcdEndpoint = "127.0.0.1:2379",
-    etcd_prefix: EtcdPrefix = "/meseta",
+    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
+    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
 ) -> None:
     """Switch the running allocator's policy (takes effect within one tick, no restart)."""
     from meseta.allocator.config import write_policy
@@ -313,8 +343,8 @@ def role(
     quota_cpus: Annotated[float, typer.Option(help="Guaranteed cpus.")] = 0.0,
     quota_mem: Annotated[float, typer.Option(help="Guaranteed memory, MiB.")] = 0.0,
     quota_gpus: Annotated[int, typer.Option(help="Guaranteed GPUs.")] = 0,
-    etcd_endpoint: EtcdEndpoint = "127.0.0.1:2379",
-    etcd_prefix: EtcdPrefix = "/meseta",
+    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
+    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
 ) -> None:
     """Set a role's weight and quota (guaranteed allocation, enforced by revocation)."""
     from meseta.allocator.config import write_role
@@ -353,7 +383,7 @@ def example(
 def demo(
     batch_tasks: Annotated[int, typer.Option(help="Short tasks of the batch framework.")] = 30,
     service_tasks: Annotated[int, typer.Option(help="Long tasks the service framework holds.")] = 2,
-    image: Annotated[str, typer.Option(envvar="MESETA_TASK_IMAGE")] = "meseta-task:latest",
+    image: Annotated[str, typer.Option(envvar="MESETA_TASK_IMAGE")] = defaults.TASK_IMAGE,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
 ) -> None:
     """Bring up a local cluster, run two frameworks on it with a live view, print a summary."""
@@ -366,16 +396,20 @@ def demo(
 @app.command()
 def up(
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
-    etcd_endpoint: EtcdEndpoint = "127.0.0.1:2379",
-    etcd_prefix: EtcdPrefix = "/meseta",
+    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
+    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
     agents: Annotated[int, typer.Option(min=1, help="Agents to start.")] = 2,
     cpus: Annotated[float, typer.Option(help="Cpus each agent offers (may exceed the host's).")] = 2.0,
     mem: Annotated[float, typer.Option(help="MiB each agent offers.")] = 1024.0,
-    api_port: Annotated[int, typer.Option(envvar="MESETA_API_PORT", help="The master's state API.")] = 5050,
-    isolator: Annotated[str, typer.Option(envvar="MESETA_ISOLATOR", help="docker or process.")] = "docker",
+    api_port: Annotated[
+        int, typer.Option(envvar="MESETA_API_PORT", help="The master's state API.")
+    ] = DEFAULT_API_PORT,
+    isolator: Annotated[str, typer.Option(envvar="MESETA_ISOLATOR", help="docker or process.")] = default(
+        AgentSettings, "isolator"
+    ),
     image: Annotated[
         str, typer.Option(envvar="MESETA_TASK_IMAGE", help="Task image, built offline if missing.")
-    ] = "meseta-task:latest",
+    ] = defaults.TASK_IMAGE,
     directory: Annotated[
         Path, typer.Option(envvar="MESETA_UP_DIR", help="Logs and the agents' work directories.")
     ] = Path("/var/tmp/meseta-up"),
@@ -419,7 +453,7 @@ def up(
 
 @app.command("task-image")
 def task_image(
-    image: Annotated[str, typer.Option(envvar="MESETA_TASK_IMAGE")] = "meseta-task:latest",
+    image: Annotated[str, typer.Option(envvar="MESETA_TASK_IMAGE")] = defaults.TASK_IMAGE,
     rebuild: Annotated[bool, typer.Option(help="Build it even if Docker has it.")] = False,
 ) -> None:
     """Build the offline task image (busybox-static, no registry) that the examples and docs name."""

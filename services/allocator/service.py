@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
-from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import context as otel_context
@@ -21,39 +18,15 @@ from meseta.allocator import handlers
 from meseta.allocator.config import read_policy, read_roles
 from meseta.allocator.pipeline import Plan, plan_cycle
 from meseta.allocator.policy import Policy, make_policy
+from meseta.allocator.settings import AllocatorSettings
 from meseta.allocator.state import AllocatorState, PendingRevocation
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.leader import Leadership
 from meseta.runtime.service import Service
 from meseta.sdk import tracing, wire
 from meseta.sdk.bus import Bus
-from meseta.sdk.wire import Resources
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AllocatorSettings:
-    """How the allocator runs."""
-
-    amqp_url: str
-    policy: str = "drf"
-    """The policy until etcd names another."""
-    etcd_endpoint: str | None = None
-    """Where run-time configuration (policy, roles, quotas) is read; None: the settings only."""
-    etcd_prefix: str = "/meseta"
-    batch_window: float = 0.005
-    """Seconds to gather events before a cycle."""
-    tick_interval: float = 0.5
-    """Seconds between periodic cycles (and configuration reads)."""
-    min_offer: Resources | None = None
-    """Global minimum offer size: smaller slices wait until they grow."""
-    max_grants_per_cycle: int = 1024
-    """Bounds one cycle's work; the next cycle, at once, continues."""
-    name: str = field(default_factory=lambda: f"allocator-{socket.gethostname()}-{os.getpid()}")
-    lease_ttl: int = 1
-    revocation_hold: float = 15.0
-    """Seconds a revocation in flight is counted before the allocator may ask again."""
 
 
 class AllocatorService(Service):

@@ -23,7 +23,7 @@ import docker
 
 from meseta.demo.processes import ProcessCluster, remove_containers
 from meseta.ops.state_client import NoLeader, fetch_state
-from meseta.ops.task_image import DEFAULT_TASK_IMAGE, TaskImageError, ensure_task_image
+from meseta.ops.task_image import TaskImageError, ensure_task_image
 from meseta.runtime.etcd import EtcdStore
 
 PORTS_PER_AGENT = 1000
@@ -66,16 +66,17 @@ class UpSettings:
     """What ``meseta up`` starts."""
 
     amqp_url: str
-    etcd_endpoint: str = "127.0.0.1:2379"
-    etcd_prefix: str = "/meseta"
-    agents: int = 2
-    cpus: float = 2.0
-    mem: float = 1024.0
-    api_port: int = 5050
-    isolator: str = "docker"
-    image: str = DEFAULT_TASK_IMAGE
-    directory: Path = Path("/var/tmp/meseta-up")
-    cluster: str = "meseta-up"
+    etcd_endpoint: str
+    etcd_prefix: str
+    agents: int
+    cpus: float
+    mem: float
+    api_port: int
+    isolator: str
+    image: str
+    directory: Path
+    """Logs, and the agents' work directories."""
+    cluster: str
     """Label on this cluster's containers, and the agents' id prefix."""
     ready_timeout: float = 60.0
     extra_env: dict[str, str] = field(default_factory=dict)

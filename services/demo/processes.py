@@ -22,11 +22,12 @@ from typing import Self
 import docker
 
 from meseta.agent.containerizer import LABEL_CLUSTER
+from meseta.runtime import defaults
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.rabbitmq import Management
 
 DEFAULT_AMQP_HOST = "127.0.0.1:5672"
-DEFAULT_ETCD = "127.0.0.1:2379"
+DEFAULT_ETCD = defaults.ETCD_ENDPOINT
 
 
 @dataclass

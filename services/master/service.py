@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
-from dataclasses import dataclass, field
 
 from meseta.master import sweeps, views
 from meseta.master.activity import Activity
@@ -19,51 +16,17 @@ from meseta.master.core import MasterCore
 from meseta.master.dispatch import Dispatcher
 from meseta.master.metrics import MasterMetrics
 from meseta.master.outbox import Outbox
-from meseta.master.pacing import DEFAULT_HEARTBEAT_RATE, HeartbeatPacer
+from meseta.master.pacing import HeartbeatPacer
 from meseta.master.registry import Registry
-from meseta.master.starvation import DEFAULT_STARVATION_AFTER, assess
-from meseta.runtime.etcd import DEFAULT_ENDPOINT, EtcdStore
+from meseta.master.settings import MasterSettings
+from meseta.master.starvation import assess
+from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.leader import Leadership
 from meseta.runtime.service import Service
 from meseta.sdk import wire
 from meseta.sdk.bus import Bus
 
 log = logging.getLogger(__name__)
-
-DEFAULT_OFFER_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class MasterSettings:
-    """How the master runs."""
-
-    amqp_url: str
-    etcd_endpoint: str = DEFAULT_ENDPOINT
-    etcd_prefix: str = "/meseta"
-    offer_timeout: float = DEFAULT_OFFER_TIMEOUT
-    """Seconds an offer stays valid before it is rescinded."""
-    sweep_interval: float = 0.5
-    """Seconds between checks for expired offers and due revocations."""
-    revocation_grace: float = 5.0
-    """Seconds a framework has between a revocation notice and the kill."""
-    name: str = field(default_factory=lambda: f"master-{socket.gethostname()}-{os.getpid()}")
-    lease_ttl: int = 1
-    """Seconds of the leader lease: a dead leader's standby takes over within about this long."""
-    agent_timeout: float = 5.0
-    """Seconds without a heartbeat after which an agent and its tasks are lost (longer where agents
-    were told to beat slowly: see ``heartbeat_rate``)."""
-    heartbeat_rate: float = DEFAULT_HEARTBEAT_RATE
-    """Agent heartbeats per second this master holds at most, by telling agents to beat every
-    agents / rate seconds or slower (meseta.master.pacing); 0: agents keep their own interval."""
-    framework_timeout: float = 10.0
-    """Seconds without a framework heartbeat (or call) before it counts as disconnected."""
-    starvation_after: float = DEFAULT_STARVATION_AFTER
-    health_interval: float = 5.0
-    api_host: str = "127.0.0.1"
-    api_port: int | None = None
-    """Port of the state API and web page; 0 picks a free one, None serves none."""
-    sample_interval: float = 1.0
-    """Seconds between samples of the frameworks' shares (the page's share-over-time chart)."""
 
 
 class MasterService(Service):

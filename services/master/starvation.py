@@ -11,9 +11,9 @@ from itertools import chain
 from typing import Any
 
 from meseta.master.cluster import Cluster
+from meseta.master.settings import DEFAULT_STARVATION_AFTER
 from meseta.sdk.wire import Resources
 
-DEFAULT_STARVATION_AFTER = 30.0
 STORM_MIN_OFFERS = 20
 STORM_DECLINE_RATIO = 0.9
 

@@ -6,8 +6,9 @@ import urllib.error
 import urllib.request
 
 from meseta.master.views import StateView
+from meseta.runtime import defaults
 
-DEFAULT_API = "http://127.0.0.1:5050"
+DEFAULT_API = defaults.API
 
 
 class NoLeader(RuntimeError):

@@ -15,7 +15,9 @@ from pathlib import Path
 import docker
 import docker.errors
 
-DEFAULT_TASK_IMAGE = "meseta-task:latest"
+from meseta.runtime import defaults
+
+DEFAULT_TASK_IMAGE = defaults.TASK_IMAGE
 BUSYBOX = Path("/bin/busybox")
 
 

@@ -11,9 +11,11 @@ from typing import Any
 
 import aetcd
 
+from meseta.runtime import defaults
+
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "127.0.0.1:2379"
+DEFAULT_ENDPOINT = defaults.ETCD_ENDPOINT
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:

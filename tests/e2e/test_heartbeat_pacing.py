@@ -46,13 +46,13 @@ async def test_a_new_master_keeps_the_interval_its_agents_were_told(amqp_url: st
         await wait_for(lambda: all(a.told_interval == 3.0 for a in cluster.agents), 10, "agents told 3 s")
         told: list[float] = []
         for agent in cluster.agents:
-            heard = agent._told
+            heard = agent.told
 
             def spy(seconds: float, heard: Callable[[float], None] = heard) -> None:
                 told.append(seconds)
                 heard(seconds)
 
-            agent._told = spy  # type: ignore[method-assign]  # records what every agent is told
+            agent.told = spy  # type: ignore[method-assign]  # records what every agent is told
 
         # Failover: the agents re-register one by one with the new master. Counting them as they come
         # (1, then 2 agents) it would tell all three to beat every 1 s, then 2 s.

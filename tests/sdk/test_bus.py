@@ -9,8 +9,8 @@ from typing import cast
 import aiormq
 import pytest
 
-from meseta.sdk import wire
-from meseta.sdk.bus import Bus, BusClosed, _busy
+from meseta.sdk import _fastpath, wire
+from meseta.sdk.bus import Bus, BusClosed
 
 
 async def test_a_publish_after_close_fails_at_once(amqp_url: str) -> None:
@@ -121,15 +121,84 @@ async def test_a_stopped_consumer_gives_back_what_it_had_not_handled(amqp_url: s
 
 
 async def test_an_idle_channel_takes_the_packed_publish_path(amqp_url: str) -> None:
-    # The packed path needs aiormq's channel lock (a private name): in an aiormq without it every publish
-    # would quietly take the client's slower path. This fails then, rather than the benchmarks drifting.
+    # The installed aiormq passes the self-check, and publishes take the packed path (confirmed there).
+    bus = Bus(amqp_url, "master")
+    await bus.connect()
+    try:
+        assert bus.fast_path == _fastpath.Verdict(True)
+        assert bus._publish_channel is not None
+        channel = cast(aiormq.Channel, await bus._publish_channel.get_underlay_channel())
+        assert not _fastpath.busy(channel)
+        sent = channel.delivery_tag
+        await _heartbeats(bus, 3)  # confirmed, on that path
+        assert bus._slow == 0 and not _fastpath.busy(channel)
+        assert channel.delivery_tag == sent + 3  # booked by the fast path as aiormq books its own
+    finally:
+        await bus.close()
+
+
+class _OtherChannel:
+    """An aiormq channel of some other release: the private lock has gone (renamed)."""
+
+    delivery_tag = 0
+    confirmations: dict[int, object] = {}
+    message_id_delivery_tag: dict[str, int] = {}
+    write_queue: asyncio.Queue[object] = asyncio.Queue()
+    number = 1
+    max_content_size = 131072
+    _lock = asyncio.Lock()
+
+    def create_future(self) -> asyncio.Future[object]:
+        return asyncio.get_running_loop().create_future()
+
+
+async def test_the_self_check_refuses_what_it_was_not_written_for(amqp_url: str) -> None:
     bus = Bus(amqp_url, "master")
     await bus.connect()
     try:
         assert bus._publish_channel is not None
-        channel = cast(aiormq.Channel, await bus._publish_channel.get_underlay_channel())
-        assert not _busy(channel)
-        await _heartbeats(bus, 3)  # confirmed, on that path
-        assert bus._slow == 0 and not _busy(channel)
+        real = await bus._publish_channel.get_underlay_channel()
+        tested = {"aiormq": (7, 2), "pamqp": (4, 0)}
+        assert _fastpath.check(real, tested).enabled
+        assert _fastpath.check(_OtherChannel(), tested).reason == (
+            "aiormq's channel has no _Channel__lock of the expected type"
+        )
+        assert (
+            _fastpath.check(real, {**tested, "aiormq": (7, 3)}).reason == "aiormq 7.3 is not the tested 7.2.x"
+        )
+        assert (
+            _fastpath.check(real, {**tested, "pamqp": None}).reason == "pamqp missing is not the tested 4.0.x"
+        )
     finally:
         await bus.close()
+
+
+async def test_off_the_fast_path_publishes_still_go_and_say_why_once(
+    amqp_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(_fastpath.SWITCH, "0")
+    monkeypatch.setattr(_fastpath, "_said", set())
+    buses = [Bus(amqp_url, "master"), Bus(amqp_url, "agent")]
+    try:
+        for bus in buses:
+            await bus.connect()
+        assert [b.fast_path.enabled for b in buses] == [False, False]
+        said = [r.getMessage() for r in caplog.records if "fast path off" in r.getMessage()]
+        assert said == [
+            "master: AMQP fast path off (MESETA_AMQP_FAST_PATH turns it off): "
+            "publishing through aiormq's own path"
+        ]
+        channel = await buses[0]._publish_channel.get_underlay_channel()  # type: ignore[union-attr]
+        slow_publishes: list[object] = []
+        original = channel.basic_publish
+
+        async def spy(*args: object, **kwargs: object) -> object:
+            slow_publishes.append(args)
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(channel, "basic_publish", spy)
+        await _heartbeats(buses[0], 3)  # confirmed, through aiormq's own publish
+        assert len(slow_publishes) == 3
+    finally:
+        for bus in buses:
+            await bus.close()

@@ -1,4 +1,4 @@
-"""meseta.sdk.eager: a coroutine started in the caller's step, the rest in a task."""
+"""meseta.sdk._eager: a coroutine started in the caller's step, the rest in a task."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextvars
 
 import pytest
 
-from meseta.sdk import eager
+from meseta.sdk import _eager as eager
 
 LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("label", default="caller")
 
@@ -82,3 +82,32 @@ async def test_it_runs_in_a_copy_of_the_callers_context() -> None:
     await eager.start(work())
     assert seen == ["caller", "inside"]
     assert LABEL.get() == "caller"  # what it set stayed in its own context
+
+
+async def test_its_first_step_runs_as_its_own_task() -> None:
+    # asyncio.timeout() and wait_for cancel the current task: during the first step that must be the
+    # started task, not the caller (it was the caller's before: a timeout there cancelled the handler).
+    caller = asyncio.current_task()
+    seen: list[asyncio.Task[object] | None] = []
+
+    async def work() -> None:
+        seen.append(asyncio.current_task())
+        await asyncio.sleep(0)
+        seen.append(asyncio.current_task())
+
+    future = eager.start(work())
+    assert asyncio.current_task() is caller  # the caller is current again once start returns
+    await future
+    assert seen[0] is future and seen[1] is future and future is not caller
+
+
+async def test_a_timeout_in_the_first_step_cancels_only_the_started_task() -> None:
+    async def slow() -> str:
+        async with asyncio.timeout(0.01):
+            await asyncio.Event().wait()
+        return "never"
+
+    future = eager.start(slow())
+    with pytest.raises(TimeoutError):
+        await future
+    assert not asyncio.current_task().cancelling()  # type: ignore[union-attr]

@@ -8,7 +8,7 @@ from pamqp import commands as spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from meseta.sdk.frames import Outgoing, publish_frames
+from meseta.sdk._frames import Outgoing, publish_frames
 
 TRACEPARENT = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
 

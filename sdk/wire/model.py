@@ -1,0 +1,220 @@
+"""What messages speak of: tasks, their states and statuses, offers, filters."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from meseta.sdk.wire.base import Id, _Frozen, unique_hex
+from meseta.sdk.wire.resources import Resources
+
+__all__ = [
+    "AttributeConstraint",
+    "ContainerSpec",
+    "ExecutorInfo",
+    "Mount",
+    "Offer",
+    "OfferFilters",
+    "RunningTask",
+    "StatusReason",
+    "TaskInfo",
+    "TaskState",
+    "TaskStatus",
+]
+
+
+class TaskState(StrEnum):
+    """Task states, as in Mesos."""
+
+    STAGING = "STAGING"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    KILLING = "KILLING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+    LOST = "LOST"
+    ERROR = "ERROR"
+
+    @property
+    def terminal(self) -> bool:
+        """A task in a terminal state holds no resources and changes no more."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {TaskState.FINISHED, TaskState.FAILED, TaskState.KILLED, TaskState.LOST, TaskState.ERROR}
+)
+
+
+class StatusReason(StrEnum):
+    """Why a task changed state."""
+
+    CONTAINER_EXITED = "CONTAINER_EXITED"
+    CONTAINER_LAUNCH_FAILED = "CONTAINER_LAUNCH_FAILED"
+    KILLED_BY_FRAMEWORK = "KILLED_BY_FRAMEWORK"
+    KILLED_BY_OPERATOR = "KILLED_BY_OPERATOR"
+    INVALID_TASK = "INVALID_TASK"
+    UNKNOWN_TASK = "UNKNOWN_TASK"
+    AGENT_REMOVED = "AGENT_REMOVED"
+    FRAMEWORK_REMOVED = "FRAMEWORK_REMOVED"
+    REVOKED = "REVOKED"
+    RECONCILIATION = "RECONCILIATION"
+    OOM_KILLED = "OOM_KILLED"
+    EXECUTOR_TERMINATED = "EXECUTOR_TERMINATED"
+    INVALID_OFFERS = "INVALID_OFFERS"
+    """Its ACCEPT was refused for its offers (expired, used, another's): this master did not launch it.
+    After a failover the deposed master may have (the accept then came again): reconcile to be sure."""
+
+
+class Mount(_Frozen):
+    """A host path bind-mounted into the container (Mesos's host-path volume)."""
+
+    host_path: str = Field(pattern=r"^/")
+    container_path: str = Field(pattern=r"^/")
+    read_only: bool = True
+
+
+class ContainerSpec(_Frozen):
+    """What to run: a Docker image, its command and arguments, environment and working directory.
+
+    ``command`` replaces the image's command; ``arguments`` are appended to it (Mesos's CommandInfo).
+    """
+
+    image: str = Field(min_length=1, max_length=256)
+    command: tuple[str, ...] = ()
+    arguments: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    working_dir: str | None = Field(default=None, max_length=1024)
+    mounts: tuple[Mount, ...] = ()
+
+    def argv(self) -> tuple[str, ...]:
+        """The full command line."""
+        return self.command + self.arguments
+
+    @classmethod
+    def shell(cls, image: str, script: str, env: dict[str, str] | None = None) -> ContainerSpec:
+        """A container that runs ``script`` with ``sh -c``."""
+        return cls(image=image, command=("sh", "-c", script), env=env or {})
+
+
+class ExecutorInfo(_Frozen):
+    """A framework's own executor: started once per framework on an agent, it runs the framework's tasks.
+
+    The container runs with host networking and ``MESETA_*`` variables that let
+    :class:`meseta.sdk.executor.Executor` connect back to the agent.
+    """
+
+    executor_id: Id
+    container: ContainerSpec
+    resources: Resources = Field(default_factory=lambda: Resources(cpus=0.1, mem=64))
+
+
+class TaskInfo(_Frozen):
+    """A task a framework asks to launch on one agent.
+
+    With ``executor`` unset it is a command task: one container of its own. ``kill_grace_seconds`` is the
+    time between SIGTERM and SIGKILL when it is killed (the agent's default when unset).
+    """
+
+    task_id: Id
+    name: str = Field(default="", max_length=256)
+    resources: Resources
+    container: ContainerSpec
+    kill_grace_seconds: float | None = Field(default=None, ge=0, le=600)
+    executor: ExecutorInfo | None = None
+
+    @field_validator("resources")
+    @classmethod
+    def _needs_cpu_and_mem(cls, v: Resources) -> Resources:
+        if v.cpus <= 0 or v.mem <= 0:
+            raise ValueError("a task needs cpus > 0 and mem > 0")
+        return v
+
+
+class TaskStatus(_Frozen):
+    """One state change of a task, as the agent saw it."""
+
+    task_id: Id
+    state: TaskState
+    agent_id: Id | None = None
+    reason: StatusReason | None = None
+    message: str = ""
+    exit_code: int | None = None
+    uuid: str = Field(default_factory=lambda: unique_hex())
+    timestamp: float = Field(default_factory=time.time)
+
+
+class Offer(_Frozen):
+    """Resources on one agent, offered to one framework until ``expires_at``."""
+
+    offer_id: Id
+    framework_id: Id
+    agent_id: Id
+    hostname: str
+    resources: Resources
+    attributes: dict[str, str] = Field(default_factory=dict)
+    gpu_ids: tuple[str, ...] = ()
+    """The device ids of the offered GPUs."""
+    allocated_at: float
+    expires_at: float
+    trace: dict[str, str] = Field(default_factory=dict, max_length=4)
+    """The W3C trace context of this offer's cycle (offers of several cycles travel in one OFFERS)."""
+
+
+class AttributeConstraint(_Frozen):
+    """A predicate on an agent attribute: ``rack in {r1, r2}``, ``zone != east``, ``ssd exists``."""
+
+    attribute: str = Field(min_length=1, max_length=64)
+    op: Literal["eq", "ne", "in", "not_in", "exists", "absent"]
+    values: tuple[str, ...] = ()
+
+    def holds(self, attributes: dict[str, str]) -> bool:
+        """Whether an agent with these attributes satisfies the constraint."""
+        value = attributes.get(self.attribute)
+        match self.op:
+            case "exists":
+                return value is not None
+            case "absent":
+                return value is None
+            case "eq" | "in":
+                return value in self.values
+            case "ne" | "not_in":
+                return value not in self.values
+        return False  # pragma: no cover - Literal is exhaustive
+
+
+class OfferFilters(_Frozen):
+    """A framework's standing filters: the master and allocator only offer what passes.
+
+    ``min_resources`` is also the framework's minimum offer size (``gpus=1`` means "GPU agents only").
+    """
+
+    min_resources: Resources = Field(default_factory=Resources)
+    attributes: tuple[AttributeConstraint, ...] = ()
+    hostnames_allow: tuple[str, ...] = ()
+    """When not empty, only these hosts."""
+    hostnames_deny: tuple[str, ...] = ()
+
+    def admits(self, hostname: str, attributes: dict[str, str], available: Resources) -> bool:
+        """Whether a slice of an agent passes every filter."""
+        if self.hostnames_allow and hostname not in self.hostnames_allow:
+            return False
+        if hostname in self.hostnames_deny:
+            return False
+        if not all(c.holds(attributes) for c in self.attributes):
+            return False
+        # Ports are not a size: a minimum is about scalars only.
+        return self.min_resources.model_copy(update={"ports": ()}).fits_in(available)
+
+
+class RunningTask(_Frozen):
+    """A task an agent runs, as it reports it on (re)registration."""
+
+    framework_id: Id
+    task_id: Id
+    resources: Resources
+    gpu_ids: tuple[str, ...] = ()

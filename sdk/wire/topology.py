@@ -1,0 +1,80 @@
+"""Exchanges, routing keys, queues and headers: where messages travel. Nothing else spells their names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+__all__ = [
+    "HEADER_EPOCH",
+    "HEADER_ORIGIN",
+    "HEADER_REASON",
+    "Exchange",
+    "Queue",
+    "RoutingKey",
+    "agent_queue",
+    "executor_key",
+    "executor_task_id",
+    "framework_queue",
+]
+
+
+class Exchange(StrEnum):
+    """The exchanges; all are direct exchanges."""
+
+    HEARTBEATS = "meseta.heartbeats"  # agent -> master
+    OFFERS = "meseta.offers"  # master -> framework, routing key = framework id
+    LAUNCHES = "meseta.launches"  # master -> agent, routing key = agent id
+    STATUS = "meseta.status"  # agent -> master
+    CALLS = "meseta.calls"  # framework -> master
+    ALLOCATION = "meseta.allocation"  # master <-> allocator
+    DEAD_LETTER = "meseta.dead-letter"  # anything refused, with the reason in a header
+
+
+class RoutingKey(StrEnum):
+    """Fixed routing keys; per-framework and per-agent keys are the ids themselves."""
+
+    HEARTBEAT = "heartbeat"
+    STATUS = "status"
+    CALL = "call"
+    TO_ALLOCATOR = "to-allocator"
+    TO_MASTER = "to-master"
+    DEAD_LETTER = "dead-letter"
+    ALL_AGENTS = "all-agents"
+    """Every agent's queue is bound with it too: the master's broadcasts (REREGISTER after a failover)."""
+
+
+class Queue(StrEnum):
+    """Named queues of the services."""
+
+    MASTER_HEARTBEATS = "meseta.master.heartbeats"
+    MASTER_STATUS = "meseta.master.status"
+    MASTER_CALLS = "meseta.master.calls"
+    MASTER_ALLOCATIONS = "meseta.master.allocations"
+    ALLOCATOR_EVENTS = "meseta.allocator.events"
+    DEAD_LETTER = "meseta.dead-letter"
+
+
+def executor_task_id(executor_id: str, agent_id: str) -> str:
+    """The task id under which an executor's own container is accounted and reported."""
+    return f"executor.{executor_id}.{agent_id}"[:128]
+
+
+def executor_key(agent_id: str, framework_id: str, executor_id: str) -> str:
+    """Routing key (and queue name suffix) of one executor on one agent."""
+    return f"executor.{agent_id}.{framework_id}.{executor_id}"
+
+
+def agent_queue(agent_id: str) -> str:
+    """The queue an agent consumes LAUNCH/KILL from."""
+    return f"meseta.agent.{agent_id}"
+
+
+def framework_queue(framework_id: str) -> str:
+    """The queue a framework consumes its events from."""
+    return f"meseta.framework.{framework_id}"
+
+
+HEADER_REASON: Final = "x-meseta-reason"
+HEADER_ORIGIN: Final = "x-meseta-origin"
+HEADER_EPOCH: Final = "x-meseta-epoch"

@@ -1,0 +1,249 @@
+"""Runs an agent's tasks: launch, container start, watch, kill, and recovery after an agent restart.
+
+Every task is a coroutine of its own (a *runner*) that reports STARTING, RUNNING and how it ended through
+the :class:`~meseta.agent.updates.StatusUpdater`. Tasks that name a custom executor are handed to
+:class:`~meseta.agent.executors.Executors`, which runs the executor's own container as a task here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from opentelemetry import trace
+
+from meseta.agent.checkpoint import Checkpoint
+from meseta.agent.containerizer import Containerizer, ImageMissing, Launch
+from meseta.agent.executors import Executors
+from meseta.agent.settings import AgentSettings
+from meseta.agent.tasks import LocalTask, TaskKey
+from meseta.agent.updates import StatusUpdater
+from meseta.sdk import tracing, wire
+from meseta.sdk.bus import Bus
+from meseta.sdk.wire import Resources, StatusReason, TaskState, TaskStatus
+
+log = logging.getLogger(__name__)
+
+
+class TaskRunner:
+    """The tasks of one agent."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        containerizer: Containerizer,
+        updates: StatusUpdater,
+        checkpoint: Checkpoint,
+        bus: Bus,
+    ) -> None:
+        self.agent_id = settings.agent_id
+        self.settings = settings
+        self.containerizer = containerizer
+        self.updates = updates
+        self.checkpoint = checkpoint
+        self.tasks: dict[TaskKey, LocalTask] = {}
+        self.executors = Executors(self, bus)
+        self._runners: set[asyncio.Task[None]] = set()
+        self._tracer = tracing.tracer("agent")
+
+    def used(self) -> Resources:
+        """What the tasks here hold."""
+        return wire.total(t.info.resources for t in self.tasks.values())
+
+    # --- launch ------------------------------------------------------------------------------------------
+
+    def launch(self, message: wire.LaunchTasks) -> None:
+        """Start a runner per task (a launch of a task already here is ignored: a redelivery)."""
+        for info in message.tasks:
+            key = (message.framework_id, info.task_id)
+            if key in self.tasks:
+                log.warning("task %s of %s is already here; duplicate launch ignored", info.task_id, key[0])
+                continue
+            local = LocalTask(message.framework_id, info, message.gpu_assignments.get(info.task_id, ()))
+            self.tasks[key] = local
+            if info.executor is None:
+                self.checkpoint.save_task(message.framework_id, info, local.gpu_ids)
+                self.start_runner(self.run(local), info.task_id)
+            else:
+                self.executors.launch(local, info.executor)
+
+    def start_runner(self, coro: Coroutine[Any, Any, None], task_id: str) -> None:
+        # The runner inherits the current trace context, so its statuses join the offer cycle's trace.
+        runner = asyncio.create_task(coro, name=f"task:{task_id}")
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
+
+    async def report(
+        self,
+        local: LocalTask,
+        state: TaskState,
+        reason: StatusReason | None = None,
+        message: str = "",
+        exit_code: int | None = None,
+    ) -> None:
+        status = TaskStatus(
+            task_id=local.info.task_id,
+            agent_id=self.agent_id,
+            state=state,
+            reason=reason,
+            message=message,
+            exit_code=exit_code,
+        )
+        await self.updates.send(local.framework_id, status)
+
+    async def run(self, local: LocalTask) -> None:
+        """A task in a container, from STARTING to its end."""
+        await self.report(local, TaskState.STARTING)
+        attributes = {
+            "meseta.service": "agent",
+            "meseta.task_id": local.info.task_id,
+            "meseta.agent_id": self.agent_id,
+            "meseta.framework_id": local.framework_id,
+        }
+        with self._tracer.start_as_current_span("agent launch", attributes=attributes) as span:
+            started = await self._start_container(local, span)
+        if started:
+            await self._watch(local)
+        else:
+            await self._forget(local)
+
+    async def _start_container(self, local: LocalTask, span: trace.Span) -> bool:
+        """Create and start; report RUNNING, or the reason it could not run. True when it runs."""
+        try:
+            if local.info.resources.gpus != len(local.gpu_ids):
+                text = (
+                    f"task asks for {local.info.resources.gpus} GPUs but was assigned {list(local.gpu_ids)}"
+                )
+                await self.report(local, TaskState.ERROR, StatusReason.INVALID_TASK, text)
+                return False
+            launch = Launch(
+                local.info, local.framework_id, local.gpu_ids, local.launch_env, local.host_network
+            )
+            local.container_id = await self.containerizer.create(launch)
+            if local.kill_reason is not None:
+                await self.report(local, TaskState.KILLED, local.kill_reason, "killed before start")
+                return False
+            await self.containerizer.start(local.container_id)
+        except ImageMissing as exc:
+            await self.report(local, TaskState.ERROR, StatusReason.CONTAINER_LAUNCH_FAILED, str(exc))
+            return False
+        except Exception as exc:  # the engine refused: report, never crash the agent
+            log.warning("task %s failed to launch: %s", local.info.task_id, exc)
+            await self.report(local, TaskState.FAILED, StatusReason.CONTAINER_LAUNCH_FAILED, str(exc))
+            return False
+        span.set_attribute("meseta.container_id", local.container_id)
+        await self.report(local, TaskState.RUNNING, message=f"container {local.container_id[:12]}")
+        return True
+
+    async def _watch(self, local: LocalTask) -> None:
+        """Wait for the container to end, report how, forget the task (also after an agent restart)."""
+        assert local.container_id is not None
+        exit_info = await self.containerizer.wait(local.container_id)
+        if local.kill_reason is not None:
+            await self.report(local, TaskState.KILLED, local.kill_reason, exit_code=exit_info.code)
+        elif exit_info.oom_killed:
+            # Any kill by the memory limit fails the task, even when its main process survived it.
+            text = f"out of memory: over its {local.info.resources.mem:g} MiB"
+            await self.report(local, TaskState.FAILED, StatusReason.OOM_KILLED, text, exit_info.code)
+        elif exit_info.code == 0:
+            await self.report(local, TaskState.FINISHED, StatusReason.CONTAINER_EXITED, exit_code=0)
+        else:
+            text = f"exited with code {exit_info.code}"
+            await self.report(local, TaskState.FAILED, StatusReason.CONTAINER_EXITED, text, exit_info.code)
+        await self._forget(local)
+
+    async def _forget(self, local: LocalTask) -> None:
+        """The task's terminal update is sent (and checkpointed): drop everything else about it.
+
+        Not reached when the agent stops mid-task: the checkpoint stays, and a restarted agent resumes.
+        """
+        self.tasks.pop(local.key, None)
+        self.checkpoint.drop_task(local.framework_id, local.info.task_id)
+        if local.is_executor and local.executor is not None:
+            await self.executors.gone(local.executor)
+        if local.container_id is not None and self.settings.container_retention <= 0:
+            await self.containerizer.remove(local.container_id)
+
+    # --- kill --------------------------------------------------------------------------------------------
+
+    async def kill(self, message: wire.KillTask) -> None:
+        """Stop a task (SIGTERM, SIGKILL after its grace); LOST (UNKNOWN_TASK) when it is not here."""
+        local = self.tasks.get((message.framework_id, message.task_id))
+        if local is None:
+            status = TaskStatus(
+                task_id=message.task_id,
+                agent_id=self.agent_id,
+                state=TaskState.LOST,
+                reason=StatusReason.UNKNOWN_TASK,
+                message="no such task on this agent",
+            )
+            await self.updates.send(message.framework_id, status)
+            return
+        local.kill_reason = message.reason
+        grace = local.info.kill_grace_seconds
+        grace = self.settings.kill_grace_seconds if grace is None else grace
+        if local.executor is not None and not local.is_executor:
+            await self.executors.kill(local, grace)
+            return
+        if local.container_id is not None:
+            await self.containerizer.stop(local.container_id, grace)
+
+    # --- restart -----------------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """After a restart: re-attach to checkpointed tasks' containers (LOST where one is gone)."""
+        for framework_id, info, gpu_ids in self.checkpoint.tasks():
+            local = LocalTask(framework_id, info, gpu_ids)
+            self.tasks[local.key] = local
+            local.container_id = await self.containerizer.find(framework_id, info.task_id)
+            if local.container_id is None:
+                text = "its container was gone when the agent restarted"
+                await self.report(local, TaskState.LOST, StatusReason.CONTAINER_LAUNCH_FAILED, text)
+                await self._forget(local)
+            else:
+                log.info(
+                    "recovered task %s of %s (container %s)",
+                    info.task_id,
+                    framework_id,
+                    local.container_id[:12],
+                )
+                self.start_runner(self._watch(local), info.task_id)
+
+    async def stop(self) -> None:
+        """Stop watching (the containers run on; a restarted agent finds them again)."""
+        for runner in self._runners:
+            runner.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+
+    # --- logs and retention ------------------------------------------------------------------------------
+
+    async def logs_answer(self, request: wire.FetchLogs) -> wire.Message:
+        """A task's output from its live or kept container, or why there is none."""
+        local = self.tasks.get((request.framework_id, request.task_id))
+        container_id = local.container_id if local is not None else None
+        container_id = container_id or await self.containerizer.find(request.framework_id, request.task_id)
+        if container_id is None:
+            return wire.Error(
+                framework_id=request.framework_id,
+                code=wire.ErrorCode.LOGS_UNAVAILABLE,
+                message=f"task {request.task_id} has no container on {self.agent_id} (past its retention?)",
+                correlation_id=request.correlation_id,
+            )
+        stdout, stderr = await self.containerizer.logs(container_id, request.tail_bytes)
+        return wire.TaskLogs(
+            framework_id=request.framework_id,
+            task_id=request.task_id,
+            stdout=stdout,
+            stderr=stderr,
+            correlation_id=request.correlation_id,
+        )
+
+    async def retention_loop(self) -> None:
+        """Remove exited containers past the retention, every ``gc_interval``."""
+        while True:
+            await asyncio.sleep(self.settings.gc_interval)
+            removed = await self.containerizer.collect_garbage(self.settings.container_retention)
+            if removed:
+                log.info("removed %d containers past their retention", removed)

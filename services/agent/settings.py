@@ -1,0 +1,52 @@
+"""How an agent runs: its settings and their defaults (the CLI reads them from here)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meseta.sdk.wire import Resources
+
+DEFAULT_HEARTBEAT_INTERVAL = 1.0
+DEFAULT_KILL_GRACE = 3.0
+DEFAULT_STATUS_RETRY = 10.0
+"""Seconds before an unacknowledged update is sent again, doubling each time (Mesos's agent starts at 10 s
+too). At 2 s, a burst of 5,000 launches, whose acknowledgements lag seconds behind, resent most updates
+and fed the backlog that delayed them."""
+DEFAULT_RETENTION = 600.0
+DEFAULT_WORK_DIR = Path("/var/tmp/meseta-agent")
+
+
+def default_agent_id() -> str:
+    """``agent-<hostname>``, trimmed to the id alphabet."""
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return f"agent-{host}"[:128]
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How an agent runs."""
+
+    amqp_url: str
+    resources: Resources
+    agent_id: str = field(default_factory=default_agent_id)
+    hostname: str = field(default_factory=socket.gethostname)
+    attributes: dict[str, str] = field(default_factory=dict)
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    cluster: str = "meseta"
+    """Label on every container this agent starts; one cluster's containers are found by it."""
+    container_retention: float = DEFAULT_RETENTION
+    """Seconds an exited task's container (and its logs) is kept before it is removed."""
+    gc_interval: float = 5.0
+    kill_grace_seconds: float = DEFAULT_KILL_GRACE
+    """SIGTERM-to-SIGKILL time for tasks that do not set their own."""
+    isolator: str = "docker"
+    """``docker`` (default) or ``process`` (subprocesses with cgroup/rlimit limits, no Docker needed)."""
+    work_dir: Path = DEFAULT_WORK_DIR
+    """Checkpoints go to ``work_dir/agent_id``: agents with different ids may share one."""
+    docker_url: str | None = None
+    status_retry_interval: float = DEFAULT_STATUS_RETRY
+    """Seconds before an unacknowledged status update is first resent (doubling after each resend)."""
+    gpu_ids: tuple[str, ...] | None = None
+    """GPU device ids to offer; None: discover them through NVML (none when there is no NVIDIA driver)."""

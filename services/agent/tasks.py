@@ -1,0 +1,49 @@
+"""What an agent knows of a task it runs, and of a custom executor it started."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from meseta.sdk import wire
+from meseta.sdk.wire import StatusReason, TaskInfo
+
+TaskKey = tuple[str, str]
+"""(framework id, task id)."""
+
+
+@dataclass
+class LocalTask:
+    """A task on this agent, from LAUNCH to its terminal state."""
+
+    framework_id: str
+    info: TaskInfo
+    gpu_ids: tuple[str, ...] = ()
+    container_id: str | None = None
+    kill_reason: StatusReason | None = None
+    """Set once a KILL arrived: the reason the KILLED update will carry."""
+    executor: tuple[str, str] | None = None
+    """(framework id, executor id) when a custom executor runs the task, or when it is that executor."""
+    is_executor: bool = False
+    """This is an executor's own container, not a task."""
+    launch_env: tuple[tuple[str, str], ...] = ()
+    host_network: bool = False
+
+    @property
+    def key(self) -> TaskKey:
+        return (self.framework_id, self.info.task_id)
+
+
+@dataclass
+class ExecutorRun:
+    """A custom executor's container on this agent and the tasks it was handed."""
+
+    framework_id: str
+    info: wire.ExecutorInfo
+    task_id: str
+    """The id its own container is accounted and reported under."""
+    registered: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: set[str] = field(default_factory=set)
+
+    def routing_key(self, agent_id: str) -> str:
+        return wire.executor_key(agent_id, self.framework_id, self.info.executor_id)

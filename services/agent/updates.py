@@ -1,0 +1,102 @@
+"""Reliable status updates: each is checkpointed, published in a batch, and resent with back-off until its
+framework acknowledges it (at least once, as in Mesos), also across an agent restart."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from meseta.agent.checkpoint import Checkpoint
+from meseta.agent.settings import DEFAULT_STATUS_RETRY
+from meseta.sdk import tracing, wire
+from meseta.sdk.batching import Batcher
+from meseta.sdk.bus import Bus
+from meseta.sdk.wire import TaskStatus
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_DELAY = 60.0
+"""A framework away for long is asked once a minute (Mesos backs off to ten; a re-subscribed framework
+here waits for the next resend, so a shorter cap)."""
+RETRY_TICK = 0.25
+
+
+@dataclass
+class PendingUpdate:
+    """A status update waiting for its acknowledgement."""
+
+    update: wire.StatusUpdate
+    due: float
+    """When to resend it (monotonic clock)."""
+    delay: float = DEFAULT_STATUS_RETRY
+
+
+class StatusUpdater:
+    """One agent's outgoing status updates, from first send to acknowledgement."""
+
+    def __init__(self, agent_id: str, bus: Bus, checkpoint: Checkpoint, retry_interval: float) -> None:
+        self.agent_id = agent_id
+        self.bus = bus
+        self.checkpoint = checkpoint
+        self.retry_interval = retry_interval
+        self.unacknowledged: dict[str, PendingUpdate] = {}
+        """Status updates the framework has not acknowledged yet, by uuid."""
+        self.resent = 0
+        """Status updates sent again for want of an acknowledgement."""
+        self._batch: Batcher[wire.StatusUpdate] = Batcher(self._publish, max_items=wire.MAX_BATCH)
+        self._waiting = asyncio.Event()
+
+    async def send(self, framework_id: str, status: TaskStatus) -> None:
+        """Checkpoint, then publish (persistent, in a batch with whatever else is pending), in the current
+        trace (the task's offer cycle); it is resent until the framework acknowledges it."""
+        update = wire.StatusUpdate(
+            agent_id=self.agent_id, framework_id=framework_id, status=status, trace=tracing.inject({})
+        )
+        self.checkpoint.save_update(update)
+        delay = self.retry_interval
+        self.unacknowledged[status.uuid] = PendingUpdate(update, due=time.monotonic() + delay, delay=delay)
+        self._waiting.set()
+        self._batch.add(update)
+
+    def acknowledged(self, uuids: tuple[str, ...]) -> None:
+        """The framework has these: forget them."""
+        for uuid in uuids:
+            self.unacknowledged.pop(uuid, None)
+            self.checkpoint.drop_update(uuid)
+
+    def recover(self) -> None:
+        """After a restart: every checkpointed update is unacknowledged, and due at once."""
+        for update in self.checkpoint.updates():
+            self.unacknowledged[update.status.uuid] = PendingUpdate(update, due=0.0)
+            self._waiting.set()
+        if self.unacknowledged:
+            log.info("resending %d unacknowledged status updates", len(self.unacknowledged))
+
+    async def _publish(self, updates: list[wire.StatusUpdate]) -> None:
+        message = wire.StatusUpdates(agent_id=self.agent_id, updates=tuple(updates))
+        await self.bus.publish(wire.Exchange.STATUS, wire.RoutingKey.STATUS, message, persistent=True)
+
+    async def retry_loop(self) -> None:
+        """At-least-once: resend each unacknowledged update, backing off, until it is acknowledged."""
+        while True:
+            if not self.unacknowledged:
+                # Idle agents do not tick: thousands of them in one emulator would spend a core on timers.
+                self._waiting.clear()
+                await self._waiting.wait()
+            await asyncio.sleep(RETRY_TICK)
+            now = time.monotonic()
+            for pending in list(self.unacknowledged.values()):
+                if pending.due <= now and pending.update.status.uuid in self.unacknowledged:
+                    # In a batch with the rest, each in a new message (new id: receivers drop an id they
+                    # handled, as a broker redelivery): under a launch burst acknowledgements lag, and
+                    # thousands of single resends fed the backlog. Each in its task's trace.
+                    self._batch.add(pending.update, tracing.extract(pending.update.trace))
+                    self.resent += 1
+                    pending.delay = min(pending.delay * 2, MAX_RETRY_DELAY)
+                    pending.due = now + pending.delay
+
+    async def drain(self) -> None:
+        """Publish what is batched now (at stop)."""
+        await self._batch.drain()

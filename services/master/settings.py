@@ -1,0 +1,49 @@
+"""How the master runs: its settings and their defaults (the CLI reads them from here)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from meseta.master.pacing import DEFAULT_HEARTBEAT_RATE
+from meseta.runtime import defaults
+
+DEFAULT_OFFER_TIMEOUT = 30.0
+DEFAULT_STARVATION_AFTER = 30.0
+"""Seconds a framework may want offers and get none before it counts as starving."""
+DEFAULT_API_PORT = 5050
+"""The state API's port for ``meseta master`` (a master built in code serves none unless told)."""
+
+
+@dataclass(frozen=True)
+class MasterSettings:
+    """How the master runs."""
+
+    amqp_url: str
+    etcd_endpoint: str = defaults.ETCD_ENDPOINT
+    etcd_prefix: str = defaults.ETCD_PREFIX
+    offer_timeout: float = DEFAULT_OFFER_TIMEOUT
+    """Seconds an offer stays valid before it is rescinded."""
+    sweep_interval: float = 0.5
+    """Seconds between checks for expired offers and due revocations."""
+    revocation_grace: float = 5.0
+    """Seconds a framework has between a revocation notice and the kill."""
+    name: str = field(default_factory=lambda: f"master-{socket.gethostname()}-{os.getpid()}")
+    lease_ttl: int = defaults.LEASE_TTL
+    """Seconds of the leader lease: a dead leader's standby takes over within about this long."""
+    agent_timeout: float = 5.0
+    """Seconds without a heartbeat after which an agent and its tasks are lost (longer where agents
+    were told to beat slowly: see ``heartbeat_rate``)."""
+    heartbeat_rate: float = DEFAULT_HEARTBEAT_RATE
+    """Agent heartbeats per second this master holds at most, by telling agents to beat every
+    agents / rate seconds or slower (meseta.master.pacing); 0: agents keep their own interval."""
+    framework_timeout: float = 10.0
+    """Seconds without a framework heartbeat (or call) before it counts as disconnected."""
+    starvation_after: float = DEFAULT_STARVATION_AFTER
+    health_interval: float = 5.0
+    api_host: str = "127.0.0.1"
+    api_port: int | None = None
+    """Port of the state API and web page; 0 picks a free one, None serves none."""
+    sample_interval: float = 1.0
+    """Seconds between samples of the frameworks' shares (the page's share-over-time chart)."""
