@@ -1,28 +1,34 @@
 # The two commands of the README. Both install and start what is missing first.
-.PHONY: demo test infra lint typecheck unit bench bench-scale bench-scale-50k bench-failover compose-images compose-test compose-up compose-down
+.PHONY: demo test infra venv lint typecheck unit bench bench-scale bench-scale-50k bench-failover compose-images compose-test compose-up compose-down
 
 PY := .venv/bin/python
 
 infra:
 	bash scripts/infra.sh
 
+# The Python package alone (no RabbitMQ, etcd or Docker): enough for the unit tests and the linters.
+venv:
+	bash scripts/infra.sh python
+
 demo: infra
 	$(PY) -m meseta.cli demo
 
 test: infra
 	$(PY) -m ruff check services sdk examples tests bench
+	$(PY) -m ruff format --check services sdk examples tests bench
 	bash scripts/typecheck.sh
 	$(PY) -m pytest -q -n 2 -m "not serial" tests
 	$(PY) -m pytest -q -m serial tests
 
-unit: infra
-	$(PY) -m pytest -q tests/unit
+# No broker, etcd or Docker needed (tests/unit holds only tests that use none).
+unit: venv
+	$(PY) -m pytest -q -n 2 tests/unit
 
-lint:
+lint: venv
 	$(PY) -m ruff check services sdk examples tests bench
 	$(PY) -m ruff format --check services sdk examples tests bench
 
-typecheck:
+typecheck: venv
 	bash scripts/typecheck.sh
 
 # The quick benchmark set (figures and plots in bench/results, method in docs/BENCHMARKS.md).
@@ -51,7 +57,7 @@ compose-images: infra
 	bash compose/build-images.sh
 
 compose-test: infra
-	$(PY) -m pytest -q -s tests/ops/test_compose.py
+	$(PY) -m pytest -q -s tests/serial/test_compose.py
 
 COMPOSE_OFFLINE := MESETA_BASE_IMAGE=meseta-base:bookworm RABBITMQ_IMAGE=meseta-infra:bookworm ETCD_IMAGE=meseta-infra:bookworm
 

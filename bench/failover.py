@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from meseta.demo.processes import ProcessCluster
 from meseta.sdk import FrameworkClient, eventloop, wire
 from meseta.sdk.helpers import first_fit
+from meseta.testing.processes import ProcessCluster
 
 RESULTS = Path(__file__).parent / "results" / "failover.json"
 ENV = {"MESETA_HEARTBEAT_INTERVAL": "0.5", "MESETA_CONTAINER_RETENTION": "5"}

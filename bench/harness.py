@@ -24,9 +24,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
-from meseta.demo.processes import ProcessCluster
-from meseta.ops import trace_report
-from meseta.sdk import FrameworkClient, tracing, wire
+from meseta.sdk import FrameworkClient, stats, tracing, wire
+from meseta.testing.processes import ProcessCluster
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("MESETA_BENCH_RESULTS", BENCH / "results"))
@@ -34,9 +33,8 @@ RESULTS = Path(os.environ.get("MESETA_BENCH_RESULTS", BENCH / "results"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest rank (as ``meseta trace report``); NaN for no values."""
-    return trace_report.percentile(values, q) if values else float("nan")
+percentile = stats.percentile
+"""Nearest rank, as everywhere in Meseta (``meseta.sdk.stats``); NaN for no values."""
 
 
 def summary(values: list[float]) -> dict[str, float]:

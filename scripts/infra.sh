@@ -133,6 +133,12 @@ install_python() {
   fi
 }
 
+if [ "${1:-}" = python ]; then  # `make venv`: the package alone, for unit tests and linters
+  install_python
+  log "ready: .venv"
+  exit 0
+fi
+
 install_packages
 start_rabbitmq &
 rabbitmq_job=$!

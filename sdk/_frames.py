@@ -4,7 +4,7 @@ The AMQP client marshals a publish through pamqp's generic, table-driven encoder
 looked up, typed and encoded one by one), and wraps it in a few context managers and objects: about
 as much time as the rest of a hop's Python work on the sending side. Meseta's publishes always carry
 the same few properties, so they are packed here with ``struct``, byte for byte what pamqp writes
-(tests/unit/test_frames.py compares the two), and handed to the client's writer with its confirm
+(tests/unit/sdk/test_frames.py compares the two), and handed to the client's writer with its confirm
 bookkeeping (meseta.sdk.bus).
 """
 

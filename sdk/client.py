@@ -21,6 +21,7 @@ from opentelemetry import trace
 from meseta.sdk import tracing, wire
 from meseta.sdk.batching import Batcher
 from meseta.sdk.bus import Bus
+from meseta.sdk.stats import percentile
 from meseta.sdk.wire import DEFAULT_REFUSE_SECONDS, TaskInfo, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -452,12 +453,6 @@ def _remember(seen: OrderedDict[str, None], uuid: str) -> None:
 
 
 def offer_cycle_percentiles(samples: list[float]) -> tuple[float, float]:
-    """(p50, p99) in milliseconds; (nan, nan) with no samples."""
-    if not samples:
-        return float("nan"), float("nan")
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
-
-    return pick(0.50), pick(0.99)
+    """(p50, p99) in milliseconds of cycle times in seconds (:func:`meseta.sdk.stats.percentile`);
+    (nan, nan) with no samples."""
+    return percentile(samples, 50) * 1000, percentile(samples, 99) * 1000

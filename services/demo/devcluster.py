@@ -21,10 +21,10 @@ from typing import Self
 import aio_pika
 import docker
 
-from meseta.demo.processes import ProcessCluster, remove_containers
 from meseta.ops.state_client import NoLeader, fetch_state
 from meseta.ops.task_image import TaskImageError, ensure_task_image
 from meseta.runtime.etcd import EtcdStore
+from meseta.testing.processes import ProcessCluster, remove_containers
 
 PORTS_PER_AGENT = 1000
 """Each agent offers its own host ports (31000-31999, 32000-32999, ...): agents that share a host must

@@ -17,13 +17,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from meseta.demo.processes import ProcessCluster
 from meseta.examples.batch import BatchJob
 from meseta.examples.common import TrackedScheduler
 from meseta.examples.service import ServiceApp
 from meseta.ops import tables
 from meseta.ops.state_client import NoLeader, fetch_state
 from meseta.sdk import FrameworkClient, offer_cycle_percentiles, run
+from meseta.testing.processes import ProcessCluster
 
 AGENTS = (
     ("host-a", {"rack": "r1", "zone": "east"}),

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meseta.sdk.stats import percentile
+
 STAGES: tuple[tuple[str, str], ...] = (
     ("allocate", "allocator allocate"),
     ("offer", "master ALLOCATION"),
@@ -117,12 +119,6 @@ def cycles(spans: Iterable[Span]) -> tuple[list[Cycle], int]:
         done.append(Cycle(trace_id, framework, starts[0], stages))
     done.sort(key=lambda c: c.start_ns)
     return done, incomplete
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 @dataclass

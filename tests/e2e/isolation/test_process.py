@@ -1,0 +1,60 @@
+"""The process isolator: subprocess tasks with an enforced memory limit, no Docker involved."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from meseta.agent.process import CGROUP_ROOT, ProcessContainerizer
+from meseta.sdk import wire
+from meseta.testing.local import local_cluster, run_one, short_task
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_process_isolator_enforces_memory(amqp_url: str, etcd_prefix: str) -> None:
+    async with local_cluster(amqp_url, etcd_prefix, agents=1, isolator="process") as cluster:
+        client = await cluster.framework("local")
+        ok = short_task("fits", mem=64).model_copy(
+            update={
+                "container": wire.ContainerSpec(
+                    image="ignored", command=(sys.executable, "-c", "print('fits')")
+                )
+            }
+        )
+        status = await run_one(client, ok)
+        assert status.state == wire.TaskState.FINISHED
+        assert (await client.logs("fits")).stdout == "fits\n"
+
+        hog = ok.model_copy(
+            update={
+                "task_id": "hog",
+                "container": wire.ContainerSpec(
+                    image="ignored",
+                    command=(sys.executable, "-c", "b = bytearray(512 << 20); print('survived')"),
+                ),
+            }
+        )
+        status = await run_one(client, hog)
+        assert status.state == wire.TaskState.FAILED
+        logs = await client.logs("hog")
+        assert "survived" not in logs.stdout
+        if cgroups_writable():
+            # The task's own memory cgroup killed it.
+            assert status.reason == wire.StatusReason.OOM_KILLED
+        else:
+            # RLIMIT_AS refused the allocation.
+            assert status.reason == wire.StatusReason.CONTAINER_EXITED and "MemoryError" in logs.stderr
+        assert isinstance(cluster.agents[0].containerizer, ProcessContainerizer)
+        assert cluster.master.cluster.tasks == {}
+
+
+def cgroups_writable() -> bool:
+    probe = CGROUP_ROOT / "memory" / "meseta" / "probe"
+    try:
+        probe.mkdir(parents=True, exist_ok=True)
+        probe.rmdir()
+        return True
+    except OSError:
+        return False

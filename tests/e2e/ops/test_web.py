@@ -1,0 +1,92 @@
+"""The master's web page in real headless Chromium: a screenshot, and assertions on what it renders."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from meseta.sdk import wire
+from meseta.testing.local import local_cluster, short_task, until_state
+from meseta.testing.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# No network here: without these, Chromium spends its start-up on refused background connections.
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+)
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "build" / "screenshots"
+
+
+async def chromium(profile: Path, *args: str) -> str:
+    assert CHROMIUM, "chromium is not installed: scripts/infra.sh installs it"
+    proc = await asyncio.create_subprocess_exec(
+        CHROMIUM,
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0
+    return out.decode()
+
+
+async def test_page_shows_agents_shares_and_cycles(amqp_url: str, etcd_prefix: str, tmp_path: Path) -> None:
+    async with local_cluster(amqp_url, etcd_prefix, agents=3) as cluster:
+        await cluster.master.leading.wait()
+        runner = await cluster.framework("analytics", role="batch")
+        task = short_task("web-1", cpus=1.5, mem=256, script="sleep 60")
+        agent_id, _ = await until_state(runner, wire.TaskState.RUNNING, task)
+        await wait_for(lambda: len(cluster.master.activity.samples) >= 5, 10, "share samples")
+        url = f"http://127.0.0.1:{cluster.master.api.port}/"
+
+        # Virtual time lets the page's timers run: several polls of the state API happen before the dump.
+        dom = await chromium(tmp_path / "profile-dom", "--virtual-time-budget=3000", "--dump-dom", url)
+        shot = tmp_path / "page.png"
+        await chromium(
+            tmp_path / "profile-shot",
+            "--virtual-time-budget=3000",
+            "--window-size=1100,1300",
+            f"--screenshot={shot}",
+            url,
+        )
+
+    status = re.search(r'<div id="status"[^>]*>([^<]*)<', dom)
+    assert status and "leader " + cluster.master.settings.name in html.unescape(status.group(1))
+    assert "3 agents" in status.group(1) and "1 tasks" in status.group(1)
+    # One row per agent; the agent running the task shows 1.5 of 2 cpus used (a 75 % bar, or more with
+    # what is offered on it).
+    rows = re.findall(r'<tr class="agent" data-id="([^"]+)">(.*?)</tr>', dom)
+    assert {r[0] for r in rows} == {a.agent_id for a in cluster.agents}
+    busy = next(body for agent, body in rows if agent == agent_id)
+    fraction = float(re.findall(r'data-fraction="([0-9.]+)"', busy)[0])
+    assert 0.75 <= fraction <= 1.0
+    # The framework with its shares, and its line on the share-over-time chart.
+    framework = re.search(rf'<tr class="framework" data-id="{runner.framework_id}">(.*?)</tr>', dom)
+    assert framework and "analytics" in framework.group(1) and "batch" in framework.group(1)
+    line = re.search(rf'<polyline class="share-line" data-id="{runner.framework_id}" points="([^"]+)"', dom)
+    assert line and len(line.group(1).split()) >= 5
+    # Recent offer cycles, with the accepted one and its round trip.
+    cycles = re.findall(r'<tr class="cycle">(.*?)</tr>', dom)
+    assert any("<td>accept</td>" in c and re.search(r'<td class="num">\d+\.\d</td>$', c) for c in cycles)
+
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # a rendered page, not a blank one
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, SCREENSHOTS / "web.png")

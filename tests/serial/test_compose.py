@@ -1,0 +1,158 @@
+"""The compose deployment, offline: build every image locally, bring the stack up, run the example
+framework to completion, look at the cluster, fail the leading master over, read the traces, tear down."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meseta.master.views import StateView
+from meseta.ops.state_client import NoLeader, fetch_state
+from meseta.ops.trace_report import cycles, read_spans
+from meseta.testing.local import remove_containers
+from meseta.testing.processes import free_port
+
+# Image builds are cached; a first build on a fresh machine (debootstrap, apt, wheels) takes minutes.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(1200)]
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "compose" / "compose.yaml"
+
+
+def compose_command() -> list[str]:
+    """Compose v2 where the docker CLI has it, else docker-compose (1.29 from Debian)."""
+    v2 = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    if v2.returncode == 0:
+        return ["docker", "compose"]
+    found = shutil.which("docker-compose")
+    assert found, "neither `docker compose` nor docker-compose is installed (scripts/infra.sh installs it)"
+    return [found]
+
+
+def wait_state(apis: list[str], ok: object, timeout: float, what: str) -> StateView:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            state = fetch_state(apis, timeout=2)
+            if ok(state):  # type: ignore[operator]
+                return state
+            last = state
+        except NoLeader as exc:
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last}")
+
+
+class Stack:
+    def __init__(self, tmp: Path) -> None:
+        self.project = f"mtest{uuid.uuid4().hex[:8]}"
+        self.otel = tmp / "otel"
+        self.otel.mkdir()
+        self.api_ports = (free_port(), free_port())
+        self.env = {
+            **os.environ,
+            "MESETA_IMAGE": "meseta:local",
+            "MESETA_BASE_IMAGE": "meseta-base:bookworm",
+            "RABBITMQ_IMAGE": "meseta-infra:bookworm",
+            "ETCD_IMAGE": "meseta-infra:bookworm",
+            "MESETA_OTEL_DIR": str(self.otel),
+            "MESETA_CLUSTER": self.project,
+            "MESETA_API_PORT_1": str(self.api_ports[0]),
+            "MESETA_API_PORT_2": str(self.api_ports[1]),
+            "MESETA_RABBITMQ_UI_PORT": str(free_port()),
+        }
+        self.base = [*compose_command(), "-p", self.project, "-f", str(COMPOSE_FILE), "--profile", "example"]
+
+    @property
+    def apis(self) -> list[str]:
+        return [f"http://127.0.0.1:{p}" for p in self.api_ports]
+
+    def run(self, *args: str, timeout: float = 300) -> str:
+        done = subprocess.run(
+            [*self.base, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        assert done.returncode == 0, f"compose {args} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def container(self, service: str) -> str:
+        return self.run("ps", "-q", service).strip()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    built = subprocess.run(
+        ["bash", str(ROOT / "compose" / "build-images.sh")], capture_output=True, text=True, timeout=900
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    s = Stack(tmp_path)
+    try:
+        s.run("up", "-d", timeout=300)
+        yield s
+    finally:
+        subprocess.run([*s.base, "down", "-v", "--remove-orphans", "-t", "5"], env=s.env, capture_output=True)
+        remove_containers(s.project)
+
+
+def meseta(*args: str) -> str:
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "meseta"), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_compose_stack_runs_the_example(stack: Stack) -> None:
+    state = wait_state(stack.apis, lambda s: len(s.agents) == 3, 120, "a leader with three agents")
+    assert {a.hostname for a in state.agents} == {"host-a", "host-b", "host-c"}
+    assert state.leader.name in ("master-1", "master-2")
+
+    # The example framework, run to completion; its summary is its last line.
+    out = stack.run("run", "--rm", "example", timeout=300)
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("batch: 24 maps, 6 reduces in"), out
+    assert "locality" in summary
+
+    # The terminal view of the same cluster.
+    api = ",".join(stack.apis)
+    status = meseta("status", "--api", api)
+    assert state.leader.name in status and "agents" in status
+    agents = meseta("agents", "--api", api)
+    assert all(h in agents for h in ("host-a", "host-b", "host-c"))
+
+    # Kill the leading master's container: the standby leads, at a higher epoch, within seconds.
+    leader = state.leader
+    killed_at = time.monotonic()
+    subprocess.run(["docker", "kill", stack.container(leader.name)], check=True, capture_output=True)
+    after = wait_state(
+        stack.apis,
+        lambda s: s.leader.name != leader.name and s.leader.epoch > leader.epoch and len(s.agents) == 3,
+        60,
+        "the standby master to lead",
+    )
+    print(f"compose failover: {after.leader.name} leads at epoch {after.leader.epoch} "
+          f"{time.monotonic() - killed_at:.1f} s after the kill")  # fmt: skip
+
+    # Every service exported its spans to the collector: whole offer cycles of the example framework.
+    traces = stack.otel / "traces.jsonl"
+    deadline = time.monotonic() + 30
+    found: list[object] = []
+    while time.monotonic() < deadline and not found:
+        if traces.exists():
+            found = [c for c in cycles(read_spans(traces))[0] if c.framework == "batch"]
+        time.sleep(1)
+    assert len(found) >= 6, "at least one cycle per reduce wave and map host"
+    report = meseta("trace", "report", str(traces))
+    assert "batch" in report and "cycle" in report
+    assert "meseta.offers" in (stack.otel / "metrics.jsonl").read_text()

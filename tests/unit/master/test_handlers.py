@@ -1,0 +1,193 @@
+"""The master's handlers and sweeps, driven with no broker: what each message changes and what it sends."""
+
+from __future__ import annotations
+
+import time
+
+from meseta.master import sweeps
+from meseta.sdk import wire
+from meseta.sdk.wire import Resources
+from tests.unit.master.fakes import FakeMaster, of
+
+CPU2 = Resources(cpus=2, mem=256)
+
+
+def task(task_id: str, cpus: float = 1, mem: float = 64) -> wire.TaskInfo:
+    return wire.TaskInfo(
+        task_id=task_id,
+        resources=Resources(cpus=cpus, mem=mem),
+        container=wire.ContainerSpec.shell("meseta-task:latest", "true"),
+    )
+
+
+def statuses(master_sent: list, framework_id: str) -> list[wire.TaskStatus]:  # type: ignore[type-arg]
+    return [s for u in of(master_sent, wire.Updates) if u.framework_id == framework_id for s in u.statuses]
+
+
+async def test_an_accept_launches_and_gives_back_the_remainder() -> None:
+    master = FakeMaster()
+    await master.agent("a1")
+    fw, secret = await master.framework()
+    offer = await master.offer(fw, "a1", CPU2)
+    sent = await master.handle(
+        wire.Accept(
+            framework_id=fw, secret=secret, offer_ids=(offer.offer_id,), tasks=(task("t1"),), refuse_seconds=7
+        )
+    )
+    (launch,) = of(sent, wire.LaunchTasks)
+    assert launch.agent_id == "a1" and [t.task_id for t in launch.tasks] == ["t1"]
+    assert next(s for s in sent if s.message is launch).persistent  # survives a broker restart
+    (recovered,) = of(sent, wire.ResourcesRecovered)
+    assert [(i.resources.cpus, i.resources.mem, i.refuse_seconds) for i in recovered.items] == [(1, 192, 7)]
+    assert master.cluster.agents["a1"].used == Resources(cpus=1, mem=64)
+    assert offer.offer_id not in master.cluster.offers
+
+
+async def test_an_accept_of_an_unknown_offer_is_refused_and_its_tasks_end_lost() -> None:
+    master = FakeMaster()
+    await master.agent("a1")
+    fw, secret = await master.framework()
+    sent = await master.handle(
+        wire.Accept(framework_id=fw, secret=secret, offer_ids=("offer-nope",), tasks=(task("t1"), task("t2")))
+    )
+    (error,) = of(sent, wire.Error)
+    assert error.code == wire.ErrorCode.UNKNOWN_OFFER
+    lost = statuses(sent, fw)
+    assert [(s.task_id, s.state, s.reason) for s in lost] == [
+        ("t1", wire.TaskState.LOST, wire.StatusReason.INVALID_OFFERS),
+        ("t2", wire.TaskState.LOST, wire.StatusReason.INVALID_OFFERS),
+    ]
+    assert not of(sent, wire.LaunchTasks) and not master.cluster.tasks
+
+
+async def test_an_accept_beyond_the_offer_is_refused_with_error_updates() -> None:
+    master = FakeMaster()
+    await master.agent("a1")
+    fw, secret = await master.framework()
+    offer = await master.offer(fw, "a1", CPU2)
+    sent = await master.handle(
+        wire.Accept(framework_id=fw, secret=secret, offer_ids=(offer.offer_id,), tasks=(task("big", cpus=3),))
+    )
+    assert of(sent, wire.Error)[0].code == wire.ErrorCode.INSUFFICIENT_RESOURCES
+    assert [(s.state, s.reason) for s in statuses(sent, fw)] == [
+        (wire.TaskState.ERROR, wire.StatusReason.INVALID_TASK)
+    ]
+    assert offer.offer_id in master.cluster.offers  # the framework may correct its call
+
+
+async def test_a_decline_recovers_with_its_filter_and_refuses_unknown_offers() -> None:
+    master = FakeMaster()
+    await master.agent("a1")
+    fw, secret = await master.framework()
+    offer = await master.offer(fw, "a1", CPU2)
+    sent = await master.handle(
+        wire.Decline(framework_id=fw, secret=secret, offer_ids=(offer.offer_id, "offer-x"), refuse_seconds=30)
+    )
+    (recovered,) = of(sent, wire.ResourcesRecovered)
+    assert [(i.agent_id, i.refuse_seconds) for i in recovered.items] == [("a1", 30)]
+    (error,) = of(sent, wire.Error)
+    assert error.code == wire.ErrorCode.UNKNOWN_OFFER and "offer-x" in error.message
+    assert not master.cluster.offers and master.cluster.agents["a1"].offered.is_empty()
+
+
+async def test_status_updates_are_forwarded_in_one_batch_and_end_tasks() -> None:
+    master = FakeMaster()
+    await master.agent("a1")
+    fw, secret = await master.framework()
+    offer = await master.offer(fw, "a1", CPU2)
+    await master.handle(
+        wire.Accept(
+            framework_id=fw, secret=secret, offer_ids=(offer.offer_id,), tasks=(task("t1"), task("t2"))
+        )
+    )
+    running = wire.TaskStatus(task_id="t1", state=wire.TaskState.RUNNING, agent_id="a1")
+    done = wire.TaskStatus(task_id="t2", state=wire.TaskState.FINISHED, agent_id="a1")
+    orphan = wire.TaskStatus(task_id="t9", state=wire.TaskState.FINISHED, agent_id="a1")
+    batch = wire.StatusUpdates(
+        agent_id="a1",
+        updates=(
+            wire.StatusUpdate(agent_id="a1", framework_id=fw, status=running),
+            wire.StatusUpdate(agent_id="a1", framework_id=fw, status=done),
+            wire.StatusUpdate(agent_id="a1", framework_id="fw-gone", status=orphan),
+        ),
+    )
+    sent = await master.handle(batch)
+    (updates,) = of(sent, wire.Updates)
+    assert [s.task_id for s in updates.statuses] == ["t1", "t2"] and len(updates.traces) == 2
+    (recovered,) = of(sent, wire.ResourcesRecovered)
+    assert [i.resources for i in recovered.items] == [Resources(cpus=1, mem=64)]  # t2's
+    # Nobody will acknowledge an update of a framework that is gone: the master does, for the agent.
+    (acks,) = of(sent, wire.AcknowledgeUpdates)
+    assert acks.agent_id == "a1" and acks.uuids == (orphan.uuid,)
+    assert set(master.cluster.tasks) == {(fw, "t1")}
+    assert master.cluster.tasks[(fw, "t1")].state == wire.TaskState.RUNNING
+
+
+async def test_reconcile_reports_known_tasks_and_lost_unknown_ones() -> None:
+    master = FakeMaster()
+    await master.agent("a1")
+    fw, secret = await master.framework()
+    offer = await master.offer(fw, "a1", CPU2)
+    await master.handle(
+        wire.Accept(framework_id=fw, secret=secret, offer_ids=(offer.offer_id,), tasks=(task("t1"),))
+    )
+    sent = await master.handle(wire.Reconcile(framework_id=fw, secret=secret, task_ids=("t1", "t-unknown")))
+    answered = statuses(sent, fw)
+    assert [(s.task_id, s.state) for s in answered] == [
+        ("t1", wire.TaskState.STAGING),
+        ("t-unknown", wire.TaskState.LOST),
+    ]
+    assert {s.reason for s in answered} == {wire.StatusReason.RECONCILIATION}
+    implicit = statuses(await master.handle(wire.Reconcile(framework_id=fw, secret=secret)), fw)
+    assert [s.task_id for s in implicit] == ["t1"]
+
+
+async def test_revocation_rescinds_offers_then_kills_tasks_after_the_grace() -> None:
+    master = FakeMaster(revocation_grace=0.0)
+    await master.agent("a1")
+    fw, secret = await master.framework()
+    first = await master.offer(fw, "a1", CPU2)
+    await master.handle(
+        wire.Accept(framework_id=fw, secret=secret, offer_ids=(first.offer_id,), tasks=(task("t1", cpus=2),))
+    )
+    held = await master.offer(fw, "a1", Resources(cpus=1, mem=64))
+    sent = await master.handle(
+        wire.Revocation(framework_id=fw, agent_id="a1", resources=Resources(cpus=2), for_role="prod")
+    )
+    # The outstanding offer first (1 cpu), then the task for the rest.
+    assert [r.offer_id for r in of(sent, wire.Rescind)] == [held.offer_id]
+    (notice,) = of(sent, wire.RevocationNotice)
+    assert notice.task_ids == ("t1",)
+    assert not of(sent, wire.KillTask)  # not before the grace period
+    await sweeps.kill_revoked(master.core)
+    (kill,) = of(master.publisher.take(), wire.KillTask)
+    assert (kill.task_id, kill.reason) == ("t1", wire.StatusReason.REVOKED)
+
+
+async def test_a_silent_agent_is_lost_with_its_tasks() -> None:
+    master = FakeMaster()
+    await master.agent("a1")
+    fw, secret = await master.framework()
+    offer = await master.offer(fw, "a1", CPU2)
+    await master.handle(
+        wire.Accept(framework_id=fw, secret=secret, offer_ids=(offer.offer_id,), tasks=(task("t1"),))
+    )
+    master.cluster.agents["a1"].last_seen = time.time() - 60
+    await sweeps.remove_silent_agents(master.core, timeout=5.0)
+    sent = master.publisher.take()
+    assert [(s.task_id, s.state, s.reason) for s in statuses(sent, fw)] == [
+        ("t1", wire.TaskState.LOST, wire.StatusReason.AGENT_REMOVED)
+    ]
+    assert [f.agent_id for f in of(sent, wire.Failure)] == ["a1"]
+    assert [r.agent_id for r in of(sent, wire.AgentRemoved)] == ["a1"]
+    assert "a1" not in master.cluster.agents and not master.cluster.tasks
+
+
+async def test_a_stale_grant_goes_back_instead_of_becoming_an_offer() -> None:
+    master = FakeMaster()
+    await master.agent("a1", Resources(cpus=1, mem=64))
+    fw, _ = await master.framework()
+    grant = wire.Grant(framework_id=fw, agent_id="a1", resources=CPU2)  # more than the agent has
+    sent = await master.handle(wire.Allocations(grants=(grant,)))
+    assert not of(sent, wire.Offers)
+    assert [i.resources for i in of(sent, wire.ResourcesRecovered)[0].items] == [CPU2]
