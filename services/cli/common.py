@@ -1,0 +1,133 @@
+"""What every ``meseta`` command shares: the app, the options that name the cluster, defaults read
+from the settings classes, and how a service is run."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from meseta.runtime import defaults
+from meseta.runtime.etcd import EtcdStore
+from meseta.runtime.gcwatch import GcWatch
+from meseta.runtime.service import Service
+from meseta.sdk import KillRefused, LogsUnavailable, eventloop, tracing
+from meseta.sdk.bus import Bus
+from meseta.sdk.wire import PortRange
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="``meseta``: run a master, an allocator, an agent, a local cluster or the demo; operate a cluster. "
+    "Every flag also reads ``MESETA_*``.",
+)
+
+DEFAULT_AMQP_URL = defaults.AMQP_URL
+
+
+def default(settings: type[Any], name: str) -> Any:
+    """A settings class's default for ``name``: every flag shows the one the service itself uses."""
+    found = {f.name: f for f in dataclasses.fields(settings)}[name]
+    if found.default is dataclasses.MISSING:
+        raise ValueError(f"{settings.__name__}.{name} has no default")
+    return found.default
+
+
+AmqpUrl = Annotated[str, typer.Option(envvar="MESETA_AMQP_URL", help="AMQP URL, vhost included.")]
+EtcdEndpoint = Annotated[str, typer.Option(envvar="MESETA_ETCD_ENDPOINT", help="etcd host:port.")]
+EtcdPrefix = Annotated[
+    str, typer.Option(envvar="MESETA_ETCD_PREFIX", help="Key prefix of this cluster in etcd.")
+]
+LogLevel = Annotated[str, typer.Option(envvar="MESETA_LOG_LEVEL")]
+TraceExporter = Annotated[
+    str, typer.Option(envvar="MESETA_TRACE_EXPORTER", help="Trace exporter: none, console or otlp.")
+]
+OtlpEndpoint = Annotated[
+    str | None,
+    typer.Option(envvar="MESETA_OTLP_ENDPOINT", help="Collector's OTLP/HTTP base URL (traces and metrics)."),
+]
+Api = Annotated[
+    str,
+    typer.Option(envvar="MESETA_API", help="Masters' state API URLs, comma-separated: the leader answers."),
+]
+DEFAULT_API = defaults.API
+
+
+def setup(service: str, log_level: str, exporter: str, endpoint: str | None) -> None:
+    logging.basicConfig(
+        level=log_level.upper(), format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    tracing.configure(service, exporter, endpoint)
+
+
+def serve(service: Service) -> None:
+    """Run a service until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(service.stop()))
+        async with GcWatch(amortize=True).running():
+            await service.run()
+
+    eventloop.run(main())
+
+
+def parse_ports(text: str) -> tuple[PortRange, ...]:
+    """``31000-31099,32000`` into port ranges."""
+    ranges = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        begin, _, end = part.partition("-")
+        ranges.append(PortRange(begin=int(begin), end=int(end or begin)))
+    return tuple(ranges)
+
+
+def parse_attributes(pairs: list[str]) -> dict[str, str]:
+    """``["rack=r1", "zone=a"]`` into a dict."""
+    attributes = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"attribute {pair!r} is not KEY=VALUE")
+        attributes[key] = value
+    return attributes
+
+
+T = TypeVar("T")
+
+
+def ask(amqp_url: str, call: Callable[[Bus], Awaitable[T]]) -> T:
+    """Run one call to the master over a short-lived bus; a refusal is printed and exits with 1."""
+
+    async def main() -> T:
+        bus = Bus(amqp_url, "cli")
+        await bus.connect()
+        try:
+            return await call(bus)
+        finally:
+            await bus.close()
+
+    try:
+        return eventloop.run(main())
+    except (LogsUnavailable, KillRefused) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def with_store(etcd_endpoint: str, etcd_prefix: str, action: Callable[[EtcdStore], Awaitable[None]]) -> None:
+    async def main() -> None:
+        store = EtcdStore(etcd_endpoint, etcd_prefix)
+        await store.connect()
+        try:
+            await action(store)
+        finally:
+            await store.close()
+
+    eventloop.run(main())

@@ -1,0 +1,173 @@
+"""An operator's commands: the state API's tables, kills, logs, policies and roles, trace reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meseta.cli.common import (
+    DEFAULT_AMQP_URL,
+    DEFAULT_API,
+    AmqpUrl,
+    Api,
+    EtcdEndpoint,
+    EtcdPrefix,
+    app,
+    ask,
+    with_store,
+)
+from meseta.runtime import defaults
+from meseta.sdk.wire import Resources
+
+
+def _show(table_name: str, api: str, as_json: bool) -> None:
+    from rich.console import Console
+
+    from meseta.ops.state_client import NoLeader, fetch_state, split_apis
+    from meseta.ops.tables import TABLES
+
+    try:
+        state = fetch_state(split_apis(api))
+    except NoLeader as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        if table_name == "status":
+            typer.echo(state.model_dump_json(indent=2))
+        else:
+            typer.echo("[" + ",".join(x.model_dump_json() for x in getattr(state, table_name)) + "]")
+        return
+    Console(width=200).print(TABLES[table_name](state))
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+
+
+@app.command()
+def status(api: Api = DEFAULT_API, as_json: JsonFlag = False) -> None:
+    """The cluster at a glance: leader, epoch, totals, recent offer round trips."""
+    _show("status", api, as_json)
+
+
+@app.command()
+def agents(api: Api = DEFAULT_API, as_json: JsonFlag = False) -> None:
+    """Agents with total, used and offered resources."""
+    _show("agents", api, as_json)
+
+
+@app.command()
+def frameworks(api: Api = DEFAULT_API, as_json: JsonFlag = False) -> None:
+    """Frameworks with role, weight, dominant and fair share, declined-offer ratio."""
+    _show("frameworks", api, as_json)
+
+
+@app.command()
+def tasks(api: Api = DEFAULT_API, as_json: JsonFlag = False) -> None:
+    """Live tasks with their state and agent."""
+    _show("tasks", api, as_json)
+
+
+@app.command()
+def offers(api: Api = DEFAULT_API, as_json: JsonFlag = False) -> None:
+    """Outstanding offers."""
+    _show("offers", api, as_json)
+
+
+@app.command()
+def kill(
+    task_id: Annotated[str, typer.Argument(help="The task.")],
+    framework_id: Annotated[
+        str | None, typer.Option(help="Needed when several frameworks use the id.")
+    ] = None,
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+) -> None:
+    """Kill a task as the operator: its framework hears KILLED with reason KILLED_BY_OPERATOR."""
+    from meseta.sdk import operator_kill
+
+    killing = ask(amqp_url, lambda bus: operator_kill(bus, task_id, framework_id))
+    typer.echo(f"killing {killing.task_id} of {killing.framework_id} on {killing.agent_id}")
+
+
+@app.command()
+def logs(
+    task_id: Annotated[str, typer.Argument(help="The task.")],
+    framework_id: Annotated[
+        str | None, typer.Option(help="Needed when several frameworks use the id.")
+    ] = None,
+    tail_bytes: Annotated[int, typer.Option(help="Bytes from the end of each stream.")] = 65536,
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+) -> None:
+    """Print a task's stdout (then its stderr, on stderr)."""
+    from meseta.sdk import fetch_logs
+
+    found = ask(amqp_url, lambda bus: fetch_logs(bus, task_id, framework_id, tail_bytes))
+    typer.echo(found.stdout, nl=False)
+    typer.echo(found.stderr, nl=False, err=True)
+
+
+@app.command()
+def policy(
+    name: Annotated[str, typer.Argument(help="drf, wfs, priority or lottery.")],
+    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
+    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
+) -> None:
+    """Switch the running allocator's policy (takes effect within one tick, no restart)."""
+    from meseta.allocator.config import write_policy
+    from meseta.allocator.policy import POLICIES
+
+    if name not in POLICIES:
+        raise typer.BadParameter(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
+    with_store(etcd_endpoint, etcd_prefix, lambda store: write_policy(store, name))
+    typer.echo(f"policy set to {name}")
+
+
+@app.command()
+def role(
+    name: Annotated[str, typer.Argument(help="The role.")],
+    weight: Annotated[float, typer.Option(help="Weight among roles.")] = 1.0,
+    quota_cpus: Annotated[float, typer.Option(help="Guaranteed cpus.")] = 0.0,
+    quota_mem: Annotated[float, typer.Option(help="Guaranteed memory, MiB.")] = 0.0,
+    quota_gpus: Annotated[int, typer.Option(help="Guaranteed GPUs.")] = 0,
+    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
+    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
+) -> None:
+    """Set a role's weight and quota (guaranteed allocation, enforced by revocation)."""
+    from meseta.allocator.config import write_role
+
+    quota = Resources(cpus=quota_cpus, mem=quota_mem, gpus=quota_gpus)
+    with_store(etcd_endpoint, etcd_prefix, lambda store: write_role(store, name, weight, quota))
+    typer.echo(
+        f"role {name}: weight {weight:g}, quota cpus={quota_cpus:g} mem={quota_mem:g} gpus={quota_gpus}"
+    )
+
+
+trace_app = typer.Typer(no_args_is_help=True, help="Offer-cycle traces.")
+app.add_typer(trace_app, name="trace")
+
+
+@trace_app.command("report")
+def trace_report(
+    spans: Annotated[Path, typer.Argument(help="OTLP/JSON lines: the collector's traces.jsonl.")],
+    plot: Annotated[Path | None, typer.Option(help="Write a latency plot (PNG) here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
+) -> None:
+    """p50/p95/p99 of each offer-cycle stage and of the whole cycle, per framework."""
+    import json
+
+    from rich.console import Console
+
+    from meseta.ops import trace_report as tr
+
+    found, incomplete = tr.cycles(tr.read_spans(spans))
+    if not found:
+        typer.echo(f"no complete offer cycle in {spans} ({incomplete} incomplete)", err=True)
+        raise typer.Exit(1)
+    rep = tr.report(found, incomplete)
+    Console(width=200).print(tr.table(rep))
+    if json_out is not None:
+        json_out.write_text(json.dumps(rep.as_dict(), indent=2))
+    if plot is not None:
+        tr.plot(found, rep, plot)
+        typer.echo(f"plot written to {plot}")

@@ -1,0 +1,233 @@
+"""``meseta master | allocator | agent | collector``: run one service until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meseta.agent.settings import DEFAULT_WORK_DIR, AgentSettings
+from meseta.allocator.settings import AllocatorSettings
+from meseta.cli.common import (
+    DEFAULT_AMQP_URL,
+    AmqpUrl,
+    EtcdEndpoint,
+    EtcdPrefix,
+    LogLevel,
+    OtlpEndpoint,
+    TraceExporter,
+    app,
+    default,
+    parse_attributes,
+    parse_ports,
+    serve,
+    setup,
+)
+from meseta.master.settings import DEFAULT_API_PORT, MasterSettings
+from meseta.runtime import defaults
+from meseta.sdk import eventloop
+from meseta.sdk.wire import Resources
+
+
+@app.command()
+def master(
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
+    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
+    offer_timeout: Annotated[float, typer.Option(envvar="MESETA_OFFER_TIMEOUT")] = default(
+        MasterSettings, "offer_timeout"
+    ),
+    revocation_grace: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_REVOCATION_GRACE", help="Seconds between a revocation notice and the kill."
+        ),
+    ] = default(MasterSettings, "revocation_grace"),
+    name: Annotated[str | None, typer.Option(envvar="MESETA_MASTER_NAME", help="Candidate name.")] = None,
+    lease_ttl: Annotated[
+        int, typer.Option(envvar="MESETA_LEASE_TTL", help="Leader lease, seconds.")
+    ] = defaults.LEASE_TTL,
+    agent_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_AGENT_TIMEOUT", help="Seconds without heartbeats before an agent is lost."
+        ),
+    ] = default(MasterSettings, "agent_timeout"),
+    heartbeat_rate: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_HEARTBEAT_RATE",
+            help="Agent heartbeats per second to hold at most (agents are told to beat slower); 0: off.",
+        ),
+    ] = default(MasterSettings, "heartbeat_rate"),
+    framework_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_FRAMEWORK_TIMEOUT",
+            help="Seconds without a framework's heartbeat before it counts as disconnected.",
+        ),
+    ] = default(MasterSettings, "framework_timeout"),
+    api_host: Annotated[str, typer.Option(envvar="MESETA_API_HOST", help="State API address.")] = default(
+        MasterSettings, "api_host"
+    ),
+    api_port: Annotated[
+        int, typer.Option(envvar="MESETA_API_PORT", help="State API port; 0: any free one; -1: none.")
+    ] = DEFAULT_API_PORT,
+    log_level: LogLevel = "INFO",
+    trace_exporter: TraceExporter = "none",
+    otlp_endpoint: OtlpEndpoint = None,
+) -> None:
+    """Run a master."""
+    from meseta.master.service import MasterService
+
+    setup("master", log_level, trace_exporter, otlp_endpoint)
+    settings = MasterSettings(
+        amqp_url,
+        etcd_endpoint,
+        etcd_prefix,
+        offer_timeout=offer_timeout,
+        revocation_grace=revocation_grace,
+        lease_ttl=lease_ttl,
+        agent_timeout=agent_timeout,
+        heartbeat_rate=heartbeat_rate,
+        framework_timeout=framework_timeout,
+        api_host=api_host,
+        api_port=None if api_port < 0 else api_port,
+    )
+    settings = dataclasses.replace(settings, name=name) if name else settings
+    serve(MasterService(settings))
+
+
+@app.command()
+def allocator(
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    policy: Annotated[
+        str, typer.Option(envvar="MESETA_ALLOCATOR_POLICY", help="Until etcd names one.")
+    ] = default(AllocatorSettings, "policy"),
+    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
+    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
+    min_offer_cpus: Annotated[float, typer.Option(envvar="MESETA_MIN_OFFER_CPUS")] = 0.0,
+    min_offer_mem: Annotated[float, typer.Option(envvar="MESETA_MIN_OFFER_MEM")] = 0.0,
+    name: Annotated[str | None, typer.Option(envvar="MESETA_ALLOCATOR_NAME", help="Candidate name.")] = None,
+    lease_ttl: Annotated[
+        int, typer.Option(envvar="MESETA_LEASE_TTL", help="Leader lease, seconds.")
+    ] = defaults.LEASE_TTL,
+    log_level: LogLevel = "INFO",
+    trace_exporter: TraceExporter = "none",
+    otlp_endpoint: OtlpEndpoint = None,
+) -> None:
+    """Run an allocator."""
+    from meseta.allocator.service import AllocatorService
+
+    setup("allocator", log_level, trace_exporter, otlp_endpoint)
+    minimum = Resources(cpus=min_offer_cpus, mem=min_offer_mem)
+    settings = AllocatorSettings(
+        amqp_url,
+        policy=policy,
+        etcd_endpoint=etcd_endpoint,
+        etcd_prefix=etcd_prefix,
+        min_offer=None if minimum.is_empty() else minimum,
+        lease_ttl=lease_ttl,
+    )
+    settings = dataclasses.replace(settings, name=name) if name else settings
+    serve(AllocatorService(settings))
+
+
+@app.command()
+def agent(
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    agent_id: Annotated[str | None, typer.Option(envvar="MESETA_AGENT_ID")] = None,
+    hostname: Annotated[str | None, typer.Option(envvar="MESETA_AGENT_HOSTNAME")] = None,
+    cpus: Annotated[float, typer.Option(envvar="MESETA_AGENT_CPUS")] = 2.0,
+    mem: Annotated[float, typer.Option(envvar="MESETA_AGENT_MEM", help="MiB")] = 2048.0,
+    disk: Annotated[float, typer.Option(envvar="MESETA_AGENT_DISK", help="MiB")] = 10240.0,
+    gpus: Annotated[int, typer.Option(envvar="MESETA_AGENT_GPUS")] = 0,
+    ports: Annotated[str, typer.Option(envvar="MESETA_AGENT_PORTS")] = "31000-32000",
+    attribute: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable.")] = None,
+    heartbeat_interval: Annotated[float, typer.Option(envvar="MESETA_HEARTBEAT_INTERVAL")] = default(
+        AgentSettings, "heartbeat_interval"
+    ),
+    cluster: Annotated[
+        str, typer.Option(envvar="MESETA_CLUSTER", help="Label on this cluster's containers.")
+    ] = default(AgentSettings, "cluster"),
+    isolator: Annotated[str, typer.Option(envvar="MESETA_ISOLATOR", help="docker or process.")] = default(
+        AgentSettings, "isolator"
+    ),
+    gpu_ids: Annotated[
+        str | None, typer.Option(envvar="MESETA_GPU_IDS", help="GPU ids to offer, e.g. 0,1; default: NVML.")
+    ] = None,
+    container_retention: Annotated[
+        float, typer.Option(envvar="MESETA_CONTAINER_RETENTION", help="Seconds exited tasks are kept.")
+    ] = default(AgentSettings, "container_retention"),
+    kill_grace: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_KILL_GRACE", help="SIGTERM-to-SIGKILL seconds for tasks without their own."
+        ),
+    ] = default(AgentSettings, "kill_grace_seconds"),
+    work_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar="MESETA_WORK_DIR",
+            help="Checkpoints (tasks, unacknowledged updates), under WORK_DIR/AGENT_ID: agents with "
+            "different ids may share one.",
+        ),
+    ] = DEFAULT_WORK_DIR,
+    log_level: LogLevel = "INFO",
+    trace_exporter: TraceExporter = "none",
+    otlp_endpoint: OtlpEndpoint = None,
+) -> None:
+    """Run an agent."""
+    from meseta.agent.service import AgentService
+    from meseta.agent.settings import default_agent_id
+
+    setup("agent", log_level, trace_exporter, otlp_endpoint)
+    resources = Resources(cpus=cpus, mem=mem, disk=disk, gpus=gpus, ports=parse_ports(ports))
+    settings = AgentSettings(
+        amqp_url=amqp_url,
+        resources=resources,
+        attributes=parse_attributes(attribute or []),
+        heartbeat_interval=heartbeat_interval,
+        cluster=cluster,
+        isolator=isolator,
+        gpu_ids=None if gpu_ids is None else tuple(filter(None, gpu_ids.split(","))),
+        container_retention=container_retention,
+        kill_grace_seconds=kill_grace,
+        work_dir=work_dir,
+        agent_id=agent_id or default_agent_id(),
+        hostname=hostname or socket.gethostname(),
+    )
+    serve(AgentService(settings))
+
+
+@app.command()
+def collector(
+    out_dir: Annotated[Path, typer.Option(envvar="MESETA_COLLECTOR_DIR", help="Where the .jsonl go.")] = Path(
+        "/var/tmp/meseta-otel"
+    ),
+    host: Annotated[str, typer.Option(envvar="MESETA_COLLECTOR_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="MESETA_COLLECTOR_PORT")] = 4318,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Receive OTLP/HTTP spans and metrics; append them to traces.jsonl and metrics.jsonl."""
+    from meseta.ops.collector import Collector
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s collector %(levelname)s %(message)s")
+
+    async def main() -> None:
+        found = Collector(out_dir)
+        await found.start(host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await found.stop()
+
+    eventloop.run(main())
