@@ -1,15 +1,12 @@
 """Meseta's framework SDK: a client, a callback-style scheduler, and the wire contract's public types."""
 
+from meseta.sdk.calls import KillRefused, LogsUnavailable, fetch_logs, operator_kill
 from meseta.sdk.client import (
     Event,
     FrameworkClient,
     FrameworkStats,
-    KillRefused,
-    LogsUnavailable,
     SubscribeError,
-    fetch_logs,
     offer_cycle_percentiles,
-    operator_kill,
 )
 from meseta.sdk.scheduler import Scheduler, run
 from meseta.sdk.wire import (

@@ -3,6 +3,12 @@
 Every consumer decodes against its :class:`~meseta.sdk.wire.Channel`; whatever cannot be decoded, or
 makes its handler raise, is republished to the dead-letter exchange with the reason in a header and
 logged. A bad message never stops a consumer.
+
+Over 400 lines, on purpose: publishing and consuming share one connection's state and one rule, that a
+handled message is acknowledged only once the publishes its handler made are confirmed (``_Deferred``);
+split in two, each half would reach into the other's. What is not that rule lives elsewhere: the packed
+publish in :mod:`._frames` and :mod:`._fastpath`, eager starts in :mod:`._eager`, batching in
+:mod:`.batching`.
 """
 
 from __future__ import annotations
