@@ -218,6 +218,13 @@ class FrameworkClient:
                 self.stats.offers_rescinded += 1
                 self._decide([message.offer_id], "rescinded")
             case wire.Updates():
+                if len(message.statuses) == 1:
+                    # A batch of one came in its task's trace: its consumer span is the status's own.
+                    trace.get_current_span().update_name("framework UPDATE")
+                    await self._on_event(
+                        wire.Update(framework_id=message.framework_id, status=message.statuses[0]), _
+                    )
+                    return
                 traces = message.traces or ({},) * len(message.statuses)
                 for status, context in zip(message.statuses, traces, strict=False):
                     # One span per status, in its own task's trace, as a single UPDATE would have had.

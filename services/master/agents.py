@@ -79,14 +79,25 @@ async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> Non
     (nobody else will, and the agent would keep them for ever)."""
     per_framework: dict[str, list[wire.StatusUpdate]] = {}
     orphans: list[str] = []
+    alone = len(msg.updates) == 1
     for update in msg.updates:
-        # Not made current, attributes given at the start: a launch burst is thousands of these.
-        span = m.tracer.start_span(
-            "master STATUS_UPDATE",
-            context=tracing.extract(update.trace),
-            kind=trace.SpanKind.CONSUMER,
-            attributes={"meseta.service": "master", "meseta.message.type": msg.type, **_attributes(update)},
-        )
+        if alone:
+            # A batch of one comes in its task's trace (the agent sends it so): the consumer span is its own.
+            span = trace.get_current_span()
+            span.update_name("master STATUS_UPDATE")
+            span.set_attributes(_attributes(update))
+        else:
+            # Not made current, attributes given at the start: a launch burst is thousands of these.
+            span = m.tracer.start_span(
+                "master STATUS_UPDATE",
+                context=tracing.extract(update.trace),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "meseta.service": "master",
+                    "meseta.message.type": msg.type,
+                    **_attributes(update),
+                },
+            )
         try:
             _apply(m, update)
             # Forwarded in this span's trace (the task's offer cycle), also when it leaves in a batch.
@@ -94,7 +105,8 @@ async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> Non
                 update={"trace": tracing.inject({}, trace.set_span_in_context(span))}
             )
         finally:
-            span.end()
+            if not alone:
+                span.end()
         if update.framework_id in m.cluster.frameworks:
             per_framework.setdefault(update.framework_id, []).append(forwarded)
         else:

@@ -20,6 +20,15 @@ def task(task_id: str, cpus: float = 1, mem: float = 64) -> wire.TaskInfo:
     )
 
 
+async def launched(master: FakeMaster, *tasks: wire.TaskInfo) -> tuple[str, str]:
+    """An agent a1, a framework, and ``tasks`` launched on an offer of 2 cpus there: (id, secret)."""
+    await master.agent("a1")
+    fw, secret = await master.framework()
+    offer = await master.offer(fw, "a1", CPU2)
+    await master.handle(wire.Accept(framework_id=fw, secret=secret, offer_ids=(offer.offer_id,), tasks=tasks))
+    return fw, secret
+
+
 def statuses(master_sent: list, framework_id: str) -> list[wire.TaskStatus]:  # type: ignore[type-arg]
     return [s for u in of(master_sent, wire.Updates) if u.framework_id == framework_id for s in u.statuses]
 
@@ -92,14 +101,7 @@ async def test_a_decline_recovers_with_its_filter_and_refuses_unknown_offers() -
 
 async def test_status_updates_are_forwarded_in_one_batch_and_end_tasks() -> None:
     master = FakeMaster()
-    await master.agent("a1")
-    fw, secret = await master.framework()
-    offer = await master.offer(fw, "a1", CPU2)
-    await master.handle(
-        wire.Accept(
-            framework_id=fw, secret=secret, offer_ids=(offer.offer_id,), tasks=(task("t1"), task("t2"))
-        )
-    )
+    fw, _ = await launched(master, task("t1"), task("t2"))
     running = wire.TaskStatus(task_id="t1", state=wire.TaskState.RUNNING, agent_id="a1")
     done = wire.TaskStatus(task_id="t2", state=wire.TaskState.FINISHED, agent_id="a1")
     orphan = wire.TaskStatus(task_id="t9", state=wire.TaskState.FINISHED, agent_id="a1")
@@ -125,12 +127,7 @@ async def test_status_updates_are_forwarded_in_one_batch_and_end_tasks() -> None
 
 async def test_reconcile_reports_known_tasks_and_lost_unknown_ones() -> None:
     master = FakeMaster()
-    await master.agent("a1")
-    fw, secret = await master.framework()
-    offer = await master.offer(fw, "a1", CPU2)
-    await master.handle(
-        wire.Accept(framework_id=fw, secret=secret, offer_ids=(offer.offer_id,), tasks=(task("t1"),))
-    )
+    fw, secret = await launched(master, task("t1"))
     sent = await master.handle(wire.Reconcile(framework_id=fw, secret=secret, task_ids=("t1", "t-unknown")))
     answered = statuses(sent, fw)
     assert [(s.task_id, s.state) for s in answered] == [
@@ -166,12 +163,7 @@ async def test_revocation_rescinds_offers_then_kills_tasks_after_the_grace() -> 
 
 async def test_a_silent_agent_is_lost_with_its_tasks() -> None:
     master = FakeMaster()
-    await master.agent("a1")
-    fw, secret = await master.framework()
-    offer = await master.offer(fw, "a1", CPU2)
-    await master.handle(
-        wire.Accept(framework_id=fw, secret=secret, offer_ids=(offer.offer_id,), tasks=(task("t1"),))
-    )
+    fw, _ = await launched(master, task("t1"))
     master.cluster.agents["a1"].last_seen = time.time() - 60
     await sweeps.remove_silent_agents(master.core, timeout=5.0)
     sent = master.publisher.take()
