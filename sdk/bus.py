@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -320,14 +320,18 @@ class Bus:
         handler: Handler,
         on_invalid: InvalidHandler | None = None,
         fence: bool = False,
+        stamped: Collection[type[wire.Message]] = (),
     ) -> asyncio.Task[None]:
         """Handle the queue's messages one at a time, in order, in a background task.
 
         With ``fence``, messages stamped with an epoch lower than one already seen come from a deposed
-        leader: they are dropped.
+        leader: they are dropped. A higher epoch is adopted only from a message that decodes, so an
+        undecodable one cannot silence the consumer. Messages of the ``stamped`` types are only ever sent
+        by a leader: one that carries no epoch is refused (dead-lettered with the reason).
         """
         task = asyncio.create_task(
-            self._consume(queue, channel, handler, on_invalid, fence), name=f"{self.service}:{queue.name}"
+            self._consume(queue, channel, handler, on_invalid, fence, frozenset(stamped)),
+            name=f"{self.service}:{queue.name}",
         )
         self._consumers.append(task)
         return task
@@ -339,6 +343,7 @@ class Bus:
         handler: Handler,
         on_invalid: InvalidHandler | None,
         fence: bool,
+        stamped: frozenset[type[wire.Message]],
     ) -> None:
         """Consume until cancelled. Each delivery is handled in the task the client starts for it, in
         delivery order (the lock queues them first come, first served), rather than handed through a
@@ -357,9 +362,8 @@ class Bus:
                         await incoming.reject(requeue=True)
                     return
                 try:
-                    if fence and not await self._admit(incoming, state):
-                        return
-                    await self._handle_one(incoming, channel, handler, state.seen, on_invalid)
+                    fencing = _Fencing(state, stamped) if fence or stamped else None
+                    await self._handle_one(incoming, channel, handler, state.seen, on_invalid, fencing)
                 except BaseException as exc:
                     if not is_transport_error(exc):
                         log.exception("%s: consuming %s failed", self.service, queue.name)
@@ -379,10 +383,19 @@ class Bus:
                 with contextlib.suppress(*TRANSPORT_ERRORS, TimeoutError):
                     await asyncio.wait_for(queue.cancel(consumer_tag), CANCEL_PATIENCE)
 
-    async def _admit(self, incoming: AbstractIncomingMessage, state: _ConsumerState) -> bool:
-        """Fencing: drop (and ack) a message stamped with an epoch older than one already seen."""
+    async def _admit(
+        self, incoming: AbstractIncomingMessage, message: wire.Message, fencing: _Fencing
+    ) -> bool:
+        """Fencing, once the message decoded: refuse an unstamped leader's message, and drop (and ack) one
+        stamped with an epoch older than one already seen."""
+        state = fencing.state
         epoch = _epoch(incoming)
         if epoch is None:
+            if type(message) in fencing.stamped:
+                await self.dead_letter(
+                    incoming, f"unstamped {message.type}: only a leader sends it, with its epoch"
+                )
+                return False
             return True
         if epoch < state.highest:
             self.fenced += 1
@@ -407,6 +420,7 @@ class Bus:
         handler: Handler,
         seen: OrderedDict[str, None],
         on_invalid: InvalidHandler | None = None,
+        fencing: _Fencing | None = None,
     ) -> None:
         try:
             message = wire.decode(incoming.body, channel)
@@ -417,6 +431,8 @@ class Bus:
                     await on_invalid(incoming.body, exc.reason, incoming)
                 except Exception:
                     log.exception("%s: reporting an invalid message failed", self.service)
+            return
+        if fencing is not None and not await self._admit(incoming, message, fencing):
             return
         if message.message_id in seen:
             log.info("%s: duplicate %s %s ignored", self.service, message.type, message.message_id)
@@ -521,6 +537,14 @@ class _ConsumerState:
     """Message ids handled lately, so a redelivery is handled once."""
     highest: int = 0
     """The highest leader epoch seen on this queue."""
+
+
+@dataclass(frozen=True)
+class _Fencing:
+    """A fenced consumer's epoch state, and the message types only a leader sends."""
+
+    state: _ConsumerState
+    stamped: frozenset[type[wire.Message]]
 
 
 async def _ack(incoming: AbstractIncomingMessage) -> None:

@@ -147,7 +147,10 @@ class FrameworkClient:
         queue = await self._bus.declare_queue(
             wire.framework_queue(self.framework_id), wire.Exchange.OFFERS, self.framework_id
         )
-        self._bus.consume(queue, wire.FRAMEWORK_EVENTS, self._on_event, fence=True)
+        # Only the leading master sends here, with its epoch.
+        self._bus.consume(
+            queue, wire.FRAMEWORK_EVENTS, self._on_event, fence=True, stamped=wire.FRAMEWORK_EVENTS.models
+        )
         # The private reply queue stays: answers to our calls that cannot go to our framework queue
         # (say, a refused call) come here, and join the same event stream.
         self._reply_queue = replies.name

@@ -7,7 +7,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from meseta.sdk.wire.base import MAX_BATCH, MAX_MESSAGE_BYTES, Id, Message, _Frozen
+from meseta.sdk.wire.base import MAX_BATCH, MAX_MESSAGE_BYTES, MAX_SECONDS, Id, Message, Uuid, _Frozen
 from meseta.sdk.wire.model import RunningTask, StatusReason, TaskInfo, TaskStatus
 from meseta.sdk.wire.resources import Resources
 
@@ -87,7 +87,7 @@ class AcknowledgeUpdates(Message):
 
     type: Literal["ACKNOWLEDGE_UPDATES"] = "ACKNOWLEDGE_UPDATES"
     agent_id: Id
-    uuids: tuple[str, ...] = Field(min_length=1, max_length=1024)
+    uuids: tuple[Uuid, ...] = Field(min_length=1, max_length=1024)
 
 
 class FetchLogs(Message):
@@ -142,7 +142,7 @@ class KillExecutorTask(Message):
 
     type: Literal["KILL_EXECUTOR_TASK"] = "KILL_EXECUTOR_TASK"
     task_id: Id
-    grace_seconds: float
+    grace_seconds: float = Field(ge=0, le=MAX_SECONDS)
 
 
 class ShutdownExecutor(Message):

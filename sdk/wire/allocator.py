@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from meseta.sdk.wire.base import MAX_BATCH, Id, Message, _Frozen
+from meseta.sdk.wire.base import MAX_BATCH, MAX_PRIORITY, MAX_SECONDS, MAX_WEIGHT, Id, Message, _Frozen
 from meseta.sdk.wire.model import OfferFilters
 from meseta.sdk.wire.resources import Resources
 
@@ -57,8 +57,8 @@ class FrameworkAdded(Message):
     type: Literal["FRAMEWORK_ADDED"] = "FRAMEWORK_ADDED"
     framework_id: Id
     role: str = "*"
-    weight: float = Field(default=1.0, gt=0)
-    priority: int = 0
+    weight: float = Field(default=1.0, gt=0, le=MAX_WEIGHT)
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     filters: OfferFilters = Field(default_factory=OfferFilters)
     suppressed: bool = False
 
@@ -101,7 +101,7 @@ class Recovered(_Frozen):
     framework_id: Id
     agent_id: Id
     resources: Resources
-    refuse_seconds: float = Field(default=0.0, ge=0)
+    refuse_seconds: float = Field(default=0.0, ge=0, le=MAX_SECONDS)
     """The framework is not offered this agent again for this long (a decline's filter)."""
 
 

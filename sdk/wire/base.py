@@ -14,9 +14,14 @@ __all__ = [
     "ID_PATTERN",
     "MAX_BATCH",
     "MAX_MESSAGE_BYTES",
+    "MAX_PRIORITY",
+    "MAX_SECONDS",
+    "MAX_WEIGHT",
     "PROTOCOL_VERSION",
+    "UUID_PATTERN",
     "Id",
     "Message",
+    "Uuid",
     "is_valid_id",
     "new_id",
     "unique_hex",
@@ -40,6 +45,10 @@ _ID_RE = re.compile(ID_PATTERN)
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
+UUID_PATTERN: Final = r"^[0-9a-f]{32}$"
+"""A status update's uuid (:func:`unique_hex`): it names a file on the agent, so nothing else passes."""
+Uuid = Annotated[str, Field(pattern=UUID_PATTERN)]
+
 
 def unique_hex() -> str:
     """128 random bits as hex: ids for dedupe, not secrets. ``uuid4`` reads the kernel's entropy on every
@@ -52,12 +61,19 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{unique_hex()[:16]}"
 
 
+MAX_SECONDS: Final = 365 * 24 * 3600.0
+"""The longest duration any message may name (a decline filter, a grace period): a year."""
+MAX_WEIGHT: Final = 1e6
+"""Weights are relative: a million to one is as far apart as two frameworks need to be."""
+MAX_PRIORITY: Final = 1_000_000
+
 MAX_BATCH: Final = 256
 """Items in one batch message (updates, acknowledgements, grants, recoveries)."""
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No inf or nan anywhere: an agent's `mem: Infinity` made the master's accounting raise in its sweep.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Message(_Frozen):

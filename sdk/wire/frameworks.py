@@ -12,8 +12,12 @@ from meseta.sdk.wire.base import (
     DEFAULT_REFUSE_SECONDS,
     MAX_BATCH,
     MAX_MESSAGE_BYTES,
+    MAX_PRIORITY,
+    MAX_SECONDS,
+    MAX_WEIGHT,
     Id,
     Message,
+    Uuid,
     _Frozen,
 )
 from meseta.sdk.wire.model import Offer, OfferFilters, TaskInfo, TaskStatus
@@ -58,8 +62,8 @@ class Subscribe(Message):
     type: Literal["SUBSCRIBE"] = "SUBSCRIBE"
     name: str = Field(min_length=1, max_length=128)
     role: str = Field(default="*", min_length=1, max_length=64)
-    weight: float = Field(default=1.0, gt=0)
-    priority: int = 0
+    weight: float = Field(default=1.0, gt=0, le=MAX_WEIGHT)
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     """Used by the ``priority`` policy: higher is served first."""
     filters: OfferFilters = Field(default_factory=OfferFilters)
     framework_id: Id | None = None
@@ -83,7 +87,7 @@ class Accept(FrameworkCall):
     type: Literal["ACCEPT"] = "ACCEPT"
     offer_ids: tuple[Id, ...] = Field(min_length=1)
     tasks: tuple[TaskInfo, ...] = ()
-    refuse_seconds: float = Field(default=0.0, ge=0)
+    refuse_seconds: float = Field(default=0.0, ge=0, le=MAX_SECONDS)
     """How long the unused remainder is not offered back to this framework."""
 
 
@@ -92,7 +96,7 @@ class Decline(FrameworkCall):
 
     type: Literal["DECLINE"] = "DECLINE"
     offer_ids: tuple[Id, ...] = Field(min_length=1)
-    refuse_seconds: float = Field(default=DEFAULT_REFUSE_SECONDS, ge=0)
+    refuse_seconds: float = Field(default=DEFAULT_REFUSE_SECONDS, ge=0, le=MAX_SECONDS)
 
 
 class Kill(FrameworkCall):
@@ -107,7 +111,7 @@ class Acknowledged(_Frozen):
 
     agent_id: Id
     task_id: Id
-    uuid: str = Field(max_length=64)
+    uuid: Uuid
 
 
 class Acknowledge(FrameworkCall):
@@ -272,7 +276,7 @@ class RevocationNotice(Message):
     framework_id: Id
     agent_id: Id
     task_ids: tuple[Id, ...]
-    grace_seconds: float
+    grace_seconds: float = Field(ge=0, le=MAX_SECONDS)
     deadline: float
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from meseta.sdk.wire.base import Id, _Frozen, unique_hex
+from meseta.sdk.wire.base import Id, Uuid, _Frozen, unique_hex
 from meseta.sdk.wire.resources import Resources
 
 __all__ = [
@@ -144,7 +144,7 @@ class TaskStatus(_Frozen):
     reason: StatusReason | None = None
     message: str = ""
     exit_code: int | None = None
-    uuid: str = Field(default_factory=lambda: unique_hex())
+    uuid: Uuid = Field(default_factory=lambda: unique_hex())
     timestamp: float = Field(default_factory=time.time)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Final, Self
 
 from pydantic import Field, field_validator, model_validator
 
 from meseta.sdk.wire.base import _Frozen
 
 __all__ = [
+    "MAX_CPUS",
+    "MAX_GPUS",
+    "MAX_MIB",
     "PortRange",
     "Resources",
     "total",
@@ -66,16 +69,23 @@ def _ports_within(inner: tuple[PortRange, ...], outer: tuple[PortRange, ...]) ->
     return not _subtract(inner, outer)
 
 
+MAX_CPUS: Final = 1_000_000.0
+MAX_MIB: Final = 1024.0**4
+"""An exbibyte, in MiB."""
+MAX_GPUS: Final = 100_000
+
+
 class Resources(_Frozen):
     """A resource vector on one agent: scalars plus host port ranges.
 
     ``mem`` and ``disk`` are in MiB. Arithmetic rounds scalars to three decimals, as Mesos does.
     """
 
-    cpus: float = Field(default=0.0, ge=0)
-    mem: float = Field(default=0.0, ge=0)
-    disk: float = Field(default=0.0, ge=0)
-    gpus: int = Field(default=0, ge=0)
+    # Bounded far above any machine, so that sums over 50,000 agents stay exact and finite.
+    cpus: float = Field(default=0.0, ge=0, le=MAX_CPUS)
+    mem: float = Field(default=0.0, ge=0, le=MAX_MIB)
+    disk: float = Field(default=0.0, ge=0, le=MAX_MIB)
+    gpus: int = Field(default=0, ge=0, le=MAX_GPUS)
     ports: tuple[PortRange, ...] = ()
 
     SCALARS: ClassVar[tuple[str, ...]] = ("cpus", "mem", "disk", "gpus")

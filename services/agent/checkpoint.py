@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,10 @@ class Checkpoint:
         self._write(self.updates_dir / f"{update.status.uuid}.json", update.model_dump_json())
 
     def drop_update(self, uuid: str) -> None:
+        """Forget an acknowledged update. The wire refuses any uuid but 32 hex digits; checked here too,
+        because it names a file (``../`` in it would reach outside the work directory)."""
+        if not _UUID.fullmatch(uuid):
+            raise ValueError(f"not an update uuid: {uuid[:80]!r}")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{self.updates_dir}/{uuid}.json")
 
@@ -80,6 +85,7 @@ class Checkpoint:
         return sorted(found, key=lambda u: u.status.timestamp)
 
 
+_UUID = re.compile(wire.UUID_PATTERN.strip("^$"))
 _V1_ENVELOPE = ("type", "version", "message_id", "correlation_id")
 
 

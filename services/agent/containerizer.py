@@ -21,6 +21,7 @@ import docker.errors
 import docker.types
 import requests
 
+from meseta.agent.confinement import Confinement
 from meseta.agent.kmsg import follow_kernel_log, oom_killed_in_kernel_log
 from meseta.sdk.wire import TaskInfo
 
@@ -112,9 +113,17 @@ class DockerContainerizer:
         base_url: Docker engine URL; the environment's default when None.
     """
 
-    def __init__(self, cluster: str, agent_id: str, base_url: str | None = None, threads: int = 64) -> None:
+    def __init__(
+        self,
+        cluster: str,
+        agent_id: str,
+        base_url: str | None = None,
+        threads: int = 64,
+        confinement: Confinement | None = None,
+    ) -> None:
         self.cluster = cluster
         self.agent_id = agent_id
+        self.confinement = confinement or Confinement()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"docker-{agent_id}")
         kwargs: dict[str, Any] = {"max_pool_size": threads}
         self._client = (
@@ -156,6 +165,7 @@ class DockerContainerizer:
             "mem_limit": mem_bytes,
             "memswap_limit": mem_bytes,  # no swap: a task over its memory is OOM-killed, not slowed
             "detach": True,
+            **self.confinement.docker_kwargs(),
         }
         if spec.mounts:
             kwargs["volumes"] = {

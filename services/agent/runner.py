@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry import trace
 
 from meseta.agent.checkpoint import Checkpoint
+from meseta.agent.confinement import Confinement
 from meseta.agent.containerizer import Containerizer, ImageMissing, Launch
 from meseta.agent.executors import Executors
 from meseta.agent.settings import AgentSettings
@@ -43,6 +44,8 @@ class TaskRunner:
         self.containerizer = containerizer
         self.updates = updates
         self.checkpoint = checkpoint
+        self.confinement = Confinement(settings.allowed_mounts, settings.pids_limit)
+        """Checked here for every containerizer: the process isolator must not mount what Docker may not."""
         self.tasks: dict[TaskKey, LocalTask] = {}
         self.executors = Executors(self, bus)
         self._runners: set[asyncio.Task[None]] = set()
@@ -112,6 +115,9 @@ class TaskRunner:
     async def _start_container(self, local: LocalTask, span: trace.Span) -> bool:
         """Create and start; report RUNNING, or the reason it could not run. True when it runs."""
         try:
+            if (refused := self.confinement.refusal(local.info.container)) is not None:
+                await self.report(local, TaskState.ERROR, StatusReason.INVALID_TASK, refused)
+                return False
             if local.info.resources.gpus != len(local.gpu_ids):
                 text = (
                     f"task asks for {local.info.resources.gpus} GPUs but was assigned {list(local.gpu_ids)}"

@@ -12,6 +12,7 @@ import logging
 import random
 
 from meseta.agent.checkpoint import Checkpoint
+from meseta.agent.confinement import Confinement
 from meseta.agent.containerizer import Containerizer, DockerContainerizer
 from meseta.agent.gpus import discover_gpus
 from meseta.agent.handlers import AgentDispatcher
@@ -32,7 +33,10 @@ log = logging.getLogger(__name__)
 def make_containerizer(settings: AgentSettings) -> Containerizer:
     """The runtime the settings name."""
     if settings.isolator == "docker":
-        return DockerContainerizer(settings.cluster, settings.agent_id, settings.docker_url)
+        confinement = Confinement(settings.allowed_mounts, settings.pids_limit)
+        return DockerContainerizer(
+            settings.cluster, settings.agent_id, settings.docker_url, confinement=confinement
+        )
     if settings.isolator == "process":
         return ProcessContainerizer(settings.agent_id, settings.work_dir)
     if settings.isolator == "noop":
@@ -98,7 +102,11 @@ class AgentService(Service):
             wire.agent_queue(self.agent_id), wire.Exchange.LAUNCHES, self.agent_id, durable=True
         )
         await queue.bind(wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS)
-        self._consumer = self.bus.consume(queue, wire.LAUNCHES, self.dispatcher.handle, fence=True)
+        # Everything here but its executors' own messages comes from the leading master, with its epoch.
+        from_master = set(wire.LAUNCHES.models) - {wire.ExecutorRegistered, wire.ExecutorUpdate}
+        self._consumer = self.bus.consume(
+            queue, wire.LAUNCHES, self.dispatcher.handle, fence=True, stamped=from_master
+        )
         await self.runner.recover()
         self.updates.recover()
         await self.register()

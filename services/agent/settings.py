@@ -16,6 +16,7 @@ too). At 2 s, a burst of 5,000 launches, whose acknowledgements lag seconds behi
 and fed the backlog that delayed them."""
 DEFAULT_RETENTION = 600.0
 DEFAULT_WORK_DIR = Path("/var/tmp/meseta-agent")
+DEFAULT_PIDS_LIMIT = 4096
 
 
 def default_agent_id() -> str:
@@ -50,3 +51,8 @@ class AgentSettings:
     """Seconds before an unacknowledged status update is first resent (doubling after each resend)."""
     gpu_ids: tuple[str, ...] | None = None
     """GPU device ids to offer; None: discover them through NVML (none when there is no NVIDIA driver)."""
+    allowed_mounts: tuple[str, ...] = ()
+    """Host paths a task may bind-mount (the path or anything under it), read-only; ``PATH:rw`` also
+    read-write. None by default: a task that mounts ``/`` or the Docker socket is root on the host."""
+    pids_limit: int = DEFAULT_PIDS_LIMIT
+    """Processes a task's container may have at once (a fork bomb stops there)."""

@@ -73,7 +73,10 @@ class AllocatorService(Service):
         if self.leadership is not None:
             self.bus.epoch = await self.leadership.campaign()
         # Events from a deposed master are fenced off by its epoch.
-        self.bus.consume(self._queue, wire.TO_ALLOCATOR, self._on_event, fence=True)
+        # Only a leading master sends here: an unstamped STATE_SYNC would wipe the allocator's view.
+        self.bus.consume(
+            self._queue, wire.TO_ALLOCATOR, self._on_event, fence=True, stamped=wire.TO_ALLOCATOR.models
+        )
         self.spawn(self._cycle_loop(), "cycles")
         # Whatever we knew is gone: ask the master for its whole view.
         await self.bus.publish(wire.Exchange.ALLOCATION, wire.RoutingKey.TO_MASTER, wire.AllocatorStarted())

@@ -18,7 +18,8 @@ class AllocatorSettings:
     policy: str = "drf"
     """The policy until etcd names another."""
     etcd_endpoint: str | None = None
-    """Where run-time configuration (policy, roles, quotas) is read; None: the settings only."""
+    """Where run-time configuration (policy, roles, quotas) is read and the allocator is elected. None:
+    the settings only, and no election, so no epoch: a master refuses such an allocator's messages."""
     etcd_prefix: str = defaults.ETCD_PREFIX
     batch_window: float = 0.005
     """Seconds to gather events before a cycle."""

@@ -179,6 +179,16 @@ def agent(
             "different ids may share one.",
         ),
     ] = DEFAULT_WORK_DIR,
+    allow_mount: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A host path tasks may bind-mount read-only (PATH:rw: also read-write); repeatable. "
+            "None by default."
+        ),
+    ] = None,
+    pids_limit: Annotated[
+        int, typer.Option(envvar="MESETA_PIDS_LIMIT", help="Processes a task's container may have.")
+    ] = default(AgentSettings, "pids_limit"),
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -200,6 +210,8 @@ def agent(
         container_retention=container_retention,
         kill_grace_seconds=kill_grace,
         work_dir=work_dir,
+        allowed_mounts=tuple(allow_mount or ()),
+        pids_limit=pids_limit,
         agent_id=agent_id or default_agent_id(),
         hostname=hostname or socket.gethostname(),
     )

@@ -104,9 +104,16 @@ class MasterService(Service):
             )
         for queue, channel in self._inbound:
             on_invalid = self.dispatcher.invalid_call if channel is wire.CALLS else None
-            # Allocations from a deposed allocator are fenced off by its epoch.
+            # Allocations from a deposed allocator are fenced off by its epoch; only an active (elected)
+            # allocator sends there, so a message without an epoch is refused.
+            allocator = channel is wire.TO_MASTER
             self.bus.consume(
-                queue, channel, self.dispatcher.handle, on_invalid, fence=channel is wire.TO_MASTER
+                queue,
+                channel,
+                self.dispatcher.handle,
+                on_invalid,
+                fence=allocator,
+                stamped=channel.models if allocator else (),
             )
         self.spawn(self._sweep_loop(), "offer-expiry")
         self.spawn(self._health_loop(), "health")
@@ -133,15 +140,18 @@ class MasterService(Service):
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.sweep_interval)
-            await sweeps.expire_offers(self.core)
-            await sweeps.kill_revoked(self.core)
+            core, guarded = self.core, sweeps.guarded
+            await guarded("offer expiry", sweeps.expire_offers(core))
+            await guarded("revocation", sweeps.kill_revoked(core))
             if (waiting := await self._unread_heartbeats()) > 0:
                 # Agents are judged by what they sent, not by how fast this master reads it.
                 log.warning("%d heartbeats wait to be read: no agent is taken for silent meanwhile", waiting)
             else:
-                await sweeps.remove_silent_agents(self.core, self.settings.agent_timeout)
-            await sweeps.check_frameworks(self.core, self.settings.framework_timeout)
-            await pace_heartbeats(self.core)  # a shorter interval waits for a stable cluster
+                await guarded("silent agents", sweeps.remove_silent_agents(core, self.settings.agent_timeout))
+            await guarded("silent frameworks", sweeps.check_frameworks(core, self.settings.framework_timeout))
+            await guarded(
+                "heartbeat pacing", pace_heartbeats(core)
+            )  # shorter only once the cluster is stable
 
     async def _unread_heartbeats(self) -> int:
         """Heartbeats (and registrations) queued at the broker for this master: under a backlog (the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 import uuid
 import weakref
 from collections import Counter
@@ -13,6 +14,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import aio_pika
 
 from meseta.agent import AgentService, AgentSettings
 from meseta.allocator import AllocatorService, AllocatorSettings
@@ -68,6 +71,7 @@ async def local_cluster(
     revocation_grace: float = 5.0,
     agent_timeout: float = 5.0,
     heartbeat_rate: float = 0.0,
+    allowed_mounts: tuple[str, ...] = (),
 ) -> AsyncIterator[Cluster]:
     """Start allocator, master and agents; stop them and remove their containers afterwards."""
     name = f"test-{uuid.uuid4().hex[:10]}"
@@ -106,6 +110,7 @@ async def local_cluster(
                 kill_grace_seconds=1,
                 work_dir=Path(tempfile.gettempdir()) / "meseta-test-agents" / name,
                 status_retry_interval=1.0,
+                allowed_mounts=allowed_mounts,
             )
         )
         for i in range(len(per_agent))
@@ -229,3 +234,22 @@ async def until_state(
             elif isinstance(event, wire.Update) and event.status.state == state:
                 return agent_id, event.status
     raise AssertionError("the client closed")
+
+
+async def dead_letters(
+    amqp_url: str, count: int, timeout: float = 15.0
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Read ``count`` messages off the dead-letter queue."""
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    queue = await channel.get_queue(wire.Queue.DEAD_LETTER)
+    got: list[aio_pika.abc.AbstractIncomingMessage] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        message = await queue.get(fail=False, no_ack=True)
+        if message is None:
+            await asyncio.sleep(0.05)
+        else:
+            got.append(message)
+    await connection.close()
+    return got

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import aio_pika
 import pytest
 
 from meseta.sdk import wire
-from meseta.testing.local import local_cluster, next_event, run_batch, short_task
+from meseta.testing.local import dead_letters, local_cluster, next_event, run_batch, short_task
 
 pytestmark = pytest.mark.e2e
 
@@ -26,25 +25,6 @@ BAD_BODIES = {
         "wrong version: 1, this side speaks 2",
     ),
 }
-
-
-async def dead_letters(
-    amqp_url: str, count: int, timeout: float = 15.0
-) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    """Read ``count`` messages off the dead-letter queue."""
-    connection = await aio_pika.connect(amqp_url)
-    channel = await connection.channel()
-    queue = await channel.get_queue(wire.Queue.DEAD_LETTER)
-    got: list[aio_pika.abc.AbstractIncomingMessage] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count and time.monotonic() < deadline:
-        message = await queue.get(fail=False, no_ack=True)
-        if message is None:
-            await asyncio.sleep(0.05)
-        else:
-            got.append(message)
-    await connection.close()
-    return got
 
 
 async def test_bad_messages_on_every_exchange_are_dead_lettered(amqp_url: str, etcd_prefix: str) -> None:

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[3]
 HOST_PATHS = ["/lib", "/lib64", "/usr/lib", sys.base_prefix, str(REPO)]
+MOUNTED = tuple(HOST_PATHS)
+"""The agent's allow-list (--allow-mount): the executor runs this checkout's Python from the host."""
 
 
 def command_executor(executor_id: str) -> ExecutorInfo:
@@ -45,7 +47,7 @@ def executor_containers(cluster_name: str, executor_task_id: str) -> list[str]:
 
 
 async def test_one_executor_runs_five_tasks(amqp_url: str, etcd_prefix: str) -> None:
-    async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
+    async with local_cluster(amqp_url, etcd_prefix, agents=1, allowed_mounts=MOUNTED) as cluster:
         client = await cluster.framework("with-executor")
         executor = command_executor("runner")
         offer = (await next_event(client, wire.Offers)).offers[0]
@@ -71,7 +73,7 @@ async def test_one_executor_runs_five_tasks(amqp_url: str, etcd_prefix: str) -> 
 
 
 async def test_a_dead_executor_fails_its_unfinished_tasks(amqp_url: str, etcd_prefix: str) -> None:
-    async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
+    async with local_cluster(amqp_url, etcd_prefix, agents=1, allowed_mounts=MOUNTED) as cluster:
         client = await cluster.framework("fragile")
         executor = command_executor("fragile")
         offer = (await next_event(client, wire.Offers)).offers[0]

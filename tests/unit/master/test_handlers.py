@@ -183,3 +183,22 @@ async def test_a_stale_grant_goes_back_instead_of_becoming_an_offer() -> None:
     sent = await master.handle(wire.Allocations(grants=(grant,)))
     assert not of(sent, wire.Offers)
     assert [i.resources for i in of(sent, wire.ResourcesRecovered)[0].items] == [CPU2]
+
+
+async def test_an_agent_the_sweep_cannot_remove_does_not_stop_it() -> None:
+    # A master whose sweep raised exited, and every standby after it met the same agent. One that
+    # cannot be removed (here the master's totals do not hold it) is logged and skipped.
+    master = FakeMaster()
+    await master.agent("a-broken", Resources(cpus=8, mem=1024))
+    await master.agent("b-fine", Resources(cpus=1, mem=64))
+    master.cluster.total = Resources(cpus=1, mem=64)  # cannot give back a-broken's 8 cpus
+    for agent in master.cluster.agents.values():
+        agent.last_seen = time.time() - 60
+    await sweeps.guarded("silent agents", sweeps.remove_silent_agents(master.core, timeout=5.0))
+    assert "b-fine" not in master.cluster.agents
+    assert [r.agent_id for r in of(master.publisher.take(), wire.AgentRemoved)] == ["b-fine"]
+
+    async def broken() -> None:
+        raise OverflowError("a sweep met something it could not handle")
+
+    await sweeps.guarded("broken", broken())  # logged, not raised

@@ -74,7 +74,7 @@ def task(task_id: str = "t-1", cpus: float = 1, mem: float = 64) -> wire.TaskInf
         ),
         (
             wire.Acknowledge(
-                framework_id="f", acks=(wire.Acknowledged(agent_id="a", task_id="t", uuid="u" * 32),)
+                framework_id="f", acks=(wire.Acknowledged(agent_id="a", task_id="t", uuid="ab" * 16),)
             ),
             wire.CALLS,
         ),
