@@ -152,8 +152,30 @@ class Bus:
         for name in wire.Exchange:
             kind = ExchangeType.FANOUT if name is wire.Exchange.DEAD_LETTER else ExchangeType.DIRECT
             self._exchanges[name] = await self._publish_channel.declare_exchange(name, kind, durable=True)
-        dlq = await self._publish_channel.declare_queue(wire.Queue.DEAD_LETTER, durable=True)
-        await dlq.bind(self._exchanges[wire.Exchange.DEAD_LETTER])
+        await self._declare_dead_letters()
+
+    async def _declare_dead_letters(self) -> None:
+        """The dead-letter queue, bounded (a flood of bad messages grew it to 249 MB). On a channel of its
+        own: where an older Meseta declared the queue unbounded, the broker refuses the declaration and
+        closes the channel it came on; the service goes on, and says how to bound it."""
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        try:
+            queue = await channel.declare_queue(
+                wire.Queue.DEAD_LETTER, durable=True, arguments=dict(wire.DEAD_LETTER_LIMITS)
+            )
+            await queue.bind(wire.Exchange.DEAD_LETTER)
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            log.warning(
+                "%s: %s was declared without a bound (an older Meseta): delete it "
+                "(rabbitmqctl delete_queue %s -p VHOST) and it is declared bounded at the next start",
+                self.service,
+                wire.Queue.DEAD_LETTER,
+                wire.Queue.DEAD_LETTER,
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     async def declare_queue(
         self,
@@ -508,8 +530,13 @@ class Bus:
         headers.update(
             {wire.HEADER_REASON: reason[:1000], wire.HEADER_ORIGIN: origin, "x-meseta-service": self.service}
         )
+        body = incoming.body
+        if len(body) > wire.DEAD_LETTER_BODY_BYTES:
+            # Enough to see what it was; a flood of large bodies must not become a large queue.
+            headers[wire.HEADER_ORIGINAL_BYTES] = len(body)
+            body = body[: wire.DEAD_LETTER_BODY_BYTES]
         await self._exchanges[wire.Exchange.DEAD_LETTER].publish(
-            aio_pika.Message(incoming.body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=wire.RoutingKey.DEAD_LETTER,
         )
         await _ack(incoming)

@@ -6,8 +6,11 @@ from enum import StrEnum
 from typing import Final
 
 __all__ = [
+    "DEAD_LETTER_BODY_BYTES",
+    "DEAD_LETTER_LIMITS",
     "HEADER_EPOCH",
     "HEADER_ORIGIN",
+    "HEADER_ORIGINAL_BYTES",
     "HEADER_REASON",
     "Exchange",
     "Queue",
@@ -78,3 +81,14 @@ def framework_queue(framework_id: str) -> str:
 HEADER_REASON: Final = "x-meseta-reason"
 HEADER_ORIGIN: Final = "x-meseta-origin"
 HEADER_EPOCH: Final = "x-meseta-epoch"
+HEADER_ORIGINAL_BYTES: Final = "x-meseta-original-bytes"
+"""On a dead letter whose body was cut to :data:`DEAD_LETTER_BODY_BYTES`: how long it was."""
+
+DEAD_LETTER_BODY_BYTES: Final = 8192
+"""What a dead letter keeps of its body."""
+DEAD_LETTER_LIMITS: Final = (
+    ("x-max-length", 10_000),
+    ("x-max-length-bytes", 64 * 1024 * 1024),
+    ("x-overflow", "drop-head"),
+)
+"""The dead-letter queue's bound: the newest 10,000 messages or 64 MiB, the oldest dropped first."""

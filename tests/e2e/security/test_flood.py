@@ -1,0 +1,46 @@
+"""A flood of bad messages is bounded: the dead-letter queue keeps the newest 10,000 (64 MiB at most) and
+only the head of each body; the cluster serves on. Real RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+import os
+from urllib.parse import quote, urlsplit
+
+import aio_pika
+import pytest
+
+from meseta.runtime.rabbitmq import Management
+from meseta.sdk import wire
+from meseta.testing.local import dead_letters, local_cluster, run_one, short_task
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_a_flood_of_bad_messages_is_bounded(amqp_url: str, etcd_prefix: str) -> None:
+    async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
+        vhost = urlsplit(amqp_url).path.lstrip("/")
+        queue = json.loads(
+            Management().call("GET", f"/queues/{quote(vhost, safe='')}/{wire.Queue.DEAD_LETTER}")
+        )
+        assert queue["arguments"] == dict(wire.DEAD_LETTER_LIMITS)  # the broker enforces them
+
+        connection = await aio_pika.connect(amqp_url)
+        channel = await connection.channel()
+        calls = await channel.get_exchange(wire.Exchange.CALLS)
+        oversized = b'{"type": "ACCEPT", "pad": "' + b"x" * (wire.MAX_MESSAGE_BYTES + 10) + b'"}'
+        for _ in range(10):
+            await calls.publish(aio_pika.Message(oversized), routing_key=wire.RoutingKey.CALL)
+        for _ in range(1000):
+            await calls.publish(aio_pika.Message(os.urandom(512)), routing_key=wire.RoutingKey.CALL)
+        await connection.close()
+
+        letters = await dead_letters(amqp_url, 1010, timeout=60)
+        assert len(letters) == 1010
+        big = [m for m in letters if wire.HEADER_ORIGINAL_BYTES in (m.headers or {})]
+        assert len(big) == 10
+        assert all(len(m.body) == wire.DEAD_LETTER_BODY_BYTES for m in big)
+        assert all(m.headers[wire.HEADER_ORIGINAL_BYTES] == len(oversized) for m in big)
+
+        client = await cluster.framework("after-the-flood")
+        assert (await run_one(client, short_task("still-served"))).state == wire.TaskState.FINISHED
