@@ -198,6 +198,11 @@ class Bus:
         await queue.bind(exchange, routing_key)
         return queue
 
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue and what it holds (a robust channel then no longer re-declares it)."""
+        assert self._consume_channel is not None
+        await self._consume_channel.queue_delete(name)
+
     async def reply_queue(self) -> AbstractQueue:
         """A private, server-named queue for answers sent with ``reply_to``."""
         assert self._consume_channel is not None

@@ -182,6 +182,7 @@ async def remove_framework(m: MasterCore, fw: FrameworkInfo) -> None:
             task.agent_id, fw.framework_id, task.task_id, wire.StatusReason.FRAMEWORK_REMOVED
         )
     await m.registry.remove_framework(fw.framework_id)
+    await m.outbox.close_framework_queue(fw.framework_id)
     log.info("framework %s removed (%d tasks killed)", fw.framework_id, len(live))
 
 

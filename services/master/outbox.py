@@ -31,6 +31,8 @@ class Publisher(Protocol):
 
     async def declare_queue(self, name: str, exchange: wire.Exchange, routing_key: str) -> Any: ...
 
+    async def delete_queue(self, name: str) -> None: ...
+
 
 class Outbox:
     """The master's messages to the rest of the cluster."""
@@ -68,6 +70,10 @@ class Outbox:
         await self.publisher.declare_queue(
             wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id
         )
+
+    async def close_framework_queue(self, framework_id: str) -> None:
+        """Delete a removed framework's queue: nobody reads it, and it held the broker's memory for ever."""
+        await self.publisher.delete_queue(wire.framework_queue(framework_id))
 
     # --- what is said often ------------------------------------------------------------------------------
 

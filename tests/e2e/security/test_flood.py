@@ -12,7 +12,8 @@ import pytest
 
 from meseta.runtime.rabbitmq import Management
 from meseta.sdk import wire
-from meseta.testing.local import dead_letters, local_cluster, run_one, short_task
+from meseta.testing.local import Cluster, dead_letters, local_cluster, run_one, short_task
+from meseta.testing.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -44,3 +45,25 @@ async def test_a_flood_of_bad_messages_is_bounded(amqp_url: str, etcd_prefix: st
 
         client = await cluster.framework("after-the-flood")
         assert (await run_one(client, short_task("still-served"))).state == wire.TaskState.FINISHED
+
+
+async def test_a_removed_framework_s_queue_is_deleted(amqp_url: str, etcd_prefix: str) -> None:
+    # Framework queues were never deleted: every framework that came and went kept its queue, and what
+    # was routed to it, in the broker for ever.
+    vhost = quote(urlsplit(amqp_url).path.lstrip("/"), safe="")
+
+    def queue_names() -> set[str]:
+        return {q["name"] for q in json.loads(Management().call("GET", f"/queues/{vhost}"))}
+
+    async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
+        client = await cluster.framework("short-lived")
+        name = wire.framework_queue(client.framework_id or "")
+        assert name in queue_names()
+        await client.teardown()
+        await wait_for(lambda: name not in queue_names(), 10, "the framework's queue to be deleted")
+        await still_serves_after(cluster)
+
+
+async def still_serves_after(cluster: Cluster) -> None:
+    client = await cluster.framework("next")
+    assert (await run_one(client, short_task("next-task"))).state == wire.TaskState.FINISHED

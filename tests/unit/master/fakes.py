@@ -27,6 +27,7 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.sent: list[Sent] = []
         self.queues: list[str] = []
+        self.deleted: list[str] = []
 
     async def publish(
         self, exchange: str, routing_key: str, message: wire.Message, *, persistent: bool = False, **_: Any
@@ -36,6 +37,9 @@ class RecordingPublisher:
 
     async def declare_queue(self, name: str, exchange: wire.Exchange, routing_key: str) -> None:
         self.queues.append(name)
+
+    async def delete_queue(self, name: str) -> None:
+        self.deleted.append(name)
 
     def take(self) -> list[Sent]:
         """What was sent since the last take."""

@@ -52,3 +52,5 @@ async def test_a_call_with_the_wrong_secret_is_refused_to_the_caller_only() -> N
     assert framework_id in master.cluster.frameworks
     await master.handle(wire.Teardown(framework_id=framework_id, secret=secret))
     assert framework_id not in master.cluster.frameworks
+    # Its queue goes with it: nobody reads it any more, and it held the broker's memory for ever.
+    assert master.publisher.deleted == [wire.framework_queue(framework_id)]
