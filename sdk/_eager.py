@@ -4,6 +4,9 @@ A publish made inside a message handler used to be a new task: its frames reache
 writer only after the handler, its span and any other ready handler had run. Started eagerly, the
 frames are queued for the writer before the handler goes on (the AMQP client queues them before its
 first real wait, the broker's confirm), and only the wait for the confirm is left to a task.
+
+On Python 3.11 the first step runs as the new task through asyncio's private ``_enter_task`` and
+``_leave_task`` (what 3.12's eager start does inside asyncio); on 3.12 and later asyncio's own is used.
 """
 
 from __future__ import annotations
@@ -33,12 +36,9 @@ def start(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     """What the first step gave: ("yield", value), ("return", value) or ("raise", exception)."""
 
     async def rest() -> T:
-        kind, value = first[0]
-        if kind == "return":
-            return value  # type: ignore[no-any-return]
-        if kind == "raise":
-            raise value
-        return await _resume(coro, value)
+        # Runs only after a first step that yielded: a coroutine done in it gets a finished future,
+        # and this task is cancelled before its first turn.
+        return await _resume(coro, first[0][1])
 
     def close_if_never_resumed(task: asyncio.Future[T]) -> None:
         # Cancelled before its first turn, the task never entered ``rest``: the coroutine still waits

@@ -18,6 +18,7 @@ release that changed any of these could make publishes hang or be confirmed wron
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class Verdict:
     reason: str = ""
 
 
+@functools.cache  # read once per process: every bus connects through the check
 def _version(package: str) -> tuple[int, int] | None:
     try:
         major, minor, *_ = metadata.version(package).split(".")

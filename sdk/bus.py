@@ -378,6 +378,7 @@ class Bus:
         iterator). The robust queue registers the consumer again after a reconnect, as it did the
         iterator's."""
         state = _ConsumerState()
+        fencing = _Fencing(state, stamped) if fence or stamped else None
         order = asyncio.Lock()
         stopped = False
 
@@ -389,7 +390,6 @@ class Bus:
                         await incoming.reject(requeue=True)
                     return
                 try:
-                    fencing = _Fencing(state, stamped) if fence or stamped else None
                     await self._handle_one(incoming, channel, handler, state.seen, on_invalid, fencing)
                 except BaseException as exc:
                     if not is_transport_error(exc):

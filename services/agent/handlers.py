@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from meseta.runtime.dispatch import check_coverage
 from meseta.sdk import wire
 
 if TYPE_CHECKING:
@@ -65,19 +66,11 @@ HANDLERS: Mapping[type[wire.Message], Handler] = {
 }
 
 
-def check_coverage(handlers: Mapping[type[wire.Message], Handler]) -> None:
-    """Raise unless ``handlers`` handle exactly the messages of the agent's channel."""
-    if differ := set(handlers) ^ set(wire.LAUNCHES.models):
-        raise ValueError(
-            f"agent handlers and {wire.LAUNCHES.name} differ on {sorted(m.__name__ for m in differ)}"
-        )
-
-
 class AgentDispatcher:
     """Hands each message on the agent's queue to its handler."""
 
     def __init__(self, agent: AgentService) -> None:
-        check_coverage(HANDLERS)
+        check_coverage("agent", HANDLERS, (wire.LAUNCHES,))
         self.agent = agent
 
     async def handle(self, message: wire.Message, _: AbstractIncomingMessage) -> None:

@@ -38,13 +38,14 @@ class TaskRunner:
         updates: StatusUpdater,
         checkpoint: Checkpoint,
         bus: Bus,
+        confinement: Confinement,
     ) -> None:
         self.agent_id = settings.agent_id
         self.settings = settings
         self.containerizer = containerizer
         self.updates = updates
         self.checkpoint = checkpoint
-        self.confinement = Confinement(settings.allowed_mounts, settings.pids_limit)
+        self.confinement = confinement
         """Checked here for every containerizer: the process isolator must not mount what Docker may not."""
         self.tasks: dict[TaskKey, LocalTask] = {}
         self.executors = Executors(self, bus)

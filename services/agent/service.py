@@ -30,10 +30,9 @@ from meseta.sdk.wire import Resources
 log = logging.getLogger(__name__)
 
 
-def make_containerizer(settings: AgentSettings) -> Containerizer:
+def make_containerizer(settings: AgentSettings, confinement: Confinement) -> Containerizer:
     """The runtime the settings name."""
     if settings.isolator == "docker":
-        confinement = Confinement(settings.allowed_mounts, settings.pids_limit)
         return DockerContainerizer(
             settings.cluster, settings.agent_id, settings.docker_url, confinement=confinement
         )
@@ -64,10 +63,13 @@ class AgentService(Service):
         self.resources = settings.resources.model_copy(update={"gpus": len(self.gpu_ids)})
         self._owns_bus = bus is None
         self.bus = bus or Bus(settings.amqp_url, self.name)
-        self.containerizer = containerizer or make_containerizer(settings)
+        confinement = Confinement(settings.allowed_mounts, settings.pids_limit)
+        self.containerizer = containerizer or make_containerizer(settings, confinement)
         self.checkpoint = Checkpoint(settings.work_dir / settings.agent_id)
         self.updates = StatusUpdater(self.agent_id, self.bus, self.checkpoint, settings.status_retry_interval)
-        self.runner = TaskRunner(settings, self.containerizer, self.updates, self.checkpoint, self.bus)
+        self.runner = TaskRunner(
+            settings, self.containerizer, self.updates, self.checkpoint, self.bus, confinement
+        )
         self.dispatcher = AgentDispatcher(self)
         self.told_interval = 0.0
         """The heartbeat interval the master asks for at least (0: none; it holds its heartbeat rate)."""

@@ -1,9 +1,6 @@
-"""Which handler takes which message: one table, keyed by the wire contract's own classes.
-
-The table must cover exactly the messages of the channels the master consumes (:data:`INBOUND`): a
-message added to one of them without a handler, or a handler left for a message no longer there, fails
-at start-up (and in the unit tests), not at the first such message.
-"""
+"""Which handler takes which message: one table, keyed by the wire contract's own classes, and checked
+(:func:`meseta.runtime.dispatch.check_coverage`) to cover exactly the channels the master consumes
+(:data:`INBOUND`)."""
 
 from __future__ import annotations
 
@@ -17,6 +14,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from meseta.master import agents, allocation, frameworks, offers, operator
 from meseta.master.core import Call, MasterCore
+from meseta.runtime.dispatch import check_coverage
 from meseta.sdk import wire
 from meseta.sdk.wire import ErrorCode
 
@@ -55,24 +53,11 @@ HANDLERS: Mapping[type[wire.Message], Handler] = {
 }
 
 
-def check_coverage(
-    handlers: Mapping[type[wire.Message], Handler], channels: tuple[wire.Channel, ...]
-) -> None:
-    """Raise unless ``handlers`` handle exactly the messages of ``channels``."""
-    inbound = {model for channel in channels for model in channel.models}
-    if missing := inbound - handlers.keys():
-        raise ValueError(f"no master handler for {sorted(m.__name__ for m in missing)}")
-    if extra := handlers.keys() - inbound:
-        raise ValueError(
-            f"master handlers for messages it never receives: {sorted(m.__name__ for m in extra)}"
-        )
-
-
 class Dispatcher:
     """Hands each decoded message to its handler, with its own :class:`Call`; checks framework secrets."""
 
     def __init__(self, master: MasterCore, handlers: Mapping[type[wire.Message], Handler] = HANDLERS) -> None:
-        check_coverage(handlers, INBOUND)
+        check_coverage("master", handlers, INBOUND)
         self.master = master
         self._handlers = dict(handlers)
 

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from meseta.agent.checkpoint import Checkpoint
-from meseta.agent.handlers import HANDLERS, check_coverage
+from meseta.agent.confinement import Confinement
+from meseta.agent.handlers import HANDLERS
 from meseta.agent.noop import NoopContainerizer
 from meseta.agent.runner import TaskRunner
 from meseta.agent.settings import AgentSettings
 from meseta.agent.updates import StatusUpdater
+from meseta.runtime.dispatch import check_coverage
 from meseta.sdk import wire
 from meseta.sdk.wire import Resources, TaskState
 from meseta.testing.waiting import wait_for
@@ -46,9 +48,11 @@ def task(task_id: str) -> wire.TaskInfo:
 
 
 def test_the_dispatch_table_covers_the_agent_s_channel() -> None:
-    check_coverage(HANDLERS)
-    with pytest.raises(ValueError, match="KillTask"):
-        check_coverage({k: v for k, v in HANDLERS.items() if k is not wire.KillTask})
+    check_coverage("agent", HANDLERS, (wire.LAUNCHES,))
+    with pytest.raises(ValueError, match="no agent handler for \\['KillTask'\\]"):
+        check_coverage(
+            "agent", {k: v for k, v in HANDLERS.items() if k is not wire.KillTask}, (wire.LAUNCHES,)
+        )
 
 
 async def test_updates_are_resent_until_acknowledged_and_survive_a_restart(tmp_path: Path) -> None:
@@ -97,7 +101,7 @@ async def test_the_runner_runs_kills_and_refuses_what_is_not_there(tmp_path: Pat
     settings = AgentSettings(amqp_url="amqp://unused", resources=Resources(cpus=4, mem=1024), agent_id="a1")
     checkpoint = Checkpoint(tmp_path / "a1")
     updater = StatusUpdater("a1", bus, checkpoint, retry_interval=60)  # type: ignore[arg-type]
-    runner = TaskRunner(settings, NoopContainerizer(seconds=0.2), updater, checkpoint, bus)  # type: ignore[arg-type]
+    runner = TaskRunner(settings, NoopContainerizer(seconds=0.2), updater, checkpoint, bus, Confinement())  # type: ignore[arg-type]
     try:
         launch = wire.LaunchTasks(agent_id="a1", framework_id="fw", tasks=(task("quick"), task("long")))
         runner.launch(launch)

@@ -6,17 +6,18 @@ import asyncio
 
 import pytest
 
-from meseta.master.dispatch import HANDLERS, INBOUND, check_coverage
+from meseta.master.dispatch import HANDLERS, INBOUND
+from meseta.runtime.dispatch import check_coverage
 from meseta.sdk import wire
 from tests.unit.master.fakes import FakeMaster, Incoming, of
 
 
 def test_the_table_covers_exactly_what_the_master_receives() -> None:
-    check_coverage(HANDLERS, INBOUND)
+    check_coverage("master", HANDLERS, INBOUND)
     with pytest.raises(ValueError, match="no master handler for \\['Heartbeat'\\]"):
-        check_coverage({k: v for k, v in HANDLERS.items() if k is not wire.Heartbeat}, INBOUND)
+        check_coverage("master", {k: v for k, v in HANDLERS.items() if k is not wire.Heartbeat}, INBOUND)
     with pytest.raises(ValueError, match="never receives: \\['Offers'\\]"):
-        check_coverage({**HANDLERS, wire.Offers: HANDLERS[wire.Heartbeat]}, INBOUND)
+        check_coverage("master", {**HANDLERS, wire.Offers: HANDLERS[wire.Heartbeat]}, INBOUND)
 
 
 async def test_a_refusal_is_answered_to_its_own_caller() -> None:
