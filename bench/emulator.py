@@ -86,6 +86,7 @@ class AgentEmulator:
         for i in range(self.count):
             settings = AgentSettings(
                 amqp_url=self.amqp_url,
+                dev=True,
                 resources=self.resources,
                 agent_id=f"{self.prefix}-{i}",
                 hostname=f"{self.prefix}-host-{i}",

@@ -35,6 +35,7 @@ _CORRELATION_ID = 1 << 10
 _REPLY_TO = 1 << 9
 _MESSAGE_ID = 1 << 7
 _TYPE = 1 << 5
+_USER_ID = 1 << 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class Outgoing:
     correlation_id: str | None = None
     reply_to: str | None = None
     content_type: str = "application/json"
+    user_id: str | None = None
+    """The publishing connection's user: the broker refuses any other, so receivers can trust it."""
 
     @property
     def delivery_mode(self) -> int:
@@ -68,6 +71,7 @@ class Outgoing:
             reply_to=self.reply_to,
             headers=self.headers,
             delivery_mode=aio_pika.DeliveryMode(self.delivery_mode),
+            user_id=self.user_id,
         ).properties
 
 
@@ -108,6 +112,9 @@ def publish_frames(channel: int, message: Outgoing, max_body: int, mandatory: bo
         parts.append(_shortstr(message.reply_to))
     parts.append(_shortstr(message.message_id))
     parts.append(_shortstr(message.message_type))
+    if message.user_id:
+        flags |= _USER_ID
+        parts.append(_shortstr(message.user_id))
     body = message.body
     header = _HEADER_START.pack(_BASIC, 0, len(body), flags) + b"".join(parts)
     frames = [_frame(_METHOD, channel, method), _frame(_HEADER, channel, header)]

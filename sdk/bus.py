@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[wire.Message, AbstractIncomingMessage], Awaitable[None]]
 InvalidHandler = Callable[[bytes, str, AbstractIncomingMessage], Awaitable[None]]
 """Told about a message that failed to decode (after it was dead-lettered): body, reason, message."""
+Authorize = Callable[[wire.Message, str | None], str | None]
+"""Whether a decoded message's sender (its broker-checked ``user_id``) may send it: None if so, else why
+not (the message is dead-lettered with that reason)."""
 
 DEFAULT_PREFETCH = 256
 PUBLISH_PATIENCE = 60.0
@@ -99,11 +103,21 @@ class Bus:
     Args:
         url: AMQP URL, vhost included.
         service: the service name, used for its tracer and in dead-letter headers.
+        declare_topology: declare the exchanges, the dead-letter queue and its own queues, or only check
+            that they exist (``meseta users provision`` and the master declare them). By default, the
+            master and any user that is not a Meseta principal (``guest`` in development) declare; every
+            other principal has no configure permission, so it checks.
     """
 
-    def __init__(self, url: str, service: str) -> None:
+    def __init__(self, url: str, service: str, *, declare_topology: bool | None = None) -> None:
         self.url = url
         self.service = service
+        self.user = user_of(url)
+        """The broker user this bus logs in as, stamped as ``user_id`` on everything it publishes."""
+        if declare_topology is None:
+            identity = wire.identify(self.user)
+            declare_topology = identity is None or identity.kind == "master"
+        self.declare_topology = declare_topology
         self._tracer = tracing.tracer(service)
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractRobustChannel | None = None
@@ -113,6 +127,8 @@ class Bus:
         self._acking: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Future[None]] = set()
         self.dead_lettered = 0
+        self.refused = 0
+        """Messages dead-lettered because their sender may not send them (see ``consume``)."""
         self.epoch: int | None = None
         """This service's leadership epoch, stamped on everything it publishes (None: not a leader)."""
         self.epochs_accepted: list[int] = []
@@ -151,8 +167,17 @@ class Bus:
         assert self._publish_channel is not None
         for name in wire.Exchange:
             kind = ExchangeType.FANOUT if name is wire.Exchange.DEAD_LETTER else ExchangeType.DIRECT
-            self._exchanges[name] = await self._publish_channel.declare_exchange(name, kind, durable=True)
-        await self._declare_dead_letters()
+            try:
+                self._exchanges[name] = await self._publish_channel.declare_exchange(
+                    name, kind, durable=True, passive=not self.declare_topology
+                )
+            except aiormq.exceptions.ChannelNotFoundEntity as exc:
+                raise RuntimeError(
+                    f"{self.service}: exchange {name} does not exist: run `meseta users provision` "
+                    "(or start a master) first"
+                ) from exc
+        if self.declare_topology:
+            await self._declare_dead_letters()
 
     async def _declare_dead_letters(self) -> None:
         """The dead-letter queue, bounded (a flood of bad messages grew it to 249 MB). On a channel of its
@@ -187,8 +212,14 @@ class Bus:
         exclusive: bool = False,
         expires_ms: int | None = None,
     ) -> AbstractQueue:
-        """Declare a queue bound to ``exchange`` whose broker-side rejections are dead-lettered too."""
+        """Declare a queue bound to ``exchange`` whose broker-side rejections are dead-lettered too.
+
+        Without ``declare_topology`` the queue must exist already (declared and bound by whoever may):
+        this only looks it up, as a principal without configure permission must.
+        """
         assert self._consume_channel is not None
+        if not self.declare_topology:
+            return await self._consume_channel.declare_queue(name, passive=True)
         arguments: dict[str, Any] = {"x-dead-letter-exchange": wire.Exchange.DEAD_LETTER}
         if expires_ms is not None:
             arguments["x-expires"] = expires_ms
@@ -204,9 +235,10 @@ class Bus:
         await self._consume_channel.queue_delete(name)
 
     async def reply_queue(self) -> AbstractQueue:
-        """A private, server-named queue for answers sent with ``reply_to``."""
+        """A private (exclusive) queue for answers sent with ``reply_to``, under a name principals may
+        declare (meseta.ops.users)."""
         assert self._consume_channel is not None
-        return await self._consume_channel.declare_queue(exclusive=True)
+        return await self._consume_channel.declare_queue(wire.reply_queue(wire.unique_hex()), exclusive=True)
 
     async def publish(
         self,
@@ -238,6 +270,7 @@ class Bus:
             persistent=persistent,
             correlation_id=message.correlation_id,
             reply_to=reply_to,
+            user_id=self.user,
         )
         if not wait:
             send = _eager.start(self._send(outgoing))
@@ -348,16 +381,19 @@ class Bus:
         on_invalid: InvalidHandler | None = None,
         fence: bool = False,
         stamped: Collection[type[wire.Message]] = (),
+        authorize: Authorize | None = None,
     ) -> asyncio.Task[None]:
         """Handle the queue's messages one at a time, in order, in a background task.
 
         With ``fence``, messages stamped with an epoch lower than one already seen come from a deposed
         leader: they are dropped. A higher epoch is adopted only from a message that decodes, so an
         undecodable one cannot silence the consumer. Messages of the ``stamped`` types are only ever sent
-        by a leader: one that carries no epoch is refused (dead-lettered with the reason).
+        by a leader: one that carries no epoch is refused (dead-lettered with the reason). ``authorize``
+        is asked about each decoded message's sender before anything else, fencing included: a message
+        from a principal that may not send it can neither be handled nor move the epoch.
         """
         task = asyncio.create_task(
-            self._consume(queue, channel, handler, on_invalid, fence, frozenset(stamped)),
+            self._consume(queue, channel, handler, on_invalid, fence, frozenset(stamped), authorize),
             name=f"{self.service}:{queue.name}",
         )
         self._consumers.append(task)
@@ -371,6 +407,7 @@ class Bus:
         on_invalid: InvalidHandler | None,
         fence: bool,
         stamped: frozenset[type[wire.Message]],
+        authorize: Authorize | None,
     ) -> None:
         """Consume until cancelled. Each delivery is handled in the task the client starts for it, in
         delivery order (the lock queues them first come, first served), rather than handed through a
@@ -390,7 +427,9 @@ class Bus:
                         await incoming.reject(requeue=True)
                     return
                 try:
-                    await self._handle_one(incoming, channel, handler, state.seen, on_invalid, fencing)
+                    await self._handle_one(
+                        incoming, channel, handler, state.seen, on_invalid, fencing, authorize
+                    )
                 except BaseException as exc:
                     if not is_transport_error(exc):
                         log.exception("%s: consuming %s failed", self.service, queue.name)
@@ -448,6 +487,7 @@ class Bus:
         seen: OrderedDict[str, None],
         on_invalid: InvalidHandler | None = None,
         fencing: _Fencing | None = None,
+        authorize: Authorize | None = None,
     ) -> None:
         try:
             message = wire.decode(incoming.body, channel)
@@ -458,6 +498,10 @@ class Bus:
                     await on_invalid(incoming.body, exc.reason, incoming)
                 except Exception:
                     log.exception("%s: reporting an invalid message failed", self.service)
+            return
+        if authorize is not None and (refusal := authorize(message, incoming.user_id)) is not None:
+            self.refused += 1
+            await self.dead_letter(incoming, f"refused: {refusal}")
             return
         if fencing is not None and not await self._admit(incoming, message, fencing):
             return
@@ -541,7 +585,9 @@ class Bus:
             headers[wire.HEADER_ORIGINAL_BYTES] = len(body)
             body = body[: wire.DEAD_LETTER_BODY_BYTES]
         await self._exchanges[wire.Exchange.DEAD_LETTER].publish(
-            aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            aio_pika.Message(
+                body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, user_id=self.user
+            ),
             routing_key=wire.RoutingKey.DEAD_LETTER,
         )
         await _ack(incoming)
@@ -584,6 +630,12 @@ async def _ack(incoming: AbstractIncomingMessage) -> None:
     a consumer that awaited each acknowledgement's write handled one message per few event-loop turns."""
     assert incoming.delivery_tag is not None
     await incoming.channel.basic_ack(delivery_tag=incoming.delivery_tag, wait=False)
+
+
+def user_of(url: str) -> str:
+    """The user an AMQP URL logs in as (RabbitMQ's clients default to ``guest``)."""
+    name = urlsplit(url).username
+    return unquote(name) if name else wire.DEV_USER
 
 
 def _epoch(incoming: AbstractIncomingMessage) -> int | None:

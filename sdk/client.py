@@ -147,17 +147,38 @@ class FrameworkClient:
         queue = await self._bus.declare_queue(
             wire.framework_queue(self.framework_id), wire.Exchange.OFFERS, self.framework_id
         )
-        # Only the leading master sends here, with its epoch.
+        # Only the leading master sends here, with its epoch (and, outside development mode, as its
+        # principal: checked before the epoch, so nobody else can move it).
         self._bus.consume(
-            queue, wire.FRAMEWORK_EVENTS, self._on_event, fence=True, stamped=wire.FRAMEWORK_EVENTS.models
+            queue,
+            wire.FRAMEWORK_EVENTS,
+            self._on_event,
+            fence=True,
+            stamped=wire.FRAMEWORK_EVENTS.models,
+            authorize=self._from_master,
         )
         # The private reply queue stays: answers to our calls that cannot go to our framework queue
         # (say, a refused call) come here, and join the same event stream.
         self._reply_queue = replies.name
-        self._bus.consume(replies, wire.REPLIES, self._on_event)
+        self._bus.consume(replies, wire.REPLIES, self._on_event, authorize=self._answer_from)
         self._heartbeats = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeats:{self.name}")
         log.info("framework %s subscribed as %s", self.name, self.framework_id)
         return self.framework_id
+
+    def _from_master(self, message: wire.Message, user: str | None) -> str | None:
+        identity = wire.identify(self._bus.user)
+        return None if identity is None else wire.refusal(message.type, user, identity.principals.master)
+
+    def _answer_from(self, message: wire.Message, user: str | None) -> str | None:
+        """Answers come from the master, and logs from the agent the task ran on."""
+        identity = wire.identify(self._bus.user)
+        if identity is None:
+            return None
+        if isinstance(message, wire.TaskLogs):
+            sender = wire.identify(user)
+            if sender is not None and sender.kind == "agent" and sender.principals == identity.principals:
+                return None
+        return wire.refusal(message.type, user, identity.principals.master)
 
     async def _heartbeat_loop(self) -> None:
         """Tell the master we are here; when this stops, our failover timeout starts."""

@@ -100,8 +100,13 @@ async def run_executor(executor: Executor, environ: Mapping[str, str] | None = N
     await bus.connect()
     driver = ExecutorDriver(bus, agent_id, framework_id, executor_id)
     key = wire.executor_key(agent_id, framework_id, executor_id)
+    # The master declared it at the launch; declared here too (the same way) where this principal may.
     queue = await bus.declare_queue(
-        f"meseta.{key}", wire.Exchange.LAUNCHES, key, durable=False, exclusive=True
+        wire.executor_queue(key),
+        wire.Exchange.LAUNCHES,
+        key,
+        durable=False,
+        expires_ms=wire.EXECUTOR_QUEUE_EXPIRES_MS,
     )
 
     async def handle(message: wire.Message, _: AbstractIncomingMessage) -> None:
@@ -116,7 +121,17 @@ async def run_executor(executor: Executor, environ: Mapping[str, str] | None = N
                 await executor.shutdown(driver)
                 driver.stop()
 
-    bus.consume(queue, wire.EXECUTOR, handle)
+    identity = wire.identify(bus.user)
+
+    def from_agent(message: wire.Message, user: str | None) -> str | None:
+        """Only this executor's agent commands it (outside development mode)."""
+        return (
+            None
+            if identity is None
+            else wire.refusal(message.type, user, identity.principals.agent(agent_id))
+        )
+
+    bus.consume(queue, wire.EXECUTOR, handle, authorize=from_agent)
     registered = wire.ExecutorRegistered(
         agent_id=agent_id, framework_id=framework_id, executor_id=executor_id
     )

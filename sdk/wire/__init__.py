@@ -10,7 +10,8 @@ import ``meseta.sdk.wire`` alone; its modules, one concept each:
 - ``resources``: resources and port ranges;
 - ``model``: tasks, statuses, offers, filters;
 - ``agents``, ``frameworks``, ``allocator``: the messages, by who talks to the master;
-- ``channels``: what may travel where; ``codec``: encode and decode.
+- ``channels``: what may travel where; ``codec``: encode and decode;
+- ``principals``: who may send what (the broker users of a cluster).
 """
 
 from meseta.sdk.wire.agents import *  # noqa: F403
@@ -20,5 +21,6 @@ from meseta.sdk.wire.channels import *  # noqa: F403
 from meseta.sdk.wire.codec import *  # noqa: F403
 from meseta.sdk.wire.frameworks import *  # noqa: F403
 from meseta.sdk.wire.model import *  # noqa: F403
+from meseta.sdk.wire.principals import *  # noqa: F403
 from meseta.sdk.wire.resources import *  # noqa: F403
 from meseta.sdk.wire.topology import *  # noqa: F403

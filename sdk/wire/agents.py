@@ -88,6 +88,9 @@ class AcknowledgeUpdates(Message):
     type: Literal["ACKNOWLEDGE_UPDATES"] = "ACKNOWLEDGE_UPDATES"
     agent_id: Id
     uuids: tuple[Uuid, ...] = Field(min_length=1, max_length=1024)
+    framework_id: Id | None = None
+    """Whose updates they are: the agent forgets only that framework's (None: the master acknowledges
+    updates of frameworks that are gone)."""
 
 
 class FetchLogs(Message):

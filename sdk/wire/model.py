@@ -65,6 +65,8 @@ class StatusReason(StrEnum):
     RECONCILIATION = "RECONCILIATION"
     OOM_KILLED = "OOM_KILLED"
     EXECUTOR_TERMINATED = "EXECUTOR_TERMINATED"
+    TOO_MANY_UNACKNOWLEDGED = "TOO_MANY_UNACKNOWLEDGED"
+    """The agent refused the launch: its framework leaves too many status updates unacknowledged there."""
     INVALID_OFFERS = "INVALID_OFFERS"
     """Its ACCEPT was refused for its offers (expired, used, another's): this master did not launch it.
     After a failover the deposed master may have (the accept then came again): reconcile to be sure."""

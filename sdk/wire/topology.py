@@ -8,6 +8,7 @@ from typing import Final
 __all__ = [
     "DEAD_LETTER_BODY_BYTES",
     "DEAD_LETTER_LIMITS",
+    "EXECUTOR_QUEUE_EXPIRES_MS",
     "HEADER_EPOCH",
     "HEADER_ORIGIN",
     "HEADER_ORIGINAL_BYTES",
@@ -17,6 +18,8 @@ __all__ = [
     "RoutingKey",
     "agent_queue",
     "executor_key",
+    "executor_queue",
+    "reply_queue",
     "executor_task_id",
     "framework_queue",
 ]
@@ -66,6 +69,20 @@ def executor_task_id(executor_id: str, agent_id: str) -> str:
 def executor_key(agent_id: str, framework_id: str, executor_id: str) -> str:
     """Routing key (and queue name suffix) of one executor on one agent."""
     return f"executor.{agent_id}.{framework_id}.{executor_id}"
+
+
+def executor_queue(key: str) -> str:
+    """The queue of the executor whose routing key is ``key`` (:func:`executor_key`)."""
+    return f"meseta.{key}"
+
+
+EXECUTOR_QUEUE_EXPIRES_MS: Final = 60_000
+"""An executor's queue is deleted a minute after its executor stopped consuming it."""
+
+
+def reply_queue(unique: str) -> str:
+    """A caller's private (exclusive) queue for answers sent with ``reply_to``."""
+    return f"meseta.reply.{unique}"
 
 
 def agent_queue(agent_id: str) -> str:

@@ -29,9 +29,21 @@ class Executors:
         self.bus = bus
         self.agent_id = runner.agent_id
         self.runs: dict[tuple[str, str], ExecutorRun] = {}
+        settings = runner.settings
+        self.executor_url = settings.executor_amqp_url or (settings.amqp_url if settings.dev else None)
+        """What executors are given to reach the broker (None: no custom executors here)."""
 
     def launch(self, local: LocalTask, executor: wire.ExecutorInfo) -> None:
         """Hand a task to its executor, starting the executor first if it does not run here yet."""
+        if self.executor_url is None and (local.framework_id, executor.executor_id) not in self.runs:
+            text = (
+                "custom executors need the agent's --executor-amqp-url (its executors' own principal) "
+                "outside development mode: an executor is never given the agent's credentials"
+            )
+            self.runner.tasks.pop(local.key, None)
+            report = self.runner.report(local, TaskState.ERROR, StatusReason.INVALID_TASK, text)
+            self.runner.start_runner(report, local.info.task_id)
+            return
         run = self._ensure(local.framework_id, executor)
         local.executor = (local.framework_id, executor.executor_id)
         run.tasks.add(local.info.task_id)
@@ -41,6 +53,7 @@ class Executors:
         key = (framework_id, info.executor_id)
         if (run := self.runs.get(key)) is not None:
             return run
+        assert self.executor_url is not None  # launch() refuses executors without one
         task_id = wire.executor_task_id(info.executor_id, self.agent_id)
         run = self.runs[key] = ExecutorRun(framework_id, info, task_id)
         container = TaskInfo(
@@ -50,7 +63,7 @@ class Executors:
             container=info.container,
         )
         env = (
-            ("MESETA_AMQP_URL", self.runner.settings.amqp_url),
+            ("MESETA_AMQP_URL", self.executor_url),
             ("MESETA_AGENT_ID", self.agent_id),
             ("MESETA_FRAMEWORK_ID", framework_id),
             ("MESETA_EXECUTOR_ID", info.executor_id),

@@ -25,7 +25,7 @@ async def _kill(agent: AgentService, msg: wire.KillTask) -> None:
 
 
 async def _acknowledged(agent: AgentService, msg: wire.AcknowledgeUpdates) -> None:
-    agent.updates.acknowledged(msg.uuids)
+    agent.updates.acknowledged(msg.uuids, msg.framework_id)
 
 
 async def _reregister(agent: AgentService, msg: wire.ReregisterAgent) -> None:

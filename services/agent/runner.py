@@ -60,6 +60,9 @@ class TaskRunner:
 
     def launch(self, message: wire.LaunchTasks) -> None:
         """Start a runner per task (a launch of a task already here is ignored: a redelivery)."""
+        if self.updates.over_cap(message.framework_id):
+            self._refuse_over_cap(message)
+            return
         for info in message.tasks:
             key = (message.framework_id, info.task_id)
             if key in self.tasks:
@@ -72,6 +75,22 @@ class TaskRunner:
                 self.start_runner(self.run(local), info.task_id)
             else:
                 self.executors.launch(local, info.executor)
+
+    def _refuse_over_cap(self, message: wire.LaunchTasks) -> None:
+        text = (
+            f"refused: framework {message.framework_id} leaves {self.updates.max_unacknowledged} or more "
+            "status updates unacknowledged on this agent; acknowledge them first"
+        )
+        log.warning("launch of %d tasks %s", len(message.tasks), text)
+        for info in message.tasks:
+            status = TaskStatus(
+                task_id=info.task_id,
+                agent_id=self.agent_id,
+                state=TaskState.ERROR,
+                reason=StatusReason.TOO_MANY_UNACKNOWLEDGED,
+                message=text,
+            )
+            self.start_runner(self.updates.send_once(message.framework_id, status), info.task_id)
 
     def start_runner(self, coro: Coroutine[Any, Any, None], task_id: str) -> None:
         # The runner inherits the current trace context, so its statuses join the offer cycle's trace.

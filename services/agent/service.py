@@ -22,10 +22,14 @@ from meseta.agent.runner import TaskRunner
 from meseta.agent.settings import AgentSettings
 from meseta.agent.tasks import LocalTask, TaskKey
 from meseta.agent.updates import PendingUpdate, StatusUpdater
+from meseta.runtime.principal import PrincipalError, own_identity
 from meseta.runtime.service import Service
 from meseta.sdk import wire
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import Resources
+
+FROM_EXECUTORS: tuple[type[wire.Message], ...] = (wire.ExecutorRegistered, wire.ExecutorUpdate)
+"""What an agent's executors send it; everything else on its queue comes from the master."""
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,14 @@ class AgentService(Service):
         if not wire.is_valid_id(settings.agent_id):
             raise ValueError(f"invalid agent id {settings.agent_id!r}: must match {wire.ID_PATTERN}")
         self.agent_id = settings.agent_id
+        identity = own_identity("agent", "agent", settings.amqp_url, settings.dev)
+        if identity is not None and identity.name != self.agent_id:
+            raise PrincipalError(
+                f"agent {self.agent_id} logs in as {identity.principals.agent(identity.name)}: "
+                f"it must be {identity.principals.agent(self.agent_id)}"
+            )
+        self.principals = None if identity is None else identity.principals
+        """The cluster's principals (None in development mode: senders are not checked)."""
         self.gpu_ids = settings.gpu_ids if settings.gpu_ids is not None else discover_gpus()
         self.settings = settings
         # The GPU inventory decides the gpus resource, so offers and device ids always agree.
@@ -66,7 +78,13 @@ class AgentService(Service):
         confinement = Confinement(settings.allowed_mounts, settings.pids_limit)
         self.containerizer = containerizer or make_containerizer(settings, confinement)
         self.checkpoint = Checkpoint(settings.work_dir / settings.agent_id)
-        self.updates = StatusUpdater(self.agent_id, self.bus, self.checkpoint, settings.status_retry_interval)
+        self.updates = StatusUpdater(
+            self.agent_id,
+            self.bus,
+            self.checkpoint,
+            settings.status_retry_interval,
+            settings.max_unacknowledged,
+        )
         self.runner = TaskRunner(
             settings, self.containerizer, self.updates, self.checkpoint, self.bus, confinement
         )
@@ -103,11 +121,17 @@ class AgentService(Service):
         queue = await self.bus.declare_queue(
             wire.agent_queue(self.agent_id), wire.Exchange.LAUNCHES, self.agent_id, durable=True
         )
-        await queue.bind(wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS)
+        if self.bus.declare_topology:  # else provisioned, bindings and all
+            await queue.bind(wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS)
         # Everything here but its executors' own messages comes from the leading master, with its epoch.
-        from_master = set(wire.LAUNCHES.models) - {wire.ExecutorRegistered, wire.ExecutorUpdate}
+        from_master = set(wire.LAUNCHES.models) - set(FROM_EXECUTORS)
         self._consumer = self.bus.consume(
-            queue, wire.LAUNCHES, self.dispatcher.handle, fence=True, stamped=from_master
+            queue,
+            wire.LAUNCHES,
+            self.dispatcher.handle,
+            fence=True,
+            stamped=from_master,
+            authorize=self._authorize,
         )
         await self.runner.recover()
         self.updates.recover()
@@ -118,6 +142,15 @@ class AgentService(Service):
         log.info(
             "agent %s started with %s (%s isolator)", self.agent_id, self.resources, self.settings.isolator
         )
+
+    def _authorize(self, message: wire.Message, user: str | None) -> str | None:
+        """Outside development mode: commands from the master's principal, executors' messages from this
+        agent's executors' principal, nothing from anyone else (another agent, a framework, a task)."""
+        if self.principals is None:
+            return None
+        if isinstance(message, FROM_EXECUTORS):
+            return wire.refusal(message.type, user, self.principals.executors(self.agent_id))
+        return wire.refusal(message.type, user, self.principals.master)
 
     async def _stop(self) -> None:
         await self.runner.stop()

@@ -17,6 +17,8 @@ and fed the backlog that delayed them."""
 DEFAULT_RETENTION = 600.0
 DEFAULT_WORK_DIR = Path("/var/tmp/meseta-agent")
 DEFAULT_PIDS_LIMIT = 4096
+DEFAULT_MAX_UNACKNOWLEDGED = 10_000
+"""Unacknowledged updates per framework an agent keeps before it refuses that framework's launches."""
 
 
 def default_agent_id() -> str:
@@ -54,5 +56,14 @@ class AgentSettings:
     allowed_mounts: tuple[str, ...] = ()
     """Host paths a task may bind-mount (the path or anything under it), read-only; ``PATH:rw`` also
     read-write. None by default: a task that mounts ``/`` or the Docker socket is root on the host."""
+    dev: bool = False
+    """Development mode: the broker's ``guest`` account is accepted and senders are not checked.
+    Otherwise the agent logs in as ``<prefix>.agent.<agent id>`` and takes commands from the master's
+    principal only, and its executors' messages from ``<prefix>.executors.<agent id>`` only."""
+    executor_amqp_url: str | None = None
+    """The URL custom executors are given (the ``<prefix>.executors.<agent id>`` user), never the
+    agent's own; outside development mode custom executors need it."""
+    max_unacknowledged: int = DEFAULT_MAX_UNACKNOWLEDGED
+    """Status updates a framework may leave unacknowledged here before its launches are refused."""
     pids_limit: int = DEFAULT_PIDS_LIMIT
     """Processes a task's container may have at once (a fork bomb stops there)."""

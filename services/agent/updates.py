@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from meseta.agent.checkpoint import Checkpoint
-from meseta.agent.settings import DEFAULT_STATUS_RETRY
+from meseta.agent.settings import DEFAULT_MAX_UNACKNOWLEDGED, DEFAULT_STATUS_RETRY
 from meseta.sdk import tracing, wire
 from meseta.sdk.batching import Batcher
 from meseta.sdk.bus import Bus
@@ -36,8 +37,18 @@ class PendingUpdate:
 class StatusUpdater:
     """One agent's outgoing status updates, from first send to acknowledgement."""
 
-    def __init__(self, agent_id: str, bus: Bus, checkpoint: Checkpoint, retry_interval: float) -> None:
+    def __init__(
+        self,
+        agent_id: str,
+        bus: Bus,
+        checkpoint: Checkpoint,
+        retry_interval: float,
+        max_unacknowledged: int = DEFAULT_MAX_UNACKNOWLEDGED,
+    ) -> None:
         self.agent_id = agent_id
+        self.max_unacknowledged = max_unacknowledged
+        self.pending: Counter[str] = Counter()
+        """Unacknowledged updates per framework (:meth:`over_cap`)."""
         self.bus = bus
         self.checkpoint = checkpoint
         self.retry_interval = retry_interval
@@ -56,21 +67,54 @@ class StatusUpdater:
         )
         self.checkpoint.save_update(update)
         delay = self.retry_interval
-        self.unacknowledged[status.uuid] = PendingUpdate(update, due=time.monotonic() + delay, delay=delay)
-        self._waiting.set()
+        self._track(PendingUpdate(update, due=time.monotonic() + delay, delay=delay))
         self._batch.add(update)
 
-    def acknowledged(self, uuids: tuple[str, ...]) -> None:
-        """The framework has these: forget them."""
+    async def send_once(self, framework_id: str, status: TaskStatus) -> None:
+        """Publish an update that is neither checkpointed nor resent (a refusal told to a framework that is
+        over :attr:`max_unacknowledged`: keeping it would grow what the cap bounds)."""
+        update = wire.StatusUpdate(
+            agent_id=self.agent_id, framework_id=framework_id, status=status, trace=tracing.inject({})
+        )
+        self._batch.add(update)
+
+    def over_cap(self, framework_id: str) -> bool:
+        """Whether the framework leaves so many updates unacknowledged here that its launches are refused:
+        one that never acknowledges would otherwise grow the agent's memory and disk without bound."""
+        return self.pending[framework_id] >= self.max_unacknowledged
+
+    def _track(self, pending: PendingUpdate) -> None:
+        uuid = pending.update.status.uuid
+        if uuid not in self.unacknowledged:
+            self.pending[pending.update.framework_id] += 1
+        self.unacknowledged[uuid] = pending
+        self._waiting.set()
+
+    def acknowledged(self, uuids: tuple[str, ...], framework_id: str | None = None) -> None:
+        """The framework has these: forget them. With ``framework_id``, only that framework's: an
+        acknowledgement never erases another framework's update."""
         for uuid in uuids:
-            self.unacknowledged.pop(uuid, None)
+            pending = self.unacknowledged.get(uuid)
+            if pending is None:
+                if framework_id is None:
+                    self.checkpoint.drop_update(uuid)
+                continue
+            owner = pending.update.framework_id
+            if framework_id is not None and owner != framework_id:
+                log.warning(
+                    "acknowledgement of %s by %s ignored: the update is %s's", uuid, framework_id, owner
+                )
+                continue
+            del self.unacknowledged[uuid]
+            self.pending[owner] -= 1
+            if self.pending[owner] <= 0:
+                del self.pending[owner]
             self.checkpoint.drop_update(uuid)
 
     def recover(self) -> None:
         """After a restart: every checkpointed update is unacknowledged, and due at once."""
         for update in self.checkpoint.updates():
-            self.unacknowledged[update.status.uuid] = PendingUpdate(update, due=0.0)
-            self._waiting.set()
+            self._track(PendingUpdate(update, due=0.0))
         if self.unacknowledged:
             log.info("resending %d unacknowledged status updates", len(self.unacknowledged))
 

@@ -22,6 +22,7 @@ from meseta.allocator.settings import AllocatorSettings
 from meseta.allocator.state import AllocatorState, PendingRevocation
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.leader import Leadership
+from meseta.runtime.principal import own_identity
 from meseta.runtime.service import Service
 from meseta.sdk import tracing, wire
 from meseta.sdk.bus import Bus
@@ -37,6 +38,8 @@ class AllocatorService(Service):
     def __init__(self, settings: AllocatorSettings) -> None:
         super().__init__()
         self.settings = settings
+        identity = own_identity("allocator", "allocator", settings.amqp_url, settings.dev)
+        self._master = None if identity is None else identity.principals.master
         self.policy: Policy = make_policy(settings.policy)
         self.state = AllocatorState()
         self.bus = Bus(settings.amqp_url, self.name)
@@ -68,6 +71,10 @@ class AllocatorService(Service):
         )
         self.spawn(self._lead(), "leadership")
 
+    def _from_master(self, message: wire.Message, user: str | None) -> str | None:
+        """Outside development mode only the master's principal sends events here."""
+        return None if self._master is None else wire.refusal(message.type, user, self._master)
+
     async def _lead(self) -> None:
         """With etcd, campaign first (one active allocator); without, serve at once."""
         if self.leadership is not None:
@@ -75,7 +82,12 @@ class AllocatorService(Service):
         # Events from a deposed master are fenced off by its epoch.
         # Only a leading master sends here: an unstamped STATE_SYNC would wipe the allocator's view.
         self.bus.consume(
-            self._queue, wire.TO_ALLOCATOR, self._on_event, fence=True, stamped=wire.TO_ALLOCATOR.models
+            self._queue,
+            wire.TO_ALLOCATOR,
+            self._on_event,
+            fence=True,
+            stamped=wire.TO_ALLOCATOR.models,
+            authorize=self._from_master,
         )
         self.spawn(self._cycle_loop(), "cycles")
         # Whatever we knew is gone: ask the master for its whole view.

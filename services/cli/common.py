@@ -44,6 +44,15 @@ EtcdPrefix = Annotated[
     str, typer.Option(envvar="MESETA_ETCD_PREFIX", help="Key prefix of this cluster in etcd.")
 ]
 LogLevel = Annotated[str, typer.Option(envvar="MESETA_LOG_LEVEL")]
+Dev = Annotated[
+    bool,
+    typer.Option(
+        "--dev",
+        envvar="MESETA_DEV",
+        help="Development mode: accept the broker's guest account and check no sender (no tenant "
+        "boundaries). Without it the service must log in as its own provisioned user (meseta users).",
+    ),
+]
 TraceExporter = Annotated[
     str, typer.Option(envvar="MESETA_TRACE_EXPORTER", help="Trace exporter: none, console or otlp.")
 ]

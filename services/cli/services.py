@@ -17,6 +17,7 @@ from meseta.allocator.settings import AllocatorSettings
 from meseta.cli.common import (
     DEFAULT_AMQP_URL,
     AmqpUrl,
+    Dev,
     EtcdEndpoint,
     EtcdPrefix,
     LogLevel,
@@ -79,6 +80,14 @@ def master(
     api_port: Annotated[
         int, typer.Option(envvar="MESETA_API_PORT", help="State API port; 0: any free one; -1: none.")
     ] = DEFAULT_API_PORT,
+    acl: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MESETA_ACL",
+            help="JSON: the roles, max_weight and max_priority each framework principal may subscribe with.",
+        ),
+    ] = None,
+    dev: Dev = False,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -99,6 +108,8 @@ def master(
         framework_timeout=framework_timeout,
         api_host=api_host,
         api_port=None if api_port < 0 else api_port,
+        dev=dev,
+        acl_file=acl,
     )
     settings = dataclasses.replace(settings, name=name) if name else settings
     serve(MasterService(settings))
@@ -118,6 +129,7 @@ def allocator(
     lease_ttl: Annotated[
         int, typer.Option(envvar="MESETA_LEASE_TTL", help="Leader lease, seconds.")
     ] = defaults.LEASE_TTL,
+    dev: Dev = False,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -134,6 +146,7 @@ def allocator(
         etcd_prefix=etcd_prefix,
         min_offer=None if minimum.is_empty() else minimum,
         lease_ttl=lease_ttl,
+        dev=dev,
     )
     settings = dataclasses.replace(settings, name=name) if name else settings
     serve(AllocatorService(settings))
@@ -189,6 +202,21 @@ def agent(
     pids_limit: Annotated[
         int, typer.Option(envvar="MESETA_PIDS_LIMIT", help="Processes a task's container may have.")
     ] = default(AgentSettings, "pids_limit"),
+    executor_amqp_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MESETA_EXECUTOR_AMQP_URL",
+            help="The URL custom executors get (the <prefix>.executors.<agent id> user); never the agent's.",
+        ),
+    ] = None,
+    max_unacknowledged: Annotated[
+        int,
+        typer.Option(
+            envvar="MESETA_MAX_UNACKNOWLEDGED",
+            help="Status updates a framework may leave unacknowledged here before its launches are refused.",
+        ),
+    ] = default(AgentSettings, "max_unacknowledged"),
+    dev: Dev = False,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
@@ -212,6 +240,9 @@ def agent(
         work_dir=work_dir,
         allowed_mounts=tuple(allow_mount or ()),
         pids_limit=pids_limit,
+        executor_amqp_url=executor_amqp_url,
+        max_unacknowledged=max_unacknowledged,
+        dev=dev,
         agent_id=agent_id or default_agent_id(),
         hostname=hostname or socket.gethostname(),
     )

@@ -81,6 +81,18 @@ async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> Non
     orphans: list[str] = []
     alone = len(msg.updates) == 1
     for update in msg.updates:
+        task = m.cluster.tasks.get((update.framework_id, update.status.task_id))
+        if task is not None and task.agent_id != update.agent_id:
+            # Only the agent a task runs on reports on it (the batch's agent is its sender, broker-checked
+            # outside development mode): anything else is a forgery or a confused agent.
+            log.warning(
+                "status update for %s of %s from agent %s ignored: the task runs on %s",
+                update.status.task_id,
+                update.framework_id,
+                update.agent_id,
+                task.agent_id,
+            )
+            continue
         if alone:
             # A batch of one comes in its task's trace (the agent sends it so): the consumer span is its own.
             span = trace.get_current_span()
@@ -115,7 +127,7 @@ async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> Non
     for framework_id, updates in per_framework.items():
         await m.outbox.statuses(framework_id, [u.status for u in updates], [u.trace for u in updates])
     if orphans:
-        await m.outbox.acknowledge_updates(msg.agent_id, orphans)
+        await m.outbox.acknowledge_updates(msg.agent_id, None, orphans)
 
 
 def _apply(m: MasterCore, update: wire.StatusUpdate) -> None:

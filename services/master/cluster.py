@@ -89,6 +89,8 @@ class FrameworkInfo:
     subscribed_at: float = 0.0
     secret_hash: str = ""
     failover_timeout: float = wire.DEFAULT_FAILOVER_TIMEOUT
+    principal: str | None = None
+    """The framework principal that subscribed it (None in development mode): only it may call for it."""
     last_seen: float = field(default_factory=time.time)
     disconnected_at: float | None = None
     """When its heartbeats stopped; it keeps its tasks for ``failover_timeout`` after that."""
@@ -109,6 +111,7 @@ class FrameworkInfo:
             "subscribed_at": self.subscribed_at,
             "secret_hash": self.secret_hash,
             "failover_timeout": self.failover_timeout,
+            "principal": self.principal,
         }
 
     @classmethod
@@ -125,6 +128,7 @@ class FrameworkInfo:
             subscribed_at=float(entry.get("subscribed_at", 0.0)),  # type: ignore[arg-type]
             secret_hash=str(entry.get("secret_hash", "")),
             failover_timeout=float(entry.get("failover_timeout", wire.DEFAULT_FAILOVER_TIMEOUT)),  # type: ignore[arg-type]
+            principal=None if entry.get("principal") is None else str(entry["principal"]),
         )
 
     def holds_secret(self, secret: str | None) -> bool:

@@ -14,6 +14,7 @@ from typing import Protocol
 from opentelemetry import trace
 
 from meseta.master.activity import Activity
+from meseta.master.authority import Authority
 from meseta.master.cluster import Cluster
 from meseta.master.metrics import MasterMetrics
 from meseta.master.outbox import Outbox
@@ -31,6 +32,9 @@ class Call:
     reply_to: str | None = None
     """The AMQP ``reply_to`` queue of the caller: refusals of a framework the master does not know, and
     answers to operators' calls, go there."""
+    principal: str | None = None
+    """The framework principal that sent it, read from its broker-checked ``user_id`` (None in
+    development mode, and for messages that are not a framework's)."""
 
 
 NO_CALLER = Call()
@@ -60,6 +64,8 @@ class MasterCore:
     metrics: MasterMetrics | None = None
     epoch: int = 0
     """This master's term as leader (0 until it leads)."""
+    authority: Authority = field(default_factory=lambda: Authority(None))
+    """Who may send what (development mode, nothing checked, unless the service gives principals)."""
 
     def __post_init__(self) -> None:
         if self.metrics is None:

@@ -60,10 +60,20 @@ class Dispatcher:
         check_coverage("master", handlers, INBOUND)
         self.master = master
         self._handlers = dict(handlers)
+        self._calls = frozenset(wire.CALLS.models)
 
     async def handle(self, message: wire.Message, incoming: AbstractIncomingMessage) -> None:
-        """Dispatch one message; framework calls must carry their framework's secret."""
-        call = Call(reply_to=incoming.reply_to)
+        """Dispatch one message. A call must come from a principal that may make it (outside development
+        mode), and a framework's call must carry its framework's secret."""
+        authority = self.master.authority
+        call = Call(reply_to=incoming.reply_to, principal=authority.caller(incoming.user_id))
+        if type(message) in self._calls:
+            named = getattr(message, "framework_id", None)
+            owner = self.master.cluster.frameworks.get(named) if isinstance(named, str) else None
+            why = authority.call(message, incoming.user_id, None if owner is None else owner.principal)
+            if why is not None:
+                await self._unauthorized(message, named if isinstance(named, str) else "", why, call)
+                return
         if isinstance(message, wire.FrameworkCall):
             fw = self.master.cluster.frameworks.get(message.framework_id)
             if fw is not None and not fw.holds_secret(message.secret):
@@ -80,6 +90,18 @@ class Dispatcher:
             if fw is not None:
                 fw.last_seen = time.time()
         await self._handlers[type(message)](self.master, message, call)
+
+    async def _unauthorized(self, message: wire.Message, framework_id: str, text: str, call: Call) -> None:
+        """Refuse a call its sender may not make: told to the caller only (the framework it names hears
+        nothing of it)."""
+        refusal = wire.Error(
+            framework_id=framework_id,
+            code=ErrorCode.UNAUTHORIZED,
+            message=text,
+            correlation_id=message.message_id,
+        )
+        log.warning("refused %s: %s", message.type, text)
+        await self.master.outbox.to_caller(call.reply_to, refusal)
 
     async def invalid_call(self, body: bytes, reason: str, incoming: AbstractIncomingMessage) -> None:
         """A call that failed validation was dead-lettered: tell its sender why, when it can be told."""

@@ -22,9 +22,21 @@ async def subscribe(m: MasterCore, msg: wire.Subscribe, ctx: Call) -> None:
     if msg.framework_id is not None:
         await _resubscribe(m, msg, ctx)
         return
+    if m.authority.enforcing:
+        # The dispatcher let only a framework principal's SUBSCRIBE through.
+        assert ctx.principal is not None
+        refusal = m.authority.acl.refusal(ctx.principal, msg.role, msg.weight, msg.priority)
+        if refusal is not None:
+            error = wire.Error(
+                framework_id="", code=ErrorCode.UNAUTHORIZED, message=refusal, correlation_id=msg.message_id
+            )
+            log.warning("refused SUBSCRIBE of %s: %s", msg.name, refusal)
+            await m.outbox.to_caller(ctx.reply_to, error)
+            return
     secret = secrets.token_urlsafe(24)
     fw = FrameworkInfo(
-        wire.new_id("fw"),
+        # A principal's frameworks are named after it: its broker permissions let it read their queues.
+        wire.new_id(ctx.principal or "fw"),
         msg.name,
         msg.role,
         msg.weight,
@@ -33,6 +45,7 @@ async def subscribe(m: MasterCore, msg: wire.Subscribe, ctx: Call) -> None:
         subscribed_at=time.time(),
         secret_hash=hash_secret(secret),
         failover_timeout=msg.failover_timeout,
+        principal=ctx.principal,
     )
     framework_id = fw.framework_id
     await m.registry.save_framework(framework_id, fw.registry_entry())
@@ -128,7 +141,9 @@ async def acknowledge(m: MasterCore, msg: wire.Acknowledge, _: Call) -> None:
         if ack.agent_id in m.cluster.agents:
             per_agent.setdefault(ack.agent_id, []).append(ack.uuid)
     for agent_id, uuids in per_agent.items():
-        await m.outbox.acknowledge_updates(agent_id, uuids)
+        # The agent forgets only this framework's updates of these uuids: a framework cannot acknowledge
+        # (and so erase) another's.
+        await m.outbox.acknowledge_updates(agent_id, msg.framework_id, uuids)
 
 
 async def suppress(m: MasterCore, msg: wire.Suppress, ctx: Call) -> None:

@@ -54,6 +54,8 @@ async def accept(m: MasterCore, msg: wire.Accept, ctx: Call) -> None:
     offered = wire.total(o.resources for o in checked)
     used = wire.total(t.resources for t in msg.tasks)
     if msg.tasks:
+        for executor_id in sorted({t.executor.executor_id for t in msg.tasks if t.executor is not None}):
+            await m.outbox.open_executor_queue(agent_id, fw.framework_id, executor_id)
         launch = wire.LaunchTasks(
             agent_id=agent_id, framework_id=fw.framework_id, tasks=msg.tasks, gpu_assignments=assignments
         )

@@ -29,7 +29,15 @@ class Publisher(Protocol):
         persistent: bool = False,
     ) -> None: ...
 
-    async def declare_queue(self, name: str, exchange: wire.Exchange, routing_key: str) -> Any: ...
+    async def declare_queue(
+        self,
+        name: str,
+        exchange: wire.Exchange,
+        routing_key: str,
+        *,
+        durable: bool = True,
+        expires_ms: int | None = None,
+    ) -> Any: ...
 
     async def delete_queue(self, name: str) -> None: ...
 
@@ -71,6 +79,18 @@ class Outbox:
             wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id
         )
 
+    async def open_executor_queue(self, agent_id: str, framework_id: str, executor_id: str) -> None:
+        """Declare an executor's queue before its agent starts it: an executor's principal may read its
+        queue but not bind one (that would let it read any key of the launches exchange)."""
+        key = wire.executor_key(agent_id, framework_id, executor_id)
+        await self.publisher.declare_queue(
+            wire.executor_queue(key),
+            wire.Exchange.LAUNCHES,
+            key,
+            durable=False,
+            expires_ms=wire.EXECUTOR_QUEUE_EXPIRES_MS,
+        )
+
     async def close_framework_queue(self, framework_id: str) -> None:
         """Delete a removed framework's queue: nobody reads it, and it held the broker's memory for ever."""
         await self.publisher.delete_queue(wire.framework_queue(framework_id))
@@ -99,11 +119,15 @@ class Outbox:
             )
             await self.to_framework(framework_id, batch)
 
-    async def acknowledge_updates(self, agent_id: str, uuids: Sequence[str]) -> None:
-        """The agent may forget these updates (ACKNOWLEDGE_UPDATES of at most ``MAX_BATCH``)."""
+    async def acknowledge_updates(
+        self, agent_id: str, framework_id: str | None, uuids: Sequence[str]
+    ) -> None:
+        """The agent may forget these updates of ``framework_id`` (of any framework with None: the master's
+        own acknowledgement for frameworks that are gone), in ACKNOWLEDGE_UPDATES of at most ``MAX_BATCH``."""
         for i in range(0, len(uuids), wire.MAX_BATCH):
             chunk = tuple(uuids[i : i + wire.MAX_BATCH])
-            await self.to_agent(agent_id, wire.AcknowledgeUpdates(agent_id=agent_id, uuids=chunk))
+            ack = wire.AcknowledgeUpdates(agent_id=agent_id, framework_id=framework_id, uuids=chunk)
+            await self.to_agent(agent_id, ack)
 
     def recover_later(
         self, framework_id: str, agent_id: str, resources: Resources, refuse_seconds: float = 0.0

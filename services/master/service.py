@@ -11,6 +11,7 @@ from meseta.master import sweeps, views
 from meseta.master.activity import Activity
 from meseta.master.agents import pace_heartbeats
 from meseta.master.api import StateApi
+from meseta.master.authority import Acl, Authority
 from meseta.master.cluster import Cluster, FrameworkInfo
 from meseta.master.core import MasterCore
 from meseta.master.dispatch import Dispatcher
@@ -22,6 +23,7 @@ from meseta.master.settings import MasterSettings
 from meseta.master.starvation import assess
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.leader import Leadership
+from meseta.runtime.principal import own_identity
 from meseta.runtime.service import Service
 from meseta.sdk import wire
 from meseta.sdk.bus import Bus
@@ -37,6 +39,9 @@ class MasterService(Service):
     def __init__(self, settings: MasterSettings) -> None:
         super().__init__()
         self.settings = settings
+        identity = own_identity("master", "master", settings.amqp_url, settings.dev)
+        acl = Acl.load(settings.acl_file) if settings.acl_file is not None else Acl()
+        self.authority = Authority(None if identity is None else identity.principals, acl)
         self.cluster = Cluster()
         self.bus = Bus(settings.amqp_url, self.name)
         self.store = EtcdStore(settings.etcd_endpoint, settings.etcd_prefix)
@@ -51,6 +56,7 @@ class MasterService(Service):
             self.activity,
             HeartbeatPacer(settings.heartbeat_rate),
             MasterMetrics(self.cluster, lambda: self.leading.is_set()),
+            authority=self.authority,
         )
         self.dispatcher = Dispatcher(self.core)
         self._starving: set[str] = set()
@@ -107,6 +113,12 @@ class MasterService(Service):
             # Allocations from a deposed allocator are fenced off by its epoch; only an active (elected)
             # allocator sends there, so a message without an epoch is refused.
             allocator = channel is wire.TO_MASTER
+            # Who may send here is checked before anything else (calls by the dispatcher, which answers).
+            authorize = {
+                wire.HEARTBEATS: self.authority.agents,
+                wire.STATUS: self.authority.agents,
+                wire.TO_MASTER: self.authority.allocator,
+            }.get(channel)
             self.bus.consume(
                 queue,
                 channel,
@@ -114,6 +126,7 @@ class MasterService(Service):
                 on_invalid,
                 fence=allocator,
                 stamped=channel.models if allocator else (),
+                authorize=authorize,
             )
         self.spawn(self._sweep_loop(), "offer-expiry")
         self.spawn(self._health_loop(), "health")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from meseta.master.pacing import DEFAULT_HEARTBEAT_RATE
 from meseta.runtime import defaults
@@ -45,5 +46,11 @@ class MasterSettings:
     api_host: str = "127.0.0.1"
     api_port: int | None = None
     """Port of the state API and web page; 0 picks a free one, None serves none."""
+    dev: bool = False
+    """Development mode: the broker's ``guest`` account is accepted and no sender is checked (no tenant
+    boundaries). Otherwise the master must log in as ``<prefix>.master`` and checks every sender."""
+    acl_file: Path | None = None
+    """JSON of the roles, weights and priorities each framework principal may subscribe with
+    (meseta.master.authority.Acl); without it every principal gets the defaults."""
     sample_interval: float = 1.0
     """Seconds between samples of the frameworks' shares (the page's share-over-time chart)."""

@@ -4,24 +4,28 @@ and what a test framework does with it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 
 from meseta.agent import AgentService, AgentSettings
 from meseta.allocator import AllocatorService, AllocatorSettings
 from meseta.master import MasterService, MasterSettings
+from meseta.ops.users import Credentials, provision, remove_users
 from meseta.runtime.defaults import ETCD_ENDPOINT as ETCD
 from meseta.runtime.defaults import TASK_IMAGE
+from meseta.runtime.rabbitmq import Management
 from meseta.sdk import FrameworkClient, wire
 from meseta.sdk.helpers import first_fit
 from meseta.testing.processes import remove_containers
@@ -39,6 +43,17 @@ class Cluster:
     allocator: AllocatorService
     agents: list[AgentService]
     frameworks: list[FrameworkClient] = field(default_factory=list)
+    credentials: Credentials | None = None
+    """The cluster's principals where it was started with them (``principals=``); None: development."""
+
+    def url(self, user: str) -> str:
+        """The AMQP URL of one of the cluster's users (the test's own URL in development mode)."""
+        return self.amqp_url if self.credentials is None else self.credentials.url(user)
+
+    @property
+    def principals(self) -> wire.Principals:
+        assert self.credentials is not None, "a development cluster has no principals"
+        return self.credentials.principals
 
     async def restart_master_and_allocator(self) -> None:
         """Stop both, then start fresh ones with the same settings (nothing soft survives)."""
@@ -49,9 +64,16 @@ class Cluster:
         await self.allocator.start()
         await self.master.start()
 
-    async def framework(self, name: str, **kwargs: Any) -> FrameworkClient:
-        """A subscribed framework client, closed with the cluster."""
-        client = FrameworkClient(self.amqp_url, name, **kwargs)
+    async def framework(self, name: str, principal: str | None = None, **kwargs: Any) -> FrameworkClient:
+        """A subscribed framework client, closed with the cluster; with principals, it logs in as
+        ``principal`` (by default the first one the cluster was given)."""
+        url = self.amqp_url
+        if self.credentials is not None:
+            chosen = principal or next(
+                u for u in self.credentials.passwords if self.principals.framework_principal(u)
+            )
+            url = self.url(self.principals.framework(chosen) if "." not in chosen else chosen)
+        client = FrameworkClient(url, name, **kwargs)
         await client.subscribe()
         self.frameworks.append(client)
         return client
@@ -72,18 +94,56 @@ async def local_cluster(
     agent_timeout: float = 5.0,
     heartbeat_rate: float = 0.0,
     allowed_mounts: tuple[str, ...] = (),
+    principals: Iterable[str] | None = None,
+    acl: Mapping[str, Mapping[str, object]] | None = None,
+    max_unacknowledged: int = 10_000,
 ) -> AsyncIterator[Cluster]:
-    """Start allocator, master and agents; stop them and remove their containers afterwards."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
+    """Start allocator, master and agents; stop them and remove their containers afterwards.
+
+    With ``principals`` (framework principal names) the cluster runs as it would in production: every
+    service and framework logs in as its own provisioned user (deleted afterwards), ``acl`` says what
+    each framework principal may subscribe as. Without, it is a development cluster on ``guest``.
+    """
+    hex_id = uuid.uuid4().hex[:10]
+    name = f"test-{hex_id}"
     per_agent = agent_resources or [resources] * agents
+    agent_ids = [f"{name}-agent-{i}" for i in range(len(per_agent))]
+    credentials = None
+    acl_file = None
+    dev = principals is None
+    if principals is not None:
+        parts = urlsplit(amqp_url)
+        vhost = unquote(parts.path.lstrip("/")) or "/"
+        host = parts.hostname or "127.0.0.1"
+        credentials = await asyncio.to_thread(
+            provision,
+            Management(),
+            vhost,
+            wire.Principals(f"t{hex_id}"),
+            agents=agent_ids,
+            frameworks=list(principals),
+            host=f"{host}:{parts.port or 5672}",
+        )
+        if acl is not None:
+            acl_file = Path(tempfile.gettempdir()) / f"meseta-acl-{hex_id}.json"
+            acl_file.write_text(json.dumps(dict(acl)))
+
+    def url(user: str) -> str:
+        return amqp_url if credentials is None else credentials.url(user)
+
+    p = wire.Principals(f"t{hex_id}")
     allocator = AllocatorService(
-        AllocatorSettings(amqp_url, etcd_endpoint=ETCD, etcd_prefix=etcd_prefix, tick_interval=0.2)
+        AllocatorSettings(
+            url(p.allocator), etcd_endpoint=ETCD, etcd_prefix=etcd_prefix, tick_interval=0.2, dev=dev
+        )
     )
     master = MasterService(
         MasterSettings(
-            amqp_url,
+            url(p.master),
             ETCD,
             etcd_prefix,
+            dev=dev,
+            acl_file=acl_file,
             offer_timeout=offer_timeout,
             sweep_interval=0.1,
             revocation_grace=revocation_grace,
@@ -97,9 +157,12 @@ async def local_cluster(
     agent_services = [
         AgentService(
             AgentSettings(
-                amqp_url=amqp_url,
+                amqp_url=url(p.agent(agent_ids[i])),
+                executor_amqp_url=None if dev else url(p.executors(agent_ids[i])),
+                dev=dev,
+                max_unacknowledged=max_unacknowledged,
                 resources=per_agent[i],
-                agent_id=f"{name}-agent-{i}",
+                agent_id=agent_ids[i],
                 hostname=f"host-{i}",
                 attributes={"rack": f"r{i % 2}"},
                 heartbeat_interval=0.5,
@@ -115,7 +178,7 @@ async def local_cluster(
         )
         for i in range(len(per_agent))
     ]
-    cluster = Cluster(name, amqp_url, master, allocator, agent_services)
+    cluster = Cluster(name, amqp_url, master, allocator, agent_services, credentials=credentials)
     try:
         await allocator.start()
         await master.start()
@@ -128,6 +191,10 @@ async def local_cluster(
         for service in (*agent_services, cluster.master, cluster.allocator):
             await service.stop()
         await asyncio.to_thread(remove_containers, name)
+        if credentials is not None:
+            await asyncio.to_thread(remove_users, Management(), credentials.passwords)
+        if acl_file is not None:
+            acl_file.unlink(missing_ok=True)
 
 
 def short_task(

@@ -80,6 +80,8 @@ class ProcessCluster:
             "MESETA_ETCD_PREFIX": self.etcd_prefix,
             "MESETA_CLUSTER": self.run_id,
             "MESETA_WORK_DIR": str(self.work_dir),
+            # As guest on a vhost of its own: a development cluster (meseta users for principals).
+            "MESETA_DEV": "1",
             **self.env,
         }
 

@@ -166,6 +166,7 @@ async def test_two_masters_never_lead_at_once(procs: ProcessCluster, tmp_path: P
     agent = AgentService(
         AgentSettings(
             amqp_url=procs.amqp_url,
+            dev=True,
             resources=AGENT_RESOURCES,
             agent_id=procs.agent_id(9),
             cluster=procs.run_id,

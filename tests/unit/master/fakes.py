@@ -35,7 +35,15 @@ class RecordingPublisher:
         await asyncio.sleep(0)
         self.sent.append(Sent(str(exchange), routing_key, message, persistent))
 
-    async def declare_queue(self, name: str, exchange: wire.Exchange, routing_key: str) -> None:
+    async def declare_queue(
+        self,
+        name: str,
+        exchange: wire.Exchange,
+        routing_key: str,
+        *,
+        durable: bool = True,
+        expires_ms: int | None = None,
+    ) -> None:
         self.queues.append(name)
 
     async def delete_queue(self, name: str) -> None:
@@ -63,6 +71,8 @@ class Incoming:
     """What the dispatcher reads of an AMQP delivery."""
 
     reply_to: str | None = None
+    user_id: str | None = None
+    """The sender's broker user (checked by the broker)."""
 
 
 class FakeMaster:

@@ -40,6 +40,7 @@ def _reference(channel: int, message: Outgoing, max_body: int) -> bytes:
             persistent=True,
             correlation_id="c-9",
             reply_to="amq.gen-abc",
+            user_id="meseta.framework.alice",
         ),
         Outgoing("", "amq.gen-reply", b"", "ERROR", "m3", {}, correlation_id="", reply_to=None),
         Outgoing("meseta.offers", "fw-1", "é".encode() * 5000, "OFFERS", "m4", {"x-meseta-epoch": 70_000}),
