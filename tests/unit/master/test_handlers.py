@@ -125,6 +125,26 @@ async def test_status_updates_are_forwarded_in_one_batch_and_end_tasks() -> None
     assert master.cluster.tasks[(fw, "t1")].state == wire.TaskState.RUNNING
 
 
+async def test_acknowledgements_name_their_framework_and_updates_count_only_from_the_task_s_agent() -> None:
+    master = FakeMaster()
+    fw, secret = await launched(master, task("t1"))
+    await master.agent("a2")
+    uuid = wire.unique_hex()
+    sent = await master.handle(
+        wire.Acknowledge(
+            framework_id=fw, secret=secret, acks=(wire.Acknowledged(agent_id="a1", task_id="t1", uuid=uuid),)
+        )
+    )
+    (acks,) = of(sent, wire.AcknowledgeUpdates)
+    assert acks.framework_id == fw and acks.uuids == (uuid,)  # the agent forgets only fw's update
+    # a2 reports t1, which runs on a1, as finished: ignored.
+    finished = wire.TaskStatus(task_id="t1", state=wire.TaskState.FINISHED, agent_id="a2")
+    forged = wire.StatusUpdate(agent_id="a2", framework_id=fw, status=finished)
+    sent = await master.handle(wire.StatusUpdates(agent_id="a2", updates=(forged,)))
+    assert not of(sent, wire.Updates) and not of(sent, wire.ResourcesRecovered)
+    assert master.cluster.tasks[(fw, "t1")].state == wire.TaskState.STAGING
+
+
 async def test_reconcile_reports_known_tasks_and_lost_unknown_ones() -> None:
     master = FakeMaster()
     fw, secret = await launched(master, task("t1"))
