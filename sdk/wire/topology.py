@@ -19,9 +19,9 @@ __all__ = [
     "agent_queue",
     "executor_key",
     "executor_queue",
-    "reply_queue",
     "executor_task_id",
     "framework_queue",
+    "reply_queue",
 ]
 
 

@@ -31,6 +31,7 @@ from urllib.parse import quote
 from meseta.runtime.rabbitmq import Management
 from meseta.sdk import wire
 
+
 def _name(value: str) -> str:
     return re.escape(value)
 

@@ -9,7 +9,6 @@ On the old code every one of these passed: all processes shared ``guest``, nothi
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +19,6 @@ import pytest
 
 from meseta.sdk import FrameworkClient, SubscribeError, wire
 from meseta.sdk.bus import user_of
-
 from meseta.testing.local import Cluster, local_cluster, next_event, run_one, short_task
 from meseta.testing.waiting import wait_for
 
@@ -234,9 +232,9 @@ async def test_operator_calls_need_the_operator_principal(amqp_url: str, etcd_pr
         await bob.connect()
         await operator.connect()
         try:
-            with pytest.raises(KillRefused, match="UNAUTHORIZED.*operator"):
+            with pytest.raises(KillRefused, match=r"UNAUTHORIZED.*operator"):
                 await operator_kill(bob, "victim-task", victim.framework_id)
-            with pytest.raises(LogsUnavailable, match="UNAUTHORIZED.*operator"):
+            with pytest.raises(LogsUnavailable, match=r"UNAUTHORIZED.*operator"):
                 await fetch_logs(bob, "victim-task", victim.framework_id)
             still_running(cluster, victim, agent_id)
             logs = await fetch_logs(operator, "victim-task", victim.framework_id)
