@@ -17,9 +17,7 @@ P = wire.Principals("prod")
 @pytest.mark.parametrize("kind", ["master", "allocator", "agent"])
 def test_guest_is_refused_outside_development_mode(kind: str) -> None:
     url = "amqp://guest:guest@127.0.0.1:5672/"
-    with pytest.raises(
-        PrincipalError, match=r"default account 'guest'.*--dev"
-    ):
+    with pytest.raises(PrincipalError, match=r"default account 'guest'.*--dev"):
         own_identity(kind, kind, url, dev=False)
     assert own_identity(kind, kind, url, dev=True) is None
 
