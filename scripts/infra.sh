@@ -40,13 +40,52 @@ install_packages() {
 # has one): 10,000 idle agent queues with consumers took 16 % of a core with it, 0.5 % without. The API
 # (vhosts, users, queue lists) works without it; Meseta's own figures come from its services.
 BROKER_CONF=/etc/rabbitmq/rabbitmq.conf
+# A throwaway CA and a server certificate for 127.0.0.1/localhost: the broker's TLS listener (5671), which
+# tests/e2e/security/test_tls.py uses. Made on this machine, never shipped; production brings its own.
+TLS_DIR=/etc/rabbitmq/meseta-tls
+make_tls() {
+  [[ -s "$TLS_DIR/server.pem" && -s "$TLS_DIR/ca.pem" ]] && return
+  log "making a throwaway CA and the broker's TLS certificate in $TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=meseta throwaway CA" \
+      -keyout ca.key -out ca.pem >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr \
+      >/dev/null 2>&1
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >san.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile san.ext -out server.pem >/dev/null 2>&1
+    chmod 644 ca.pem server.pem server.key
+  )
+}
+
+# Settings the running broker must have: the metrics collector off (below), bodies over 2 MiB refused by
+# the broker itself (Meseta refuses over 1 MiB once they arrive; RabbitMQ's default is 128 MiB, a flood's
+# worth of memory), and the TLS listener.
 configure_rabbitmq() {
   mkdir -p "$(dirname "$BROKER_CONF")"
+  make_tls
   grep -qs '^management_agent.disable_metrics_collector' "$BROKER_CONF" \
     || echo "management_agent.disable_metrics_collector = true" >>"$BROKER_CONF"
+  grep -qs '^max_message_size' "$BROKER_CONF" || echo "max_message_size = 2097152" >>"$BROKER_CONF"
+  grep -qs '^listeners.ssl.default' "$BROKER_CONF" || cat >>"$BROKER_CONF" <<CONF
+listeners.ssl.default = 5671
+ssl_options.cacertfile = $TLS_DIR/ca.pem
+ssl_options.certfile = $TLS_DIR/server.pem
+ssl_options.keyfile = $TLS_DIR/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+CONF
 }
 
 start_rabbitmq() {
+  if rabbitmq-diagnostics -q ping >/dev/null 2>&1 && ! rabbitmq-diagnostics -q listeners 2>/dev/null | grep -q 5671; then
+    # Started by an older infra.sh, before the TLS listener and the message size bound: once.
+    log "restarting rabbitmq-server with its TLS listener and message size bound"
+    configure_rabbitmq
+    rabbitmqctl -q stop >/dev/null 2>&1 || true
+  fi
   if ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
     log "starting rabbitmq-server"
     configure_rabbitmq
