@@ -106,23 +106,25 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
         etcd_endpoint=os.environ.get("MESETA_ETCD_ENDPOINT", "127.0.0.1:2379"),
         # The demo is not about failover: a roomy lease keeps a busy machine from deposing its one master.
         env={"MESETA_LEASE_TTL": os.environ.get("MESETA_LEASE_TTL", "3")},
+        # As in production: every process and framework logs in as its own principal (docs/SECURITY.md).
+        principals=("batch", "service"),
     )
     console.print(
-        f"[bold]Meseta demo[/] {run_id}: 1 allocator, 1 master, {len(AGENTS)} agents; logs in {log_dir}"
+        f"[bold]Meseta demo[/] {run_id}: 1 allocator, 1 master, {len(AGENTS)} agents, each its own "
+        f"broker principal; logs in {log_dir}"
     )
     reduces = max(1, batch_tasks // 5)
     batch = BatchJob([host for host, _ in AGENTS], maps=batch_tasks - reduces, reduces=reduces, image=image)
     service = ServiceApp(instances=service_tasks, image=image)
-    batch_client = FrameworkClient(cluster.amqp_url, "batch")
-    service_client = FrameworkClient(cluster.amqp_url, "service")
-    clients: list[tuple[FrameworkClient, TrackedScheduler]] = [
-        (batch_client, batch),
-        (service_client, service),
-    ]
+    clients: list[tuple[FrameworkClient, TrackedScheduler]] = []
     started = time.monotonic()
     ok = False
     loops: list[asyncio.Task[None]] = []
     async with cluster:
+        # The frameworks' users exist once the cluster is entered (provisioned).
+        batch_client = FrameworkClient(cluster.framework_url("batch"), "batch")
+        service_client = FrameworkClient(cluster.framework_url("service"), "service")
+        clients += [(batch_client, batch), (service_client, service)]
         await start_cluster(cluster)
         console.print(
             f"state API and live web page: {cluster.apis[0]}/ (meseta status --api {cluster.apis[0]})"

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aetcd
+import grpc
+from aetcd import rpc, watcher
 
 from meseta.runtime import defaults
 
@@ -20,20 +25,94 @@ DEFAULT_ENDPOINT = defaults.ETCD_ENDPOINT
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
     """``host:port`` (``http://`` allowed) into its parts."""
-    host, _, port = endpoint.removeprefix("http://").rstrip("/").rpartition(":")
-    return (host or "127.0.0.1"), int(port or 2379)
+    found = Endpoint.parse(endpoint)
+    return found.host, found.port
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one etcd member is, and how to reach it: ``host:port``, or a URL with TLS and a user,
+    ``https://USER:PASSWORD@host:port?cacert=CA.pem[&cert=CLIENT.pem&key=CLIENT.key]``."""
+
+    host: str
+    port: int
+    tls: bool = False
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    user: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, endpoint: str) -> Endpoint:
+        parts = urlsplit(endpoint if "//" in endpoint else f"http://{endpoint}")
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"etcd endpoint {endpoint!r}: http:// or https://")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"cacert", "cert", "key"}
+        if unknown:
+            raise ValueError(f"etcd endpoint: unknown options {sorted(unknown)} (cacert, cert, key)")
+
+        def path(name: str) -> Path | None:
+            return Path(query[name]) if name in query else None
+
+        return cls(
+            parts.hostname or "127.0.0.1",
+            parts.port or 2379,
+            tls=parts.scheme == "https",
+            cacert=path("cacert"),
+            cert=path("cert"),
+            key=path("key"),
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def client(self, timeout: int) -> aetcd.Client:
+        if not self.tls:
+            return aetcd.Client(self.host, self.port, self.user, self.password, timeout=timeout)
+        return _TlsClient(self, timeout)
+
+
+class _TlsClient(aetcd.Client):
+    """aetcd's client over TLS: aetcd itself opens only plain channels. Its ``connect`` with a secure
+    channel instead, and nothing else changed (aetcd is pinned in pyproject.toml for this)."""
+
+    def __init__(self, endpoint: Endpoint, timeout: int) -> None:
+        super().__init__(endpoint.host, endpoint.port, endpoint.user, endpoint.password, timeout=timeout)
+        read = lambda p: None if p is None else p.read_bytes()  # noqa: E731
+        self._credentials = grpc.ssl_channel_credentials(
+            read(endpoint.cacert), read(endpoint.key), read(endpoint.cert)
+        )
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        self.channel = rpc.secure_channel(f"{self._host}:{self._port}", self._credentials)
+        if self._username is not None and self._password is not None:
+            self.auth_stub = rpc.AuthStub(self.channel)
+            request = rpc.AuthenticateRequest(name=self._username, password=self._password)
+            response = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+            self.metadata = (("token", response.token),)
+        self.kvstub = rpc.KVStub(self.channel)
+        self.clusterstub = rpc.ClusterStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.maintenancestub = rpc.MaintenanceStub(self.channel)
+        watch = rpc.WatchStub(self.channel)
+        self._watcher = watcher.Watcher(watch, timeout=self._timeout, metadata=self.metadata)
+        self._connected.set()
 
 
 class EtcdStore:
     """JSON documents in etcd under ``prefix``.
 
     Args:
-        endpoint: ``host:port`` of one etcd member.
+        endpoint: ``host:port`` of one etcd member, or a URL with TLS and a user (:class:`Endpoint`).
         prefix: key prefix, such as ``/meseta`` or ``/meseta-test/abc``.
     """
 
     def __init__(self, endpoint: str, prefix: str) -> None:
-        self.host, self.port = parse_endpoint(endpoint)
+        self.endpoint = Endpoint.parse(endpoint)
+        self.host, self.port = self.endpoint.host, self.endpoint.port
         self.prefix = prefix.rstrip("/")
         self._client: aetcd.Client | None = None
 
@@ -50,7 +129,7 @@ class EtcdStore:
 
     async def connect(self) -> None:
         """Open the gRPC channel and check the member answers."""
-        self._client = aetcd.Client(host=self.host, port=self.port, timeout=5)
+        self._client = self.endpoint.client(timeout=5)
         await self._client.connect()
         await self._client.status()
 

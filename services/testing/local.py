@@ -97,6 +97,7 @@ async def local_cluster(
     principals: Iterable[str] | None = None,
     acl: Mapping[str, Mapping[str, object]] | None = None,
     max_unacknowledged: int = 10_000,
+    etcd_endpoint: str = ETCD,
 ) -> AsyncIterator[Cluster]:
     """Start allocator, master and agents; stop them and remove their containers afterwards.
 
@@ -134,13 +135,17 @@ async def local_cluster(
     p = wire.Principals(f"t{hex_id}")
     allocator = AllocatorService(
         AllocatorSettings(
-            url(p.allocator), etcd_endpoint=ETCD, etcd_prefix=etcd_prefix, tick_interval=0.2, dev=dev
+            url(p.allocator),
+            etcd_endpoint=etcd_endpoint,
+            etcd_prefix=etcd_prefix,
+            tick_interval=0.2,
+            dev=dev,
         )
     )
     master = MasterService(
         MasterSettings(
             url(p.master),
-            ETCD,
+            etcd_endpoint,
             etcd_prefix,
             dev=dev,
             acl_file=acl_file,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -22,9 +23,11 @@ from typing import Self
 import docker
 
 from meseta.agent.containerizer import LABEL_CLUSTER
+from meseta.ops.users import Credentials, provision, remove_users
 from meseta.runtime import defaults
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.rabbitmq import Management
+from meseta.sdk import wire
 
 DEFAULT_AMQP_HOST = "127.0.0.1:5672"
 DEFAULT_ETCD = defaults.ETCD_ENDPOINT
@@ -37,6 +40,9 @@ class ProcessCluster:
     Args:
         log_dir: where each process writes ``<name>.log``.
         env: extra environment for every process (``MESETA_*`` settings).
+        principals: framework principals: the cluster then runs with provisioned principals (each
+            process as its own broker user, meseta.ops.users; deleted afterwards), not as ``guest``
+            in development mode. Frameworks connect with :meth:`framework_url`.
     """
 
     log_dir: Path
@@ -44,6 +50,8 @@ class ProcessCluster:
     amqp_host: str = DEFAULT_AMQP_HOST
     etcd_endpoint: str = DEFAULT_ETCD
     env: dict[str, str] = field(default_factory=dict)
+    principals: tuple[str, ...] | None = None
+    credentials: Credentials | None = None
     procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     args: dict[str, tuple[str, ...]] = field(default_factory=dict)
     api_ports: dict[int, int] = field(default_factory=dict)
@@ -65,6 +73,41 @@ class ProcessCluster:
         return f"amqp://guest:guest@{self.amqp_host}/{self.vhost}"
 
     @property
+    def prefix(self) -> wire.Principals:
+        """The cluster's principals (user names begin with a prefix made of the run id)."""
+        return wire.Principals("".join(c if c.isalnum() else "_" for c in self.run_id))
+
+    def url_of(self, user: str) -> str:
+        """The AMQP URL of one of the cluster's users (``guest``'s in development mode)."""
+        return self.amqp_url if self.credentials is None else self.credentials.url(user)
+
+    def framework_url(self, principal: str) -> str:
+        """What a framework of ``principal`` connects with."""
+        return self.url_of(self.prefix.framework(principal))
+
+    def _provision(self, agents: tuple[str, ...] = ()) -> None:
+        assert self.principals is not None
+        known = self.credentials.passwords if self.credentials is not None else {}
+        self.credentials = provision(
+            Management(),
+            self.vhost,
+            self.prefix,
+            agents=agents,
+            frameworks=self.principals,
+            host=self.amqp_host,
+            known=known,
+        )
+        self.credentials = dataclasses.replace(
+            self.credentials, passwords={**known, **self.credentials.passwords}
+        )
+
+    def _login(self, user: str, *also: tuple[str, str]) -> tuple[str, ...]:
+        """The flags that make a process log in as ``user`` (none in development mode)."""
+        if self.credentials is None:
+            return ()
+        return (f"--amqp-url={self.url_of(user)}", *(f"--{flag}={self.url_of(u)}" for flag, u in also))
+
+    @property
     def etcd_prefix(self) -> str:
         return f"/meseta-{self.run_id}"
 
@@ -80,14 +123,16 @@ class ProcessCluster:
             "MESETA_ETCD_PREFIX": self.etcd_prefix,
             "MESETA_CLUSTER": self.run_id,
             "MESETA_WORK_DIR": str(self.work_dir),
-            # As guest on a vhost of its own: a development cluster (meseta users for principals).
-            "MESETA_DEV": "1",
+            # Without principals: as guest on a vhost of its own, a development cluster.
+            **({"MESETA_DEV": "1"} if self.principals is None else {}),
             **self.env,
         }
 
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self.log_dir.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(Management().create_vhost, self.vhost)
+        if self.principals is not None:
+            await asyncio.to_thread(self._provision)
         return self
 
     async def __aexit__(
@@ -96,6 +141,8 @@ class ProcessCluster:
         await self.stop_all()
         await asyncio.to_thread(remove_containers, self.run_id)
         await asyncio.to_thread(Management().delete_vhost, self.vhost)
+        if self.credentials is not None:
+            await asyncio.to_thread(remove_users, Management(), self.credentials.passwords)
         store = EtcdStore(self.etcd_endpoint, self.etcd_prefix)
         with contextlib.suppress(Exception):
             await store.connect()
@@ -133,8 +180,9 @@ class ProcessCluster:
 
     async def master(self, index: int, *extra: str) -> asyncio.subprocess.Process:
         port = self.api_ports.setdefault(index, free_port())
+        login = self._login(self.prefix.master)
         return await self.start(
-            f"master-{index}", "master", f"--name=master-{index}", f"--api-port={port}", *extra
+            f"master-{index}", "master", f"--name=master-{index}", f"--api-port={port}", *login, *extra
         )
 
     @property
@@ -143,12 +191,21 @@ class ProcessCluster:
         return [f"http://127.0.0.1:{port}" for port in self.api_ports.values()]
 
     async def allocator(self, index: int, *extra: str) -> asyncio.subprocess.Process:
-        return await self.start(f"allocator-{index}", "allocator", f"--name=allocator-{index}", *extra)
+        login = self._login(self.prefix.allocator)
+        return await self.start(
+            f"allocator-{index}", "allocator", f"--name=allocator-{index}", *login, *extra
+        )
 
     async def agent(self, index: int, hostname: str, *extra: str) -> asyncio.subprocess.Process:
         agent_id = f"{self.run_id}-agent-{index}"
+        known = self.credentials.passwords if self.credentials is not None else {}
+        if self.principals is not None and self.prefix.agent(agent_id) not in known:
+            await asyncio.to_thread(self._provision, (agent_id,))
+        login = self._login(
+            self.prefix.agent(agent_id), ("executor-amqp-url", self.prefix.executors(agent_id))
+        )
         return await self.start(
-            f"agent-{index}", "agent", f"--agent-id={agent_id}", f"--hostname={hostname}", *extra
+            f"agent-{index}", "agent", f"--agent-id={agent_id}", f"--hostname={hostname}", *login, *extra
         )
 
     def agent_id(self, index: int) -> str:

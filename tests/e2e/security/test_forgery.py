@@ -2,8 +2,9 @@
 agent's directory, a forged epoch that would silence a consumer, an unstamped message only a leader
 sends. Each is refused with its reason, and the cluster goes on serving. Real RabbitMQ, etcd, dockerd.
 
-Not covered here (issue 17 goes on): a well-formed message with a forged epoch or from a forged sender
-still passes, as long as every principal shares the broker's one account."""
+These run on development clusters (everyone is ``guest``): what any process that reaches the broker
+could send. Forged senders and epochs from principals with credentials of their own are in
+test_principals.py."""
 
 from __future__ import annotations
 
