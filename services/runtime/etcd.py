@@ -73,15 +73,18 @@ class Endpoint:
         return _TlsClient(self, timeout)
 
 
-class _TlsClient(aetcd.Client):
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else path.read_bytes()
+
+
+class _TlsClient(aetcd.Client):  # type: ignore[misc]
     """aetcd's client over TLS: aetcd itself opens only plain channels. Its ``connect`` with a secure
     channel instead, and nothing else changed (aetcd is pinned in pyproject.toml for this)."""
 
     def __init__(self, endpoint: Endpoint, timeout: int) -> None:
         super().__init__(endpoint.host, endpoint.port, endpoint.user, endpoint.password, timeout=timeout)
-        read = lambda p: None if p is None else p.read_bytes()  # noqa: E731
         self._credentials = grpc.ssl_channel_credentials(
-            read(endpoint.cacert), read(endpoint.key), read(endpoint.cert)
+            _read(endpoint.cacert), _read(endpoint.key), _read(endpoint.cert)
         )
 
     async def connect(self) -> None:

@@ -73,7 +73,7 @@ class ProcessCluster:
         return f"amqp://guest:guest@{self.amqp_host}/{self.vhost}"
 
     @property
-    def prefix(self) -> wire.Principals:
+    def users(self) -> wire.Principals:
         """The cluster's principals (user names begin with a prefix made of the run id)."""
         return wire.Principals("".join(c if c.isalnum() else "_" for c in self.run_id))
 
@@ -83,7 +83,7 @@ class ProcessCluster:
 
     def framework_url(self, principal: str) -> str:
         """What a framework of ``principal`` connects with."""
-        return self.url_of(self.prefix.framework(principal))
+        return self.url_of(self.users.framework(principal))
 
     def _provision(self, agents: tuple[str, ...] = ()) -> None:
         assert self.principals is not None
@@ -91,7 +91,7 @@ class ProcessCluster:
         self.credentials = provision(
             Management(),
             self.vhost,
-            self.prefix,
+            self.users,
             agents=agents,
             frameworks=self.principals,
             host=self.amqp_host,
@@ -180,7 +180,7 @@ class ProcessCluster:
 
     async def master(self, index: int, *extra: str) -> asyncio.subprocess.Process:
         port = self.api_ports.setdefault(index, free_port())
-        login = self._login(self.prefix.master)
+        login = self._login(self.users.master)
         return await self.start(
             f"master-{index}", "master", f"--name=master-{index}", f"--api-port={port}", *login, *extra
         )
@@ -191,7 +191,7 @@ class ProcessCluster:
         return [f"http://127.0.0.1:{port}" for port in self.api_ports.values()]
 
     async def allocator(self, index: int, *extra: str) -> asyncio.subprocess.Process:
-        login = self._login(self.prefix.allocator)
+        login = self._login(self.users.allocator)
         return await self.start(
             f"allocator-{index}", "allocator", f"--name=allocator-{index}", *login, *extra
         )
@@ -199,11 +199,9 @@ class ProcessCluster:
     async def agent(self, index: int, hostname: str, *extra: str) -> asyncio.subprocess.Process:
         agent_id = f"{self.run_id}-agent-{index}"
         known = self.credentials.passwords if self.credentials is not None else {}
-        if self.principals is not None and self.prefix.agent(agent_id) not in known:
+        if self.principals is not None and self.users.agent(agent_id) not in known:
             await asyncio.to_thread(self._provision, (agent_id,))
-        login = self._login(
-            self.prefix.agent(agent_id), ("executor-amqp-url", self.prefix.executors(agent_id))
-        )
+        login = self._login(self.users.agent(agent_id), ("executor-amqp-url", self.users.executors(agent_id)))
         return await self.start(
             f"agent-{index}", "agent", f"--agent-id={agent_id}", f"--hostname={hostname}", *login, *extra
         )
