@@ -33,7 +33,12 @@ def main() -> None:
     heartbeat = wire.Heartbeat(agent_id="agent-17", free=wire.Resources(cpus=1, mem=512))
     accept = wire.Accept(framework_id="alice-0123456789abcdef", secret="s", offer_ids=("offer-1",))
     agent_user, alice = P.agent("agent-17"), P.framework("alice")
-    launch = wire.LaunchTasks(agent_id="agent-17", framework_id="alice-0123456789abcdef", tasks=())
+    task = wire.TaskInfo(
+        task_id="t1",
+        resources=wire.Resources(cpus=1, mem=64),
+        container=wire.ContainerSpec.shell("meseta-task:latest", "true"),
+    )
+    launch = wire.LaunchTasks(agent_id="agent-17", framework_id="alice-0123456789abcdef", tasks=(task,))
     body = wire.encode(launch)
     plain = _frames.Outgoing("meseta.launches", "agent-17", body, launch.type, launch.message_id, {})
     stamped = _frames.Outgoing(
