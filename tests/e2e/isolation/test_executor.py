@@ -16,6 +16,7 @@ import pytest
 from meseta.agent.containerizer import LABEL_CLUSTER, LABEL_TASK
 from meseta.runtime.defaults import TASK_IMAGE
 from meseta.sdk import wire
+from meseta.sdk.bus import user_of
 from meseta.sdk.wire import ContainerSpec, ExecutorInfo, Mount, Resources
 from meseta.testing.local import local_cluster, next_event, short_task
 
@@ -46,8 +47,15 @@ def executor_containers(cluster_name: str, executor_task_id: str) -> list[str]:
     return found
 
 
-async def test_one_executor_runs_five_tasks(amqp_url: str, etcd_prefix: str) -> None:
-    async with local_cluster(amqp_url, etcd_prefix, agents=1, allowed_mounts=MOUNTED) as cluster:
+@pytest.mark.parametrize("principals", [None, ["alice"]], ids=["development", "principals"])
+async def test_one_executor_runs_five_tasks(
+    amqp_url: str, etcd_prefix: str, principals: list[str] | None
+) -> None:
+    # With principals the executor logs in as its agent's executors' user, never the agent's: its queue
+    # is declared by the master, and the agent takes its updates only from that user.
+    async with local_cluster(
+        amqp_url, etcd_prefix, agents=1, allowed_mounts=MOUNTED, principals=principals
+    ) as cluster:
         client = await cluster.framework("with-executor")
         executor = command_executor("runner")
         offer = (await next_event(client, wire.Offers)).offers[0]
@@ -63,7 +71,13 @@ async def test_one_executor_runs_five_tasks(amqp_url: str, etcd_prefix: str) -> 
             assert states == [wire.TaskState.STARTING, wire.TaskState.RUNNING, wire.TaskState.FINISHED]
             assert statuses[f"ex-{i}"][1].message.startswith("pid ")  # RUNNING came from the executor
         executor_id = wire.executor_task_id("runner", cluster.agents[0].agent_id)
-        assert len(executor_containers(cluster.name, executor_id)) == 1
+        (container_id,) = executor_containers(cluster.name, executor_id)
+        if principals is not None:
+            engine = docker.from_env()
+            env = dict(e.split("=", 1) for e in engine.containers.get(container_id).attrs["Config"]["Env"])
+            engine.close()
+            given = user_of(env["MESETA_AMQP_URL"])
+            assert given == cluster.principals.executors(cluster.agents[0].agent_id)
         # Idle, the executor is shut down; its own resources come back to the pool.
         while not (executor_id in statuses and statuses[executor_id][-1].state.terminal):
             update = await next_event(client, wire.Update, timeout=30)
