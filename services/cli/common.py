@@ -76,6 +76,21 @@ def setup(service: str, log_level: str, exporter: str, endpoint: str | None) -> 
     tracing.configure(service, exporter, endpoint)
 
 
+_S = TypeVar("_S", bound=Service)
+
+
+def build(command: str, make: Callable[[], _S]) -> _S:
+    """Construct a service; a principal it must not run as (``guest`` without ``--dev``) is said plainly
+    and ends the command with status 2, not a traceback."""
+    from meseta.runtime.principal import PrincipalError
+
+    try:
+        return make()
+    except PrincipalError as exc:
+        typer.echo(f"meseta {command}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def serve(service: Service) -> None:
     """Run a service until SIGINT/SIGTERM."""
 

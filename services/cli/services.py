@@ -24,6 +24,7 @@ from meseta.cli.common import (
     OtlpEndpoint,
     TraceExporter,
     app,
+    build,
     default,
     parse_attributes,
     parse_ports,
@@ -112,7 +113,7 @@ def master(
         acl_file=acl,
     )
     settings = dataclasses.replace(settings, name=name) if name else settings
-    serve(MasterService(settings))
+    serve(build("master", lambda: MasterService(settings)))
 
 
 @app.command()
@@ -149,7 +150,7 @@ def allocator(
         dev=dev,
     )
     settings = dataclasses.replace(settings, name=name) if name else settings
-    serve(AllocatorService(settings))
+    serve(build("allocator", lambda: AllocatorService(settings)))
 
 
 @app.command()
@@ -246,7 +247,7 @@ def agent(
         agent_id=agent_id or default_agent_id(),
         hostname=hostname or socket.gethostname(),
     )
-    serve(AgentService(settings))
+    serve(build("agent", lambda: AgentService(settings)))
 
 
 @app.command()

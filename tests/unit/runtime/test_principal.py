@@ -80,3 +80,15 @@ def test_each_principal_reads_only_its_own_queues() -> None:
     assert not _may(executors.read, "meseta.agent.a1")
     with pytest.raises(ValueError, match="not a principal"):
         permission(P, wire.Principals("other").master)
+
+
+@pytest.mark.parametrize("command", ["master", "allocator", "agent"])
+def test_the_commands_refuse_guest_plainly_without_dev(command: str) -> None:
+    from typer.testing import CliRunner
+
+    from meseta.cli import app
+
+    # Port 1: nothing is reached; the refusal comes before any connection.
+    result = CliRunner().invoke(app, [command, "--amqp-url", "amqp://guest:guest@127.0.0.1:1/"])
+    assert result.exit_code == 2, result.output
+    assert f"meseta {command}: the {command} refuses to run as the broker's default account" in result.output
