@@ -112,11 +112,15 @@ class Authority:
         when the master knows that framework), or None if it may."""
         if self.principals is None:
             return None
+        principal = self.principals.framework_principal(user)
         if isinstance(message, OPERATOR_CALLS):
             if user == self.principals.operator:
                 return None
-            return f"{message.type} needs the operator principal ({self.principals.operator}), not {user!r}"
-        principal = self.principals.framework_principal(user)
+            if isinstance(message, wire.GetLogs) and principal is not None and owner == principal:
+                return None  # a framework reads its own tasks' logs
+            also = ", or the principal of the framework it names" if isinstance(message, wire.GetLogs) else ""
+            operator = self.principals.operator
+            return f"{message.type} needs the operator principal ({operator}){also}, not {user!r}"
         if principal is None:
             return f"{message.type} from {user!r}: not a framework principal"
         if owner is not None and owner != principal:

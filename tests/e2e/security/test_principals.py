@@ -236,6 +236,10 @@ async def test_operator_calls_need_the_operator_principal(amqp_url: str, etcd_pr
                 await operator_kill(bob, "victim-task", victim.framework_id)
             with pytest.raises(LogsUnavailable, match=r"UNAUTHORIZED.*operator"):
                 await fetch_logs(bob, "victim-task", victim.framework_id)
+            with pytest.raises(LogsUnavailable, match=r"UNAUTHORIZED.*operator"):
+                await fetch_logs(bob, "victim-task")  # naming no framework
+            own = await victim.logs("victim-task")  # a framework reads its own tasks' logs
+            assert own.task_id == "victim-task"
             still_running(cluster, victim, agent_id)
             logs = await fetch_logs(operator, "victim-task", victim.framework_id)
             assert logs.task_id == "victim-task"
