@@ -67,3 +67,30 @@ async def test_a_removed_framework_s_queue_is_deleted(amqp_url: str, etcd_prefix
 async def still_serves_after(cluster: Cluster) -> None:
     client = await cluster.framework("next")
     assert (await run_one(client, short_task("next-task"))).state == wire.TaskState.FINISHED
+
+
+@pytest.mark.serial
+@pytest.mark.timeout(300)
+async def test_ten_thousand_bad_messages_leave_the_broker_bounded(amqp_url: str, etcd_prefix: str) -> None:
+    # Past the dead-letter queue's bound (10,000): its length stays there (the oldest dropped), the
+    # master's own queue is drained, and the cluster serves on. Serial: a flood loads the whole machine.
+    flood = 10_500
+    async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
+        connection = await aio_pika.connect(amqp_url)
+        channel = await connection.channel()
+        calls = await channel.get_exchange(wire.Exchange.CALLS)
+        oversized = b'{"type": "ACCEPT", "pad": "' + b"x" * (wire.MAX_MESSAGE_BYTES + 10) + b'"}'
+        for i in range(flood):
+            body = oversized if i % 1000 == 0 else os.urandom(512)
+            await calls.publish(aio_pika.Message(body), routing_key=wire.RoutingKey.CALL)
+
+        async def depth(name: str) -> int:
+            declared = await channel.declare_queue(name, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+
+        await wait_for(lambda: cluster.master.bus.dead_lettered >= flood, 120, "the master to dead-letter it")
+        assert await depth(wire.Queue.MASTER_CALLS) == 0
+        assert await depth(wire.Queue.DEAD_LETTER) == 10_000  # the bound, not 10,500
+        await connection.close()
+        client = await cluster.framework("after-the-flood")
+        assert (await run_one(client, short_task("still-served"))).state == wire.TaskState.FINISHED
