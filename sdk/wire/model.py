@@ -92,6 +92,9 @@ class ContainerSpec(_Frozen):
     env: dict[str, str] = Field(default_factory=dict)
     working_dir: str | None = Field(default=None, max_length=1024)
     mounts: tuple[Mount, ...] = ()
+    user: str | None = Field(default=None, pattern=r"^[0-9]{1,10}(:[0-9]{1,10})?$")
+    """Run as this numeric ``uid[:gid]`` instead of the image's user (the agent's ``--task-user`` when
+    unset); numeric, as an image need not have a passwd entry for it."""
 
     def argv(self) -> tuple[str, ...]:
         """The full command line."""

@@ -25,9 +25,20 @@ class Confinement:
 
     allowed_mounts: tuple[str, ...] = ()
     pids_limit: int = 4096
+    task_user: str | None = None
+    """``uid[:gid]`` of every task that names no user of its own (None: the image's user, often root)."""
+    switches_users: bool = True
+    """Whether the isolator can run a task as another user (Docker can; plain processes cannot)."""
+
+    def user(self, spec: ContainerSpec) -> str | None:
+        """Who the task's processes run as: its own user, else the agent's default, else the image's."""
+        return spec.user or self.task_user
 
     def refusal(self, spec: ContainerSpec) -> str | None:
-        """Why the container may not run here, or None: a mount outside the allow-list."""
+        """Why the container may not run here, or None: a mount outside the allow-list, or a user this
+        isolator cannot switch to."""
+        if spec.user is not None and not self.switches_users:
+            return f"this agent's isolator cannot run a task as user {spec.user} (the docker isolator can)"
         for mount in spec.mounts:
             path = os.path.normpath(mount.host_path)  # "/srv/data/../../etc" is /etc
             if not any(_under(path, rule, mount.read_only) for rule in self.allowed_mounts):

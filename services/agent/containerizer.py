@@ -167,6 +167,8 @@ class DockerContainerizer:
             "detach": True,
             **self.confinement.docker_kwargs(),
         }
+        if (user := self.confinement.user(spec)) is not None:
+            kwargs["user"] = user
         if spec.mounts:
             kwargs["volumes"] = {
                 m.host_path: {"bind": m.container_path, "mode": "ro" if m.read_only else "rw"}

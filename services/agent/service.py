@@ -75,7 +75,10 @@ class AgentService(Service):
         self.resources = settings.resources.model_copy(update={"gpus": len(self.gpu_ids)})
         self._owns_bus = bus is None
         self.bus = bus or Bus(settings.amqp_url, self.name)
-        confinement = Confinement(settings.allowed_mounts, settings.pids_limit)
+        switches = settings.isolator != "process"
+        if settings.task_user is not None and not switches:
+            raise ValueError("--task-user needs the docker isolator: plain processes run as the agent's user")
+        confinement = Confinement(settings.allowed_mounts, settings.pids_limit, settings.task_user, switches)
         self.containerizer = containerizer or make_containerizer(settings, confinement)
         self.checkpoint = Checkpoint(settings.work_dir / settings.agent_id)
         self.updates = StatusUpdater(

@@ -65,5 +65,7 @@ class AgentSettings:
     agent's own; outside development mode custom executors need it."""
     max_unacknowledged: int = DEFAULT_MAX_UNACKNOWLEDGED
     """Status updates a framework may leave unacknowledged here before its launches are refused."""
+    task_user: str | None = None
+    """Numeric ``uid[:gid]`` tasks run as when they name no user (None: the image's user)."""
     pids_limit: int = DEFAULT_PIDS_LIMIT
     """Processes a task's container may have at once (a fork bomb stops there)."""

@@ -203,6 +203,13 @@ def agent(
     pids_limit: Annotated[
         int, typer.Option(envvar="MESETA_PIDS_LIMIT", help="Processes a task's container may have.")
     ] = default(AgentSettings, "pids_limit"),
+    task_user: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MESETA_TASK_USER",
+            help="Numeric uid[:gid] tasks run as unless they name their own (default: the image's user).",
+        ),
+    ] = None,
     executor_amqp_url: Annotated[
         str | None,
         typer.Option(
@@ -242,6 +249,7 @@ def agent(
         allowed_mounts=tuple(allow_mount or ()),
         pids_limit=pids_limit,
         executor_amqp_url=executor_amqp_url,
+        task_user=task_user,
         max_unacknowledged=max_unacknowledged,
         dev=dev,
         agent_id=agent_id or default_agent_id(),

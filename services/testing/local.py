@@ -94,6 +94,7 @@ async def local_cluster(
     agent_timeout: float = 5.0,
     heartbeat_rate: float = 0.0,
     allowed_mounts: tuple[str, ...] = (),
+    task_user: str | None = None,
     principals: Iterable[str] | None = None,
     acl: Mapping[str, Mapping[str, object]] | None = None,
     max_unacknowledged: int = 10_000,
@@ -179,6 +180,7 @@ async def local_cluster(
                 work_dir=Path(tempfile.gettempdir()) / "meseta-test-agents" / name,
                 status_retry_interval=1.0,
                 allowed_mounts=allowed_mounts,
+                task_user=task_user,
             )
         )
         for i in range(len(per_agent))

@@ -88,3 +88,20 @@ async def test_a_task_gains_no_privileges_and_keeps_few_capabilities(amqp_url: s
         assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}}
         assert host["PidsLimit"] == 4096 and host["CapDrop"] == ["ALL"]
         engine.close()
+
+
+async def test_tasks_run_as_a_user_other_than_root(amqp_url: str, etcd_prefix: str) -> None:
+    # Before, every task ran as its image's user: root in the busybox image and most others.
+    async with local_cluster(amqp_url, etcd_prefix, agents=1, task_user="4242") as cluster:
+        client = await cluster.framework("users")
+        own = short_task("own-user", script="id -u; id -g")
+        own = own.model_copy(update={"container": own.container.model_copy(update={"user": "1000:1001"})})
+        assert (await run_one(client, own)).state == wire.TaskState.FINISHED
+        assert (await client.logs("own-user")).stdout.split() == ["1000", "1001"]
+        # A task that names none runs as the agent's --task-user.
+        assert (await run_one(client, short_task("default-user", script="id -u"))).state == (
+            wire.TaskState.FINISHED
+        )
+        assert (await client.logs("default-user")).stdout.split() == ["4242"]
+    with pytest.raises(ValueError, match="String should match pattern"):
+        wire.ContainerSpec(image="x", user="root")  # numeric only: an image need not know the name
