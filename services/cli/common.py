@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -39,6 +40,34 @@ def default(settings: type[Any], name: str) -> Any:
 
 
 AmqpUrl = Annotated[str, typer.Option(envvar="MESETA_AMQP_URL", help="AMQP URL, vhost included.")]
+AmqpUser = Annotated[
+    str | None,
+    typer.Option(
+        envvar="MESETA_AMQP_USER",
+        help="Log in as this provisioned user (meseta users), its URL read from --credentials; "
+        "instead of --amqp-url.",
+    ),
+]
+CredentialsFile = Annotated[
+    Path,
+    typer.Option(envvar="MESETA_CREDENTIALS", help="The file meseta users provision wrote."),
+]
+DEFAULT_CREDENTIALS = Path("meseta-credentials.json")
+
+
+def login(amqp_url: str, user: str | None, credentials: Path) -> str:
+    """The URL a command connects with: ``amqp_url``, or the provisioned ``user``'s from ``credentials``."""
+    if user is None:
+        return amqp_url
+    from meseta.ops.users import Credentials
+
+    try:
+        return Credentials.load(credentials).url(user)
+    except (OSError, KeyError, ValueError) as exc:
+        typer.echo(f"no URL for user {user!r} in {credentials}: {exc!r} (meseta users provision)", err=True)
+        raise typer.Exit(2) from None
+
+
 EtcdEndpoint = Annotated[str, typer.Option(envvar="MESETA_ETCD_ENDPOINT", help="etcd host:port.")]
 EtcdPrefix = Annotated[
     str, typer.Option(envvar="MESETA_ETCD_PREFIX", help="Key prefix of this cluster in etcd.")

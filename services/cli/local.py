@@ -13,13 +13,17 @@ import typer
 from meseta.agent.settings import AgentSettings
 from meseta.cli.common import (
     DEFAULT_AMQP_URL,
+    DEFAULT_CREDENTIALS,
     AmqpUrl,
+    AmqpUser,
+    CredentialsFile,
     EtcdEndpoint,
     EtcdPrefix,
     OtlpEndpoint,
     TraceExporter,
     app,
     default,
+    login,
 )
 from meseta.master.settings import DEFAULT_API_PORT
 from meseta.runtime import defaults
@@ -30,6 +34,8 @@ from meseta.sdk import eventloop, tracing
 def example(
     name: Annotated[str, typer.Argument(help="batch, gang or service.")],
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    amqp_user: AmqpUser = None,
+    credentials: CredentialsFile = DEFAULT_CREDENTIALS,
     hosts: Annotated[
         str, typer.Option(help="batch: hosts holding the input blocks.")
     ] = "host-a,host-b,host-c",
@@ -45,7 +51,8 @@ def example(
 
     logging.basicConfig(level=logging.WARNING)
     tracing.configure("framework", trace_exporter, otlp_endpoint)
-    summary = eventloop.run(run_example(name, amqp_url, hosts.split(","), size, delay, timeout, hold))
+    url = login(amqp_url, amqp_user, credentials)
+    summary = eventloop.run(run_example(name, url, hosts.split(","), size, delay, timeout, hold))
     typer.echo(summary)
 
 

@@ -16,7 +16,10 @@ from meseta.agent.settings import DEFAULT_WORK_DIR, AgentSettings
 from meseta.allocator.settings import AllocatorSettings
 from meseta.cli.common import (
     DEFAULT_AMQP_URL,
+    DEFAULT_CREDENTIALS,
     AmqpUrl,
+    AmqpUser,
+    CredentialsFile,
     Dev,
     EtcdEndpoint,
     EtcdPrefix,
@@ -26,6 +29,7 @@ from meseta.cli.common import (
     app,
     build,
     default,
+    login,
     parse_attributes,
     parse_ports,
     serve,
@@ -40,6 +44,8 @@ from meseta.sdk.wire import Resources
 @app.command()
 def master(
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    amqp_user: AmqpUser = None,
+    credentials: CredentialsFile = DEFAULT_CREDENTIALS,
     etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
     etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
     offer_timeout: Annotated[float, typer.Option(envvar="MESETA_OFFER_TIMEOUT")] = default(
@@ -98,7 +104,7 @@ def master(
 
     setup("master", log_level, trace_exporter, otlp_endpoint)
     settings = MasterSettings(
-        amqp_url,
+        login(amqp_url, amqp_user, credentials),
         etcd_endpoint,
         etcd_prefix,
         offer_timeout=offer_timeout,
@@ -119,6 +125,8 @@ def master(
 @app.command()
 def allocator(
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    amqp_user: AmqpUser = None,
+    credentials: CredentialsFile = DEFAULT_CREDENTIALS,
     policy: Annotated[
         str, typer.Option(envvar="MESETA_ALLOCATOR_POLICY", help="Until etcd names one.")
     ] = default(AllocatorSettings, "policy"),
@@ -141,7 +149,7 @@ def allocator(
     setup("allocator", log_level, trace_exporter, otlp_endpoint)
     minimum = Resources(cpus=min_offer_cpus, mem=min_offer_mem)
     settings = AllocatorSettings(
-        amqp_url,
+        login(amqp_url, amqp_user, credentials),
         policy=policy,
         etcd_endpoint=etcd_endpoint,
         etcd_prefix=etcd_prefix,
@@ -156,6 +164,8 @@ def allocator(
 @app.command()
 def agent(
     amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    amqp_user: AmqpUser = None,
+    credentials: CredentialsFile = DEFAULT_CREDENTIALS,
     agent_id: Annotated[str | None, typer.Option(envvar="MESETA_AGENT_ID")] = None,
     hostname: Annotated[str | None, typer.Option(envvar="MESETA_AGENT_HOSTNAME")] = None,
     cpus: Annotated[float, typer.Option(envvar="MESETA_AGENT_CPUS")] = 2.0,
@@ -235,8 +245,14 @@ def agent(
 
     setup("agent", log_level, trace_exporter, otlp_endpoint)
     resources = Resources(cpus=cpus, mem=mem, disk=disk, gpus=gpus, ports=parse_ports(ports))
+    if amqp_user is not None and executor_amqp_url is None:
+        # A provisioned agent's executors have a user of their own: <prefix>.executors.<agent id>.
+        from meseta.sdk import wire
+
+        if (identity := wire.identify(amqp_user)) is not None and identity.kind == "agent":
+            executor_amqp_url = login("", identity.principals.executors(identity.name), credentials)
     settings = AgentSettings(
-        amqp_url=amqp_url,
+        amqp_url=login(amqp_url, amqp_user, credentials),
         resources=resources,
         attributes=parse_attributes(attribute or []),
         heartbeat_interval=heartbeat_interval,

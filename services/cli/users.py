@@ -3,12 +3,12 @@ URLs back."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import time
 from typing import Annotated
 
 import typer
 
-from meseta.cli.common import app
+from meseta.cli.common import DEFAULT_CREDENTIALS, CredentialsFile, app
 
 users_app = typer.Typer(
     no_args_is_help=True,
@@ -17,13 +17,7 @@ users_app = typer.Typer(
 )
 app.add_typer(users_app, name="users")
 
-Credentials = Annotated[
-    Path,
-    typer.Option(
-        envvar="MESETA_CREDENTIALS", help="The credentials file (every password; written mode 0600)."
-    ),
-]
-DEFAULT_CREDENTIALS = Path("meseta-credentials.json")
+Credentials = CredentialsFile
 
 
 @users_app.command()
@@ -45,6 +39,9 @@ def provision(
     admin_user: Annotated[str, typer.Option(envvar="MESETA_ADMIN_USER")] = "guest",
     admin_password: Annotated[str, typer.Option(envvar="MESETA_ADMIN_PASSWORD")] = "guest",
     out: Credentials = DEFAULT_CREDENTIALS,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the management API to answer (a broker starting).")
+    ] = 0.0,
 ) -> None:
     """Create or update the users, their permissions and the topology they use; users already in OUT
     keep their passwords. Run it again to add agents or framework principals."""
@@ -54,6 +51,16 @@ def provision(
     from meseta.sdk import wire
 
     management = Management(management_url, admin_user, admin_password)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            management.call("GET", "/overview")
+            break
+        except OSError as exc:  # refused, reset, or an HTTP error (urllib's are OSErrors too)
+            if time.monotonic() >= deadline:
+                typer.echo(f"meseta users provision: no management API at {management_url}: {exc}", err=True)
+                raise typer.Exit(1) from None
+            time.sleep(1)
     known = Saved.load(out).passwords if out.exists() else {}
     try:
         management.create_vhost(vhost)

@@ -117,6 +117,10 @@ def test_compose_stack_runs_the_example(stack: Stack) -> None:
     state = wait_state(stack.apis, lambda s: len(s.agents) == 3, 120, "a leader with three agents")
     assert {a.hostname for a in state.agents} == {"host-a", "host-b", "host-c"}
     assert state.leader.name in ("master-1", "master-2")
+    # Every service is logged in as its own principal (the provision service made them), none as guest.
+    users = set(stack.run("exec", "-T", "rabbitmq", "rabbitmqctl", "-q", "list_connections", "user").split())
+    expected = {"meseta.master", "meseta.allocator", *(f"meseta.agent.agent-{i}" for i in (1, 2, 3))}
+    assert expected <= users and "guest" not in users, users
 
     # The example framework, run to completion; its summary is its last line.
     out = stack.run("run", "--rm", "example", timeout=300)

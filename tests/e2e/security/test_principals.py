@@ -70,6 +70,10 @@ async def refused_by_broker(url: str, exchange: str, key: str, message: wire.Mes
         await connection.close()
 
 
+async def _ignore(_: aio_pika.abc.AbstractIncomingMessage) -> None:
+    """A consumer that would read what it may not (the broker refuses it first)."""
+
+
 async def running_victim(cluster: Cluster) -> tuple[FrameworkClient, str]:
     """The victim framework (principal alice) with one long task RUNNING; its agent id."""
     victim = await cluster.framework("victim", principal="alice")
@@ -131,7 +135,7 @@ async def test_a_framework_can_neither_command_agents_nor_read_what_is_not_its_o
                 with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
                     if how == "consume":
                         queue = await channel.get_queue(name, ensure=False)
-                        await queue.consume(lambda _: asyncio.sleep(0))
+                        await queue.consume(_ignore)
                     else:
                         mine = await channel.declare_queue(wire.reply_queue("bob-spy"), exclusive=True)
                         await mine.bind(name, key)
