@@ -68,9 +68,12 @@ class Executors:
             ("MESETA_FRAMEWORK_ID", framework_id),
             ("MESETA_EXECUTOR_ID", info.executor_id),
         )
-        # Host networking: the executor reaches the broker the way the agent does.
+        # Host networking by default: the executor reaches the broker the way the agent does. With
+        # --executor-network bridge it gets a network of its own, and its URL must reach the broker from
+        # there (the Docker bridge's gateway, say).
+        host = self.runner.settings.executor_network == "host"
         local = LocalTask(
-            framework_id, container, launch_env=env, host_network=True, executor=key, is_executor=True
+            framework_id, container, launch_env=env, host_network=host, executor=key, is_executor=True
         )
         self.runner.tasks[local.key] = local
         self.runner.start_runner(self.runner.run(local), task_id)

@@ -75,6 +75,8 @@ class AgentService(Service):
         self.resources = settings.resources.model_copy(update={"gpus": len(self.gpu_ids)})
         self._owns_bus = bus is None
         self.bus = bus or Bus(settings.amqp_url, self.name)
+        if settings.executor_network not in ("host", "bridge"):
+            raise ValueError(f"--executor-network {settings.executor_network!r}: host or bridge")
         switches = settings.isolator != "process"
         if settings.task_user is not None and not switches:
             raise ValueError("--task-user needs the docker isolator: plain processes run as the agent's user")

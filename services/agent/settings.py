@@ -63,6 +63,9 @@ class AgentSettings:
     executor_amqp_url: str | None = None
     """The URL custom executors are given (the ``<prefix>.executors.<agent id>`` user), never the
     agent's own; outside development mode custom executors need it."""
+    executor_network: str = "host"
+    """``host`` (executors share the host's network, as the agent reaches the broker) or ``bridge`` (a
+    network of their own: ``executor_amqp_url`` must then reach the broker from inside a container)."""
     max_unacknowledged: int = DEFAULT_MAX_UNACKNOWLEDGED
     """Status updates a framework may leave unacknowledged here before its launches are refused."""
     task_user: str | None = None

@@ -227,6 +227,14 @@ def agent(
             help="The URL custom executors get (the <prefix>.executors.<agent id> user); never the agent's.",
         ),
     ] = None,
+    executor_network: Annotated[
+        str,
+        typer.Option(
+            envvar="MESETA_EXECUTOR_NETWORK",
+            help="host (executors share the host's network) or bridge (their own; their URL must reach "
+            "the broker from a container).",
+        ),
+    ] = default(AgentSettings, "executor_network"),
     max_unacknowledged: Annotated[
         int,
         typer.Option(
@@ -267,6 +275,7 @@ def agent(
         executor_amqp_url=executor_amqp_url,
         task_user=task_user,
         max_unacknowledged=max_unacknowledged,
+        executor_network=executor_network,
         dev=dev,
         agent_id=agent_id or default_agent_id(),
         hostname=hostname or socket.gethostname(),

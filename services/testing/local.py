@@ -95,6 +95,8 @@ async def local_cluster(
     heartbeat_rate: float = 0.0,
     allowed_mounts: tuple[str, ...] = (),
     task_user: str | None = None,
+    executor_network: str = "host",
+    executor_host: str | None = None,
     principals: Iterable[str] | None = None,
     acl: Mapping[str, Mapping[str, object]] | None = None,
     max_unacknowledged: int = 10_000,
@@ -164,7 +166,8 @@ async def local_cluster(
         AgentService(
             AgentSettings(
                 amqp_url=url(p.agent(agent_ids[i])),
-                executor_amqp_url=None if dev else url(p.executors(agent_ids[i])),
+                executor_amqp_url=None if dev else _reach(url(p.executors(agent_ids[i])), executor_host),
+                executor_network=executor_network,
                 dev=dev,
                 max_unacknowledged=max_unacknowledged,
                 resources=per_agent[i],
@@ -202,6 +205,16 @@ async def local_cluster(
             await asyncio.to_thread(remove_users, Management(), credentials.passwords)
         if acl_file is not None:
             acl_file.unlink(missing_ok=True)
+
+
+def _reach(url: str, host: str | None) -> str:
+    """``url`` through ``host`` instead of its own (an executor on a network of its own reaches the
+    broker at the Docker bridge's gateway, not at 127.0.0.1)."""
+    if host is None:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{netloc[0]}@{host}:{parts.port or 5672}").geturl()
 
 
 def short_task(

@@ -7,6 +7,7 @@ the SDK's CommandExecutor inside it.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -84,6 +85,43 @@ async def test_one_executor_runs_five_tasks(
             statuses.setdefault(update.status.task_id, []).append(update.status)
         assert statuses[executor_id][-1].state == wire.TaskState.FINISHED
         assert cluster.master.cluster.tasks == {}
+
+
+def _bridge_gateway() -> str:
+    engine = docker.from_env()
+    try:
+        return str(engine.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"])
+    finally:
+        engine.close()
+
+
+async def test_an_executor_on_a_network_of_its_own(amqp_url: str, etcd_prefix: str) -> None:
+    # Executors used to share the host's network, always. With --executor-network bridge one runs on
+    # Docker's bridge and reaches the broker at the bridge's gateway, as its executors' principal (guest
+    # may only log in from the loopback, so a development cluster's executors cannot).
+    async with local_cluster(
+        amqp_url,
+        etcd_prefix,
+        agents=1,
+        allowed_mounts=MOUNTED,
+        principals=["alice"],
+        executor_network="bridge",
+        executor_host=await asyncio.to_thread(_bridge_gateway),
+    ) as cluster:
+        client = await cluster.framework("bridged")
+        executor = command_executor("bridged")
+        offer = (await next_event(client, wire.Offers)).offers[0]
+        await client.accept([offer.offer_id], [executor_task("b-1", executor, "echo bridged")])
+        status = None
+        while status is None or status.task_id != "b-1" or not status.state.terminal:
+            status = (await next_event(client, wire.Update, timeout=60)).status
+        assert status.state == wire.TaskState.FINISHED, status
+        executor_id = wire.executor_task_id("bridged", cluster.agents[0].agent_id)
+        (container_id,) = executor_containers(cluster.name, executor_id)
+        engine = docker.from_env()
+        mode = engine.containers.get(container_id).attrs["HostConfig"]["NetworkMode"]
+        engine.close()
+        assert mode in ("default", "bridge"), mode
 
 
 async def test_a_dead_executor_fails_its_unfinished_tasks(amqp_url: str, etcd_prefix: str) -> None:
