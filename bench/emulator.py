@@ -87,6 +87,7 @@ class AgentEmulator:
             settings = AgentSettings(
                 amqp_url=self.amqp_url,
                 dev=True,
+                fsync_checkpoints=False,
                 resources=self.resources,
                 agent_id=f"{self.prefix}-{i}",
                 hostname=f"{self.prefix}-host-{i}",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
@@ -109,7 +110,9 @@ class Bus:
             other principal has no configure permission, so it checks.
     """
 
-    def __init__(self, url: str, service: str, *, declare_topology: bool | None = None) -> None:
+    def __init__(
+        self, url: str, service: str, *, declare_topology: bool | None = None, queue_type: str | None = None
+    ) -> None:
         self.url = url
         self.service = service
         self.user = user_of(url)
@@ -118,6 +121,10 @@ class Bus:
             identity = wire.identify(self.user)
             declare_topology = identity is None or identity.kind == "master"
         self.declare_topology = declare_topology
+        self.queue_type = queue_type or default_queue_type()
+        """What :meth:`declare_queue` makes of a queue asked for ``replicated``: ``quorum`` or ``classic``."""
+        if self.queue_type not in wire.QUEUE_TYPES:
+            raise ValueError(f"queue type {self.queue_type!r}: one of {wire.QUEUE_TYPES}")
         self._tracer = tracing.tracer(service)
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractRobustChannel | None = None
@@ -211,8 +218,13 @@ class Bus:
         durable: bool = True,
         exclusive: bool = False,
         expires_ms: int | None = None,
+        replicated: bool = False,
     ) -> AbstractQueue:
         """Declare a queue bound to ``exchange`` whose broker-side rejections are dead-lettered too.
+
+        ``replicated``: a queue whose loss loses work, a quorum queue unless :attr:`queue_type` says
+        classic. A queue that exists already with other arguments (a classic one an older Meseta declared)
+        is used as it is, with a warning saying how to change it: the broker refuses to redeclare it.
 
         Without ``declare_topology`` the queue must exist already (declared and bound by whoever may):
         this only looks it up, as a principal without configure permission must.
@@ -220,14 +232,39 @@ class Bus:
         assert self._consume_channel is not None
         if not self.declare_topology:
             return await self._consume_channel.declare_queue(name, passive=True)
-        arguments: dict[str, Any] = {"x-dead-letter-exchange": wire.Exchange.DEAD_LETTER}
-        if expires_ms is not None:
-            arguments["x-expires"] = expires_ms
+        arguments = queue_arguments(expires_ms, quorum=replicated and self.queue_type == "quorum")
+        if not await self._declarable(name, durable, exclusive, arguments):
+            return await self._consume_channel.declare_queue(name, passive=True)
         queue = await self._consume_channel.declare_queue(
             name, durable=durable, exclusive=exclusive, arguments=arguments
         )
         await queue.bind(exchange, routing_key)
         return queue
+
+    async def _declarable(self, name: str, durable: bool, exclusive: bool, arguments: dict[str, Any]) -> bool:
+        """Whether the broker takes this declaration; tried on a channel of its own, since a refusal closes
+        the channel it came on (and the robust channel would repeat it at every reconnect)."""
+        if exclusive:
+            return True  # a private queue: nobody else declared it
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        try:
+            await channel.declare_queue(name, durable=durable, arguments=arguments)
+            return True
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            log.warning(
+                "%s: queue %s exists with other arguments (%s); used as it is. To make it a %s queue, "
+                "delete it while the cluster is stopped (rabbitmqctl delete_queue %s -p VHOST)",
+                self.service,
+                name,
+                str(exc)[:200],
+                arguments.get("x-queue-type", "classic"),
+                name,
+            )
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     async def delete_queue(self, name: str) -> None:
         """Delete a queue and what it holds (a robust channel then no longer re-declares it)."""
@@ -630,6 +667,23 @@ async def _ack(incoming: AbstractIncomingMessage) -> None:
     a consumer that awaited each acknowledgement's write handled one message per few event-loop turns."""
     assert incoming.delivery_tag is not None
     await incoming.channel.basic_ack(delivery_tag=incoming.delivery_tag, wait=False)
+
+
+def default_queue_type() -> str:
+    """``MESETA_QUEUE_TYPE`` (quorum or classic), quorum by default: every process of a cluster must
+    agree, or the second to declare a queue finds it of the other type."""
+    return os.environ.get("MESETA_QUEUE_TYPE", wire.QUEUE_TYPES[0])
+
+
+def queue_arguments(expires_ms: int | None = None, quorum: bool = False) -> dict[str, Any]:
+    """The arguments Meseta declares a queue with (meseta.ops.users declares the same)."""
+    arguments: dict[str, Any] = {"x-dead-letter-exchange": wire.Exchange.DEAD_LETTER.value}
+    if expires_ms is not None:
+        arguments["x-expires"] = expires_ms
+    if quorum:
+        arguments["x-queue-type"] = "quorum"
+        arguments["x-delivery-limit"] = wire.DELIVERY_LIMIT
+    return arguments
 
 
 def user_of(url: str) -> str:

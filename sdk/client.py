@@ -145,7 +145,7 @@ class FrameworkClient:
             raise SubscribeError(f"unexpected answer {answer.type} to SUBSCRIBE")
         self.framework_id, self.secret = answer.framework_id, answer.secret
         queue = await self._bus.declare_queue(
-            wire.framework_queue(self.framework_id), wire.Exchange.OFFERS, self.framework_id
+            wire.framework_queue(self.framework_id), wire.Exchange.OFFERS, self.framework_id, replicated=True
         )
         # Only the leading master sends here, with its epoch (and, outside development mode, as its
         # principal: checked before the epoch, so nobody else can move it).

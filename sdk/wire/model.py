@@ -65,6 +65,8 @@ class StatusReason(StrEnum):
     RECONCILIATION = "RECONCILIATION"
     OOM_KILLED = "OOM_KILLED"
     EXECUTOR_TERMINATED = "EXECUTOR_TERMINATED"
+    LAUNCH_LOST = "LAUNCH_LOST"
+    """Its agent never received the launch (its heartbeats do not list it, long after): LOST."""
     TOO_MANY_UNACKNOWLEDGED = "TOO_MANY_UNACKNOWLEDGED"
     """The agent refused the launch: its framework leaves too many status updates unacknowledged there."""
     INVALID_OFFERS = "INVALID_OFFERS"

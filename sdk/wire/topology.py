@@ -8,11 +8,13 @@ from typing import Final
 __all__ = [
     "DEAD_LETTER_BODY_BYTES",
     "DEAD_LETTER_LIMITS",
+    "DELIVERY_LIMIT",
     "EXECUTOR_QUEUE_EXPIRES_MS",
     "HEADER_EPOCH",
     "HEADER_ORIGIN",
     "HEADER_ORIGINAL_BYTES",
     "HEADER_REASON",
+    "QUEUE_TYPES",
     "Exchange",
     "Queue",
     "RoutingKey",
@@ -100,6 +102,15 @@ HEADER_ORIGIN: Final = "x-meseta-origin"
 HEADER_EPOCH: Final = "x-meseta-epoch"
 HEADER_ORIGINAL_BYTES: Final = "x-meseta-original-bytes"
 """On a dead letter whose body was cut to :data:`DEAD_LETTER_BODY_BYTES`: how long it was."""
+
+QUEUE_TYPES: Final = ("quorum", "classic")
+"""What the queues whose loss loses work are: quorum queues (replicated by Raft across a RabbitMQ cluster's
+nodes; the default) or classic ones (``MESETA_QUEUE_TYPE=classic``: one node's). Agents' queues, reply
+queues and the dead-letter queue are always classic (see docs/FAULT_TOLERANCE.md)."""
+
+DELIVERY_LIMIT: Final = 20
+"""Deliveries of one message a quorum queue makes before it dead-letters it: a message that kills its
+consumer every time (a crash loop) stops there."""
 
 DEAD_LETTER_BODY_BYTES: Final = 8192
 """What a dead letter keeps of its body."""

@@ -82,7 +82,7 @@ class AgentService(Service):
             raise ValueError("--task-user needs the docker isolator: plain processes run as the agent's user")
         confinement = Confinement(settings.allowed_mounts, settings.pids_limit, settings.task_user, switches)
         self.containerizer = containerizer or make_containerizer(settings, confinement)
-        self.checkpoint = Checkpoint(settings.work_dir / settings.agent_id)
+        self.checkpoint = Checkpoint(settings.work_dir / settings.agent_id, settings.fsync_checkpoints)
         self.updates = StatusUpdater(
             self.agent_id,
             self.bus,

@@ -63,6 +63,9 @@ class AgentSettings:
     executor_amqp_url: str | None = None
     """The URL custom executors are given (the ``<prefix>.executors.<agent id>`` user), never the
     agent's own; outside development mode custom executors need it."""
+    fsync_checkpoints: bool = True
+    """Whether checkpoint writes reach the disk before the agent goes on (off only for emulated agents,
+    which have nothing to lose and would spend the benchmark's time in fsync)."""
     executor_network: str = "host"
     """``host`` (executors share the host's network, as the agent reaches the broker) or ``bridge`` (a
     network of their own: ``executor_amqp_url`` must then reach the broker from inside a container)."""

@@ -67,7 +67,10 @@ class AllocatorService(Service):
         await self.bus.connect()
         # Declared by a standby too: events wait for whichever allocator leads.
         self._queue = await self.bus.declare_queue(
-            wire.Queue.ALLOCATOR_EVENTS, wire.Exchange.ALLOCATION, wire.RoutingKey.TO_ALLOCATOR
+            wire.Queue.ALLOCATOR_EVENTS,
+            wire.Exchange.ALLOCATION,
+            wire.RoutingKey.TO_ALLOCATOR,
+            replicated=True,
         )
         self.spawn(self._lead(), "leadership")
 

@@ -87,6 +87,19 @@ def master(
     api_port: Annotated[
         int, typer.Option(envvar="MESETA_API_PORT", help="State API port; 0: any free one; -1: none.")
     ] = DEFAULT_API_PORT,
+    launch_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_LAUNCH_TIMEOUT",
+            help="Seconds a task may stay STAGING unlisted by its agent before it is LOST.",
+        ),
+    ] = default(MasterSettings, "launch_timeout"),
+    state_sync_interval: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_STATE_SYNC_INTERVAL", help="Seconds between whole views sent to the allocator."
+        ),
+    ] = default(MasterSettings, "state_sync_interval"),
     acl: Annotated[
         Path | None,
         typer.Option(
@@ -117,6 +130,8 @@ def master(
         api_port=None if api_port < 0 else api_port,
         dev=dev,
         acl_file=acl,
+        launch_timeout=launch_timeout,
+        state_sync_interval=state_sync_interval,
     )
     settings = dataclasses.replace(settings, name=name) if name else settings
     serve(build("master", lambda: MasterService(settings)))

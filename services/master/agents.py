@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 async def register_agent(m: MasterCore, msg: wire.RegisterAgent, _: Call) -> None:
     agent = m.cluster.agents.get(msg.agent_id)
     if agent is not None:
-        agent.last_seen = time.time()
+        agent.last_seen, agent.heard = time.time(), time.monotonic()
         log.info("agent %s re-registered", msg.agent_id)
         return
     agent = AgentInfo(
@@ -70,7 +70,42 @@ async def heartbeat(m: MasterCore, msg: wire.Heartbeat, _: Call) -> None:
         # We do not know it (we restarted, or it registered before we ran): ask for its inventory.
         await m.outbox.to_agent(msg.agent_id, wire.ReregisterAgent(agent_id=msg.agent_id))
         return
-    agent.last_seen = time.time()
+    agent.last_seen, agent.heard = time.time(), time.monotonic()
+    await _lost_launches(m, agent, frozenset(msg.running_tasks))
+
+
+async def _lost_launches(m: MasterCore, agent: AgentInfo, listed: frozenset[str]) -> None:
+    """Tasks still STAGING well after their launch that the agent does not list never reached it (its
+    queue was lost with a broker node, say): LOST, their resources back, rather than STAGING for ever."""
+    now = time.monotonic()
+    lost: dict[str, list[wire.TaskStatus]] = {}
+    for key in sorted(agent.tasks):
+        task = m.cluster.tasks.get(key)
+        if (
+            task is None
+            or task.state != wire.TaskState.STAGING
+            or task.task_id in listed
+            or now - task.launched < m.launch_timeout
+        ):
+            continue
+        m.cluster.end_task(key)
+        m.outbox.recover_later(task.framework_id, agent.agent_id, task.resources)
+        log.warning(
+            "task %s of %s never reached agent %s: LOST", task.task_id, task.framework_id, agent.agent_id
+        )
+        if task.framework_id in m.cluster.frameworks:
+            status = wire.TaskStatus(
+                task_id=task.task_id,
+                state=wire.TaskState.LOST,
+                agent_id=agent.agent_id,
+                reason=wire.StatusReason.LAUNCH_LOST,
+                message=f"agent {agent.agent_id} never received the launch ({m.launch_timeout:.0f} s)",
+            )
+            lost.setdefault(task.framework_id, []).append(status)
+    if lost:
+        await m.outbox.flush_recovered()
+        for framework_id, statuses in lost.items():
+            await m.outbox.statuses(framework_id, statuses)
 
 
 async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> None:

@@ -27,12 +27,16 @@ class AgentInfo:
     attributes: dict[str, str]
     total: Resources
     last_seen: float
+    """When it was last heard from (wall clock, for people)."""
     used: Resources = field(default_factory=Resources)
     offered: Resources = field(default_factory=Resources)
     tasks: set[TaskKey] = field(default_factory=set)
     gpu_ids: tuple[str, ...] = ()
     gpu_owner: dict[str, str] = field(default_factory=dict)
     """GPU id -> the offer id or task key string holding it; absent ids are free."""
+    heard: float = field(default_factory=time.monotonic)
+    """When it was last heard from on the monotonic clock, which liveness is judged by: a wall clock
+    stepped forward (NTP) would make every agent look silent at once."""
 
     def free_gpus(self, count: int) -> tuple[str, ...]:
         """The first ``count`` GPU ids neither offered nor used."""
@@ -166,6 +170,9 @@ class TaskEntry:
     resources: Resources
     state: TaskState = TaskState.STAGING
     gpu_ids: tuple[str, ...] = ()
+    launched: float = field(default_factory=time.monotonic)
+    """When the master sent its launch (monotonic): one still STAGING long after, that its agent does not
+    list, never arrived."""
 
     @property
     def owner(self) -> str:

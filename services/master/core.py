@@ -64,6 +64,8 @@ class MasterCore:
     metrics: MasterMetrics | None = None
     epoch: int = 0
     """This master's term as leader (0 until it leads)."""
+    launch_timeout: float = 30.0
+    """Seconds after which a task still STAGING that its agent's heartbeat does not list is LOST."""
     authority: Authority = field(default_factory=lambda: Authority(None))
     """Who may send what (development mode, nothing checked, unless the service gives principals)."""
 

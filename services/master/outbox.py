@@ -37,6 +37,7 @@ class Publisher(Protocol):
         *,
         durable: bool = True,
         expires_ms: int | None = None,
+        replicated: bool = False,
     ) -> Any: ...
 
     async def delete_queue(self, name: str) -> None: ...
@@ -76,7 +77,7 @@ class Outbox:
     async def open_framework_queue(self, framework_id: str) -> None:
         """Declare a framework's queue, before anything can be routed to it."""
         await self.publisher.declare_queue(
-            wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id
+            wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id, replicated=True
         )
 
     async def open_executor_queue(self, agent_id: str, framework_id: str, executor_id: str) -> None:

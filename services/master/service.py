@@ -56,6 +56,7 @@ class MasterService(Service):
             self.activity,
             HeartbeatPacer(settings.heartbeat_rate),
             MasterMetrics(self.cluster, lambda: self.leading.is_set()),
+            launch_timeout=settings.launch_timeout,
             authority=self.authority,
         )
         self.dispatcher = Dispatcher(self.core)
@@ -91,7 +92,7 @@ class MasterService(Service):
         ]
         # Declared by standbys too, so nothing sent while no master leads is lost.
         self._inbound = [
-            (await self.bus.declare_queue(name, exchange, key), channel)
+            (await self.bus.declare_queue(name, exchange, key, replicated=True), channel)
             for name, exchange, key, channel in inbound
         ]
         if self.settings.api_port is not None:
@@ -105,9 +106,7 @@ class MasterService(Service):
         self.bus.epoch = self.core.epoch = epoch
         for framework_id, entry in (await self.registry.frameworks()).items():
             self.cluster.frameworks[framework_id] = FrameworkInfo.from_registry(framework_id, entry)
-            await self.bus.declare_queue(
-                wire.framework_queue(framework_id), wire.Exchange.OFFERS, framework_id
-            )
+            await self.core.outbox.open_framework_queue(framework_id)
         for queue, channel in self._inbound:
             on_invalid = self.dispatcher.invalid_call if channel is wire.CALLS else None
             # Allocations from a deposed allocator are fenced off by its epoch; only an active (elected)
@@ -151,16 +150,26 @@ class MasterService(Service):
         await self.store.close()
 
     async def _sweep_loop(self) -> None:
+        synced = backlog_since = time.monotonic()
+        backlogged = False
         while True:
             await asyncio.sleep(self.settings.sweep_interval)
             core, guarded = self.core, sweeps.guarded
             await guarded("offer expiry", sweeps.expire_offers(core))
             await guarded("revocation", sweeps.kill_revoked(core))
-            if (waiting := await self._unread_heartbeats()) > 0:
-                # Agents are judged by what they sent, not by how fast this master reads it.
+            waiting = await self._unread_heartbeats()
+            if waiting and not backlogged:
+                backlogged, backlog_since = True, time.monotonic()
+            backlogged = bool(waiting)
+            # Agents are judged by what they sent, not by how fast this master reads it; but a backlog
+            # that never drains (a message nobody can read) must not switch liveness off for good.
+            if waiting and time.monotonic() - backlog_since < 3 * self.settings.agent_timeout:
                 log.warning("%d heartbeats wait to be read: no agent is taken for silent meanwhile", waiting)
             else:
                 await guarded("silent agents", sweeps.remove_silent_agents(core, self.settings.agent_timeout))
+            if time.monotonic() - synced >= self.settings.state_sync_interval:
+                synced = time.monotonic()
+                await guarded("state sync", core.outbox.to_allocator(self.cluster.state_sync()))
             await guarded("silent frameworks", sweeps.check_frameworks(core, self.settings.framework_timeout))
             await guarded(
                 "heartbeat pacing", pace_heartbeats(core)

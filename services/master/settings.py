@@ -46,6 +46,12 @@ class MasterSettings:
     api_host: str = "127.0.0.1"
     api_port: int | None = None
     """Port of the state API and web page; 0 picks a free one, None serves none."""
+    launch_timeout: float = 30.0
+    """Seconds after which a task still STAGING, that its agent's heartbeats do not list, is LOST (its
+    launch never arrived: the agent's queue was lost with a broker node, say)."""
+    state_sync_interval: float = 30.0
+    """Seconds between the master's whole view sent to the allocator (STATE_SYNC), so capacity an event
+    lost in a broker fault held never stays leaked."""
     dev: bool = False
     """Development mode: the broker's ``guest`` account is accepted and no sender is checked (no tenant
     boundaries). Otherwise the master must log in as ``<prefix>.master`` and checks every sender."""

@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 async def remove_silent_agents(m: MasterCore, timeout: float) -> None:
     """Agents that missed heartbeats for ``timeout`` seconds (longer where they were told to beat
     slowly) are lost, and so are their tasks."""
-    now = time.time()
-    timeout = m.pacer.timeout(timeout, now)
-    for agent in [a for a in m.cluster.agents.values() if now - a.last_seen > timeout]:
+    timeout = m.pacer.timeout(timeout, time.time())
+    now = time.monotonic()
+    for agent in [a for a in m.cluster.agents.values() if now - a.heard > timeout]:
         # Removing one awaits: the next may have been heard from (or removed) in the meantime.
-        silent = time.time() - agent.last_seen
+        silent = time.monotonic() - agent.heard
         if m.cluster.agents.get(agent.agent_id) is agent and silent > timeout:
             try:
                 await remove_agent(m, agent, f"no heartbeat for {silent:.1f} s")

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 from meseta.runtime.rabbitmq import Management
 from meseta.sdk import wire
+from meseta.sdk.bus import default_queue_type, queue_arguments
 
 
 def _name(value: str) -> str:
@@ -38,7 +39,6 @@ def _name(value: str) -> str:
 
 NOTHING = "^$"
 _REPLY_QUEUES = _name(wire.reply_queue("")) + ".*"
-_QUEUE_ARGS: dict[str, object] = {"x-dead-letter-exchange": wire.Exchange.DEAD_LETTER.value}
 
 
 def _any(*names: str) -> str:
@@ -161,6 +161,7 @@ def provision(
     frameworks: Iterable[str] = (),
     host: str = "127.0.0.1:5672",
     known: Mapping[str, str] | None = None,
+    queue_type: str | None = None,
 ) -> Credentials:
     """Create (or update) the cluster's users, permissions and topology on ``vhost``, which must exist.
 
@@ -168,7 +169,7 @@ def provision(
     """
     agents = list(agents)
     users = cluster_users(principals, agents, frameworks)
-    _declare_topology(management, vhost, agents)
+    _declare_topology(management, vhost, agents, queue_type or default_queue_type())
     passwords: dict[str, str] = {}
     v = quote(vhost, safe="")
     for user in users:
@@ -195,7 +196,7 @@ def remove_users(management: Management, users: Iterable[str]) -> None:
                 raise
 
 
-def _declare_topology(management: Management, vhost: str, agents: list[str]) -> None:
+def _declare_topology(management: Management, vhost: str, agents: list[str], queue_type: str) -> None:
     v = quote(vhost, safe="")
     for exchange in wire.Exchange:
         kind = "fanout" if exchange is wire.Exchange.DEAD_LETTER else "direct"
@@ -205,15 +206,28 @@ def _declare_topology(management: Management, vhost: str, agents: list[str]) -> 
         "PUT", f"/queues/{v}/{dead}", {"durable": True, "arguments": dict(wire.DEAD_LETTER_LIMITS)}
     )
     _bind(management, v, wire.Exchange.DEAD_LETTER, wire.Queue.DEAD_LETTER, "")
+    # As the services would declare them (meseta.sdk.bus.queue_arguments): the allocator's replicated.
+    events = queue_arguments(quorum=queue_type == "quorum")
     queues = [
-        (wire.Queue.ALLOCATOR_EVENTS.value, wire.Exchange.ALLOCATION, [wire.RoutingKey.TO_ALLOCATOR.value])
+        (
+            wire.Queue.ALLOCATOR_EVENTS.value,
+            wire.Exchange.ALLOCATION,
+            [wire.RoutingKey.TO_ALLOCATOR.value],
+            events,
+        )
     ]
     queues += [
-        (wire.agent_queue(a), wire.Exchange.LAUNCHES, [a, wire.RoutingKey.ALL_AGENTS.value]) for a in agents
+        (
+            wire.agent_queue(a),
+            wire.Exchange.LAUNCHES,
+            [a, wire.RoutingKey.ALL_AGENTS.value],
+            queue_arguments(),
+        )
+        for a in agents
     ]
-    for name, exchange, keys in queues:
+    for name, exchange, keys, arguments in queues:
         management.call(
-            "PUT", f"/queues/{v}/{quote(name, safe='')}", {"durable": True, "arguments": _QUEUE_ARGS}
+            "PUT", f"/queues/{v}/{quote(name, safe='')}", {"durable": True, "arguments": arguments}
         )
         for key in keys:
             _bind(management, v, exchange, name, key)

@@ -101,6 +101,7 @@ async def local_cluster(
     acl: Mapping[str, Mapping[str, object]] | None = None,
     max_unacknowledged: int = 10_000,
     etcd_endpoint: str = ETCD,
+    launch_timeout: float = 30.0,
 ) -> AsyncIterator[Cluster]:
     """Start allocator, master and agents; stop them and remove their containers afterwards.
 
@@ -152,6 +153,7 @@ async def local_cluster(
             etcd_prefix,
             dev=dev,
             acl_file=acl_file,
+            launch_timeout=launch_timeout,
             offer_timeout=offer_timeout,
             sweep_interval=0.1,
             revocation_grace=revocation_grace,

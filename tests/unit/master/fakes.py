@@ -43,6 +43,7 @@ class RecordingPublisher:
         *,
         durable: bool = True,
         expires_ms: int | None = None,
+        replicated: bool = False,
     ) -> None:
         self.queues.append(name)
 

@@ -184,7 +184,7 @@ async def test_revocation_rescinds_offers_then_kills_tasks_after_the_grace() -> 
 async def test_a_silent_agent_is_lost_with_its_tasks() -> None:
     master = FakeMaster()
     fw, _ = await launched(master, task("t1"))
-    master.cluster.agents["a1"].last_seen = time.time() - 60
+    master.cluster.agents["a1"].heard = time.monotonic() - 60
     await sweeps.remove_silent_agents(master.core, timeout=5.0)
     sent = master.publisher.take()
     assert [(s.task_id, s.state, s.reason) for s in statuses(sent, fw)] == [
@@ -213,7 +213,7 @@ async def test_an_agent_the_sweep_cannot_remove_does_not_stop_it() -> None:
     await master.agent("b-fine", Resources(cpus=1, mem=64))
     master.cluster.total = Resources(cpus=1, mem=64)  # cannot give back a-broken's 8 cpus
     for agent in master.cluster.agents.values():
-        agent.last_seen = time.time() - 60
+        agent.heard = time.monotonic() - 60
     await sweeps.guarded("silent agents", sweeps.remove_silent_agents(master.core, timeout=5.0))
     assert "b-fine" not in master.cluster.agents
     assert [r.agent_id for r in of(master.publisher.take(), wire.AgentRemoved)] == ["b-fine"]
@@ -222,3 +222,23 @@ async def test_an_agent_the_sweep_cannot_remove_does_not_stop_it() -> None:
         raise OverflowError("a sweep met something it could not handle")
 
     await sweeps.guarded("broken", broken())  # logged, not raised
+
+
+async def test_a_launch_that_never_reached_its_agent_ends_lost() -> None:
+    # A LAUNCH lost on the way (its agent's queue went with a broker node) left the task STAGING for ever,
+    # holding its resources. The agent's heartbeats list what it has: one long STAGING and not listed is
+    # LOST, and its resources go back.
+    master = FakeMaster()
+    fw, _ = await launched(master, task("lost"), task("arrived"), task("recent"))
+    for name in ("lost", "arrived"):
+        master.cluster.tasks[(fw, name)].launched = time.monotonic() - 60  # long before the timeout
+    sent = await master.handle(wire.Heartbeat(agent_id="a1", free=Resources(), running_tasks=("arrived",)))
+    assert [(s.task_id, s.state, s.reason) for s in statuses(sent, fw)] == [
+        ("lost", wire.TaskState.LOST, wire.StatusReason.LAUNCH_LOST)
+    ]
+    (recovered,) = of(sent, wire.ResourcesRecovered)
+    assert [i.resources for i in recovered.items] == [Resources(cpus=1, mem=64)]
+    assert set(master.cluster.tasks) == {(fw, "arrived"), (fw, "recent")}
+    # A running task the agent does not list is not this sweep's business (the agent's own reports are).
+    master.cluster.tasks[(fw, "arrived")].state = wire.TaskState.RUNNING
+    assert not statuses(await master.handle(wire.Heartbeat(agent_id="a1", free=Resources())), fw)

@@ -1,0 +1,65 @@
+"""Which queues are replicated: the master's, the allocator's and the frameworks' are quorum queues (with a
+delivery limit and dead-lettering), agents', replies and dead letters classic. A queue an older Meseta
+declared classic is used as it is, with a warning. Real RabbitMQ (one node: quorum queues work there too)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import quote, urlsplit
+
+import aio_pika
+import pytest
+
+from meseta.runtime.rabbitmq import Management
+from meseta.sdk import wire
+from meseta.testing.local import local_cluster, run_one, short_task
+
+pytestmark = pytest.mark.e2e
+
+
+def queues(amqp_url: str) -> dict[str, dict[str, object]]:
+    vhost = quote(urlsplit(amqp_url).path.lstrip("/"), safe="")
+    return {q["name"]: q for q in json.loads(Management().call("GET", f"/queues/{vhost}"))}
+
+
+async def test_queues_whose_loss_loses_work_are_quorum_queues(amqp_url: str, etcd_prefix: str) -> None:
+    async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
+        client = await cluster.framework("replicated")
+        assert (await run_one(client, short_task("t1"))).state == wire.TaskState.FINISHED
+        found = queues(amqp_url)
+        replicated = [
+            wire.Queue.MASTER_CALLS,
+            wire.Queue.MASTER_STATUS,
+            wire.Queue.MASTER_HEARTBEATS,
+            wire.Queue.MASTER_ALLOCATIONS,
+            wire.Queue.ALLOCATOR_EVENTS,
+            wire.framework_queue(client.framework_id or ""),
+        ]
+        for name in replicated:
+            assert found[name]["type"] == "quorum", name
+            arguments = found[name]["arguments"]
+            assert isinstance(arguments, dict)
+            assert arguments["x-delivery-limit"] == wire.DELIVERY_LIMIT
+            assert arguments["x-dead-letter-exchange"] == wire.Exchange.DEAD_LETTER
+        for name in (wire.agent_queue(cluster.agents[0].agent_id), wire.Queue.DEAD_LETTER):
+            assert found[name]["type"] == "classic", name
+
+
+async def test_a_classic_queue_an_older_meseta_declared_is_used_with_a_warning(
+    amqp_url: str, etcd_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    await channel.declare_queue(
+        wire.Queue.MASTER_CALLS, durable=True, arguments={"x-dead-letter-exchange": wire.Exchange.DEAD_LETTER}
+    )
+    await connection.close()
+    with caplog.at_level(logging.WARNING):
+        async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
+            client = await cluster.framework("on-classic")
+            assert (await run_one(client, short_task("t1"))).state == wire.TaskState.FINISHED
+    assert queues(amqp_url)[wire.Queue.MASTER_CALLS]["type"] == "classic"
+    assert any(
+        f"queue {wire.Queue.MASTER_CALLS} exists with other arguments" in r.message for r in caplog.records
+    )
