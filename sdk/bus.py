@@ -233,11 +233,12 @@ class Bus:
         if not self.declare_topology:
             return await self._consume_channel.declare_queue(name, passive=True)
         arguments = queue_arguments(expires_ms, quorum=replicated and self.queue_type == "quorum")
-        if not await self._declarable(name, durable, exclusive, arguments):
-            return await self._consume_channel.declare_queue(name, passive=True)
-        queue = await self._consume_channel.declare_queue(
-            name, durable=durable, exclusive=exclusive, arguments=arguments
-        )
+        if await self._declarable(name, durable, exclusive, arguments):
+            queue = await self._consume_channel.declare_queue(
+                name, durable=durable, exclusive=exclusive, arguments=arguments
+            )
+        else:
+            queue = await self._consume_channel.declare_queue(name, passive=True)
         await queue.bind(exchange, routing_key)
         return queue
 

@@ -229,7 +229,9 @@ async def test_a_launch_that_never_reached_its_agent_ends_lost() -> None:
     # holding its resources. The agent's heartbeats list what it has: one long STAGING and not listed is
     # LOST, and its resources go back.
     master = FakeMaster()
-    fw, _ = await launched(master, task("lost"), task("arrived"), task("recent"))
+    fw, _ = await launched(
+        master, task("lost", cpus=0.5), task("arrived", cpus=0.5), task("recent", cpus=0.5)
+    )
     for name in ("lost", "arrived"):
         master.cluster.tasks[(fw, name)].launched = time.monotonic() - 60  # long before the timeout
     sent = await master.handle(wire.Heartbeat(agent_id="a1", free=Resources(), running_tasks=("arrived",)))
@@ -237,7 +239,7 @@ async def test_a_launch_that_never_reached_its_agent_ends_lost() -> None:
         ("lost", wire.TaskState.LOST, wire.StatusReason.LAUNCH_LOST)
     ]
     (recovered,) = of(sent, wire.ResourcesRecovered)
-    assert [i.resources for i in recovered.items] == [Resources(cpus=1, mem=64)]
+    assert [i.resources for i in recovered.items] == [Resources(cpus=0.5, mem=64)]
     assert set(master.cluster.tasks) == {(fw, "arrived"), (fw, "recent")}
     # A running task the agent does not list is not this sweep's business (the agent's own reports are).
     master.cluster.tasks[(fw, "arrived")].state = wire.TaskState.RUNNING
