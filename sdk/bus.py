@@ -37,8 +37,10 @@ from aio_pika.abc import (
 )
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from pamqp.common import FieldTable
 
 from meseta.sdk import _eager, _fastpath, _frames, tracing, wire
+from meseta.sdk._nodes import connect_nodes, split_urls
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,8 @@ class Bus:
     """A service's link to RabbitMQ.
 
     Args:
-        url: AMQP URL, vhost included.
+        url: AMQP URL, vhost included; several, comma-separated, for a RabbitMQ cluster's nodes (tried in
+            order, and moved between as they fail: meseta.sdk._nodes).
         service: the service name, used for its tracer and in dead-letter headers.
         declare_topology: declare the exchanges, the dead-letter queue and its own queues, or only check
             that they exist (``meseta users provision`` and the master declare them). By default, the
@@ -114,14 +117,15 @@ class Bus:
         self, url: str, service: str, *, declare_topology: bool | None = None, queue_type: str | None = None
     ) -> None:
         self.url = url
+        self.urls = split_urls(url)
         self.service = service
-        self.user = user_of(url)
+        self.user = user_of(self.urls[0])
         """The broker user this bus logs in as, stamped as ``user_id`` on everything it publishes."""
         if declare_topology is None:
             identity = wire.identify(self.user)
             declare_topology = identity is None or identity.kind == "master"
         self.declare_topology = declare_topology
-        self.queue_type = queue_type or default_queue_type()
+        self.queue_type = queue_type or default_queue_type(len(self.urls))
         """What :meth:`declare_queue` makes of a queue asked for ``replicated``: ``quorum`` or ``classic``."""
         if self.queue_type not in wire.QUEUE_TYPES:
             raise ValueError(f"queue type {self.queue_type!r}: one of {wire.QUEUE_TYPES}")
@@ -155,9 +159,13 @@ class Bus:
     async def connect(self) -> None:
         """Connect and declare the shared topology."""
         self._closed = False
-        self._connection = connection = await aio_pika.connect_robust(
-            self.url, client_properties={"connection_name": self.service}
-        )
+        properties: FieldTable = {"connection_name": self.service}
+        connection: AbstractRobustConnection
+        if len(self.urls) == 1:
+            connection = await aio_pika.connect_robust(self.urls[0], client_properties=properties)
+        else:
+            connection = await connect_nodes(self.urls, client_properties=properties)
+        self._connection = connection
         connection.reconnect_callbacks.add(self._on_reconnect)
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         self.fast_path = _fastpath.check(await self._publish_channel.get_underlay_channel())
@@ -266,6 +274,11 @@ class Bus:
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
+
+    async def existing_queue(self, name: str) -> AbstractQueue:
+        """A queue someone else declared (and bound), looked up as it is."""
+        assert self._consume_channel is not None
+        return await self._consume_channel.declare_queue(name, passive=True)
 
     async def delete_queue(self, name: str) -> None:
         """Delete a queue and what it holds (a robust channel then no longer re-declares it)."""
@@ -670,10 +683,11 @@ async def _ack(incoming: AbstractIncomingMessage) -> None:
     await incoming.channel.basic_ack(delivery_tag=incoming.delivery_tag, wait=False)
 
 
-def default_queue_type() -> str:
-    """``MESETA_QUEUE_TYPE`` (quorum or classic), quorum by default: every process of a cluster must
-    agree, or the second to declare a queue finds it of the other type."""
-    return os.environ.get("MESETA_QUEUE_TYPE", wire.QUEUE_TYPES[0])
+def default_queue_type(nodes: int = 1) -> str:
+    """``MESETA_QUEUE_TYPE`` (quorum or classic); unset, quorum for a service given several brokers'
+    URLs (a RabbitMQ cluster: replication is what quorum queues buy) and classic for one (on one node
+    they replicate nothing, and cost an offer cycle 1.9 times the round trip: docs/BENCHMARKS.md)."""
+    return os.environ.get("MESETA_QUEUE_TYPE") or ("quorum" if nodes > 1 else "classic")
 
 
 def queue_arguments(expires_ms: int | None = None, quorum: bool = False) -> dict[str, Any]:

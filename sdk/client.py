@@ -144,9 +144,8 @@ class FrameworkClient:
         if not isinstance(answer, wire.Subscribed):
             raise SubscribeError(f"unexpected answer {answer.type} to SUBSCRIBE")
         self.framework_id, self.secret = answer.framework_id, answer.secret
-        queue = await self._bus.declare_queue(
-            wire.framework_queue(self.framework_id), wire.Exchange.OFFERS, self.framework_id, replicated=True
-        )
+        # The master declared and bound it before it answered (of whatever type its cluster uses).
+        queue = await self._bus.existing_queue(wire.framework_queue(self.framework_id))
         # Only the leading master sends here, with its epoch (and, outside development mode, as its
         # principal: checked before the epoch, so nobody else can move it).
         self._bus.consume(

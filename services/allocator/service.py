@@ -42,7 +42,7 @@ class AllocatorService(Service):
         self._master = None if identity is None else identity.principals.master
         self.policy: Policy = make_policy(settings.policy)
         self.state = AllocatorState()
-        self.bus = Bus(settings.amqp_url, self.name)
+        self.bus = Bus(settings.amqp_url, self.name, queue_type=settings.queue_type)
         self.store = (
             EtcdStore(settings.etcd_endpoint, settings.etcd_prefix) if settings.etcd_endpoint else None
         )

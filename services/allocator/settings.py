@@ -31,6 +31,8 @@ class AllocatorSettings:
     """Bounds one cycle's work; the next cycle, at once, continues."""
     name: str = field(default_factory=lambda: f"allocator-{socket.gethostname()}-{os.getpid()}")
     lease_ttl: int = defaults.LEASE_TTL
+    queue_type: str | None = None
+    """As the master's (meseta.master.settings.MasterSettings.queue_type)."""
     dev: bool = False
     """Development mode: the broker's ``guest`` account is accepted and senders are not checked.
     Otherwise the allocator logs in as ``<prefix>.allocator`` and takes events from the master only."""

@@ -43,7 +43,7 @@ class MasterService(Service):
         acl = Acl.load(settings.acl_file) if settings.acl_file is not None else Acl()
         self.authority = Authority(None if identity is None else identity.principals, acl)
         self.cluster = Cluster()
-        self.bus = Bus(settings.amqp_url, self.name)
+        self.bus = Bus(settings.amqp_url, self.name, queue_type=settings.queue_type)
         self.store = EtcdStore(settings.etcd_endpoint, settings.etcd_prefix)
         self.registry = Registry(self.store)
         self.activity = Activity()

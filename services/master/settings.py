@@ -52,6 +52,9 @@ class MasterSettings:
     state_sync_interval: float = 30.0
     """Seconds between the master's whole view sent to the allocator (STATE_SYNC), so capacity an event
     lost in a broker fault held never stays leaked."""
+    queue_type: str | None = None
+    """``quorum`` or ``classic`` for the queues whose loss loses work; None: ``MESETA_QUEUE_TYPE``, else
+    quorum with several brokers' URLs and classic with one (meseta.sdk.bus.default_queue_type)."""
     dev: bool = False
     """Development mode: the broker's ``guest`` account is accepted and no sender is checked (no tenant
     boundaries). Otherwise the master must log in as ``<prefix>.master`` and checks every sender."""

@@ -102,6 +102,7 @@ async def local_cluster(
     max_unacknowledged: int = 10_000,
     etcd_endpoint: str = ETCD,
     launch_timeout: float = 30.0,
+    queue_type: str | None = None,
 ) -> AsyncIterator[Cluster]:
     """Start allocator, master and agents; stop them and remove their containers afterwards.
 
@@ -144,6 +145,7 @@ async def local_cluster(
             etcd_prefix=etcd_prefix,
             tick_interval=0.2,
             dev=dev,
+            queue_type=queue_type,
         )
     )
     master = MasterService(
@@ -154,6 +156,7 @@ async def local_cluster(
             dev=dev,
             acl_file=acl_file,
             launch_timeout=launch_timeout,
+            queue_type=queue_type,
             offer_timeout=offer_timeout,
             sweep_interval=0.1,
             revocation_grace=revocation_grace,

@@ -1,6 +1,7 @@
-"""Which queues are replicated: the master's, the allocator's and the frameworks' are quorum queues (with a
-delivery limit and dead-lettering), agents', replies and dead letters classic. A queue an older Meseta
-declared classic is used as it is, with a warning. Real RabbitMQ (one node: quorum queues work there too)."""
+"""Which queues are replicated: on a cluster, the master's, the allocator's and the frameworks' are quorum
+queues (with a delivery limit and dead-lettering), agents', replies and dead letters classic; with one
+broker URL all are classic. A queue an older Meseta declared classic is used as it is, with a warning.
+Real RabbitMQ (one node: quorum queues work there too)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def queues(amqp_url: str) -> dict[str, dict[str, object]]:
 
 
 async def test_queues_whose_loss_loses_work_are_quorum_queues(amqp_url: str, etcd_prefix: str) -> None:
-    async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
+    # As on a RabbitMQ cluster (the default where services are given several nodes' URLs).
+    async with local_cluster(amqp_url, etcd_prefix, agents=1, queue_type="quorum") as cluster:
         client = await cluster.framework("replicated")
         assert (await run_one(client, short_task("t1"))).state == wire.TaskState.FINISHED
         found = queues(amqp_url)
@@ -56,10 +58,20 @@ async def test_a_classic_queue_an_older_meseta_declared_is_used_with_a_warning(
     )
     await connection.close()
     with caplog.at_level(logging.WARNING):
-        async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
+        async with local_cluster(amqp_url, etcd_prefix, agents=1, queue_type="quorum") as cluster:
             client = await cluster.framework("on-classic")
             assert (await run_one(client, short_task("t1"))).state == wire.TaskState.FINISHED
     assert queues(amqp_url)[wire.Queue.MASTER_CALLS]["type"] == "classic"
     assert any(
         f"queue {wire.Queue.MASTER_CALLS} exists with other arguments" in r.message for r in caplog.records
     )
+
+
+def test_the_queue_type_follows_the_brokers_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from meseta.sdk.bus import Bus
+
+    monkeypatch.delenv("MESETA_QUEUE_TYPE", raising=False)
+    assert Bus("amqp://guest:guest@h1/v", "one").queue_type == "classic"
+    assert Bus("amqp://guest:guest@h1/v,amqp://guest:guest@h2/v", "cluster").queue_type == "quorum"
+    monkeypatch.setenv("MESETA_QUEUE_TYPE", "quorum")
+    assert Bus("amqp://guest:guest@h1/v", "forced").queue_type == "quorum"
