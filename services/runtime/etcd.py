@@ -5,6 +5,8 @@ Every key a service writes lives under its prefix, so tests (and clusters) share
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -109,13 +111,17 @@ class EtcdStore:
     """JSON documents in etcd under ``prefix``.
 
     Args:
-        endpoint: ``host:port`` of one etcd member, or a URL with TLS and a user (:class:`Endpoint`).
+        endpoint: ``host:port`` of an etcd member, or a URL with TLS and a user (:class:`Endpoint`);
+            several, comma-separated, for a cluster's members: the first that answers is used.
         prefix: key prefix, such as ``/meseta`` or ``/meseta-test/abc``.
     """
 
     def __init__(self, endpoint: str, prefix: str) -> None:
-        self.endpoint = Endpoint.parse(endpoint)
-        self.host, self.port = self.endpoint.host, self.endpoint.port
+        self.endpoints = [Endpoint.parse(e.strip()) for e in endpoint.split(",") if e.strip()]
+        if not self.endpoints:
+            raise ValueError("no etcd endpoint given")
+        self.endpoint = self.endpoints[0]
+        """The member in use (the first that answered)."""
         self.prefix = prefix.rstrip("/")
         self._client: aetcd.Client | None = None
 
@@ -131,10 +137,26 @@ class EtcdStore:
         return self._client
 
     async def connect(self) -> None:
-        """Open the gRPC channel and check the member answers."""
-        self._client = self.endpoint.client(timeout=5)
-        await self._client.connect()
-        await self._client.status()
+        """Open a gRPC channel to the first member that answers, from the one in use on."""
+        start = self.endpoints.index(self.endpoint)
+        last: Exception | None = None
+        for endpoint in [*self.endpoints[start:], *self.endpoints[:start]]:
+            client = endpoint.client(timeout=5)
+            try:
+                await client.connect()
+                await asyncio.wait_for(client.status(), 5)
+            except Exception as exc:  # down, refusing, or not etcd: the next member
+                last = exc
+                log.warning(
+                    "etcd %s:%d does not answer (%r); trying the next", endpoint.host, endpoint.port, exc
+                )
+                with contextlib.suppress(Exception):
+                    await client.close()
+                continue
+            self._client, self.endpoint = client, endpoint
+            return
+        assert last is not None
+        raise last
 
     async def close(self) -> None:
         """Close the channel; safe twice."""

@@ -16,8 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import aetcd
-
 from meseta.runtime.etcd import EtcdStore
 from meseta.sdk import eventloop
 
@@ -65,6 +63,12 @@ class Leadership:
         self.stall_limit = stall_limit
         self.lease_id: int | None = None
         self.epoch = 0
+        self._keeper: _Keeper | None = None
+
+    @property
+    def refreshed(self) -> int:
+        """Lease refreshes that succeeded while leading (0 before)."""
+        return 0 if self._keeper is None else self._keeper.refreshed
 
     @property
     def key(self) -> bytes:
@@ -119,7 +123,7 @@ class Leadership:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody left to tell
                 loop.call_soon_threadsafe(fail)
 
-        keeper = _Keeper(self, self.lease_id, report)
+        keeper = self._keeper = _Keeper(self, self.lease_id, report)
         keeper.start()
         try:
             while True:
@@ -162,7 +166,12 @@ class _Keeper(threading.Thread):
         self.role = leadership.role
         self.ttl = leadership.ttl
         self.stall_limit = leadership.stall_limit
-        self.host, self.port = leadership.store.host, leadership.store.port
+        store = leadership.store
+        # The member the store uses first, then the others: a lease lives in the cluster, not a member.
+        start = store.endpoints.index(store.endpoint)
+        self.endpoints = [*store.endpoints[start:], *store.endpoints[:start]]
+        self.refreshed = 0
+        """Refreshes that succeeded (read by tests and operators)."""
         self.lease_id = lease_id
         self.report = report
         self.beat = time.monotonic()
@@ -179,17 +188,27 @@ class _Keeper(threading.Thread):
         eventloop.run(self._keep())
 
     async def _keep(self) -> None:
-        client = aetcd.Client(host=self.host, port=self.port, timeout=5)
+        # Its own client (this thread's loop), over TLS and with the user where the endpoint says so.
+        self._client = self.endpoints[0].client(timeout=5)
         try:
-            await self._refresh_until_lost(client)
+            await self._refresh_until_lost()
         except LostLeadership as exc:
             if not self._stopping.is_set():
                 self.report(exc)
         finally:
             with contextlib.suppress(Exception):
-                await client.close()
+                await self._client.close()
 
-    async def _refresh_until_lost(self, client: aetcd.Client) -> None:
+    async def _next_member(self) -> None:
+        """After a failed refresh: the next member, in case the one in use is the one that failed."""
+        if len(self.endpoints) == 1:
+            return
+        with contextlib.suppress(Exception):
+            await self._client.close()
+        self.endpoints = [*self.endpoints[1:], self.endpoints[0]]
+        self._client = self.endpoints[0].client(timeout=5)
+
+    async def _refresh_until_lost(self) -> None:
         window = 2 * self.ttl / 3
         sent_ok = time.monotonic()
         while not self._stopping.is_set():
@@ -205,10 +224,11 @@ class _Keeper(threading.Thread):
                 if left <= 0:
                     raise TimeoutError("no refresh succeeded in time")
                 async with asyncio.timeout(left):
-                    reply = await client.refresh_lease(self.lease_id)
+                    reply = await self._client.refresh_lease(self.lease_id)
                 if reply is None or reply.TTL <= 0:
                     raise LostLeadership(f"the {self.role} lease is gone (revoked or expired)")
                 sent_ok = sent
+                self.refreshed += 1
             except LostLeadership:
                 raise
             except Exception as exc:  # etcd unreachable or slow: keep trying while the lease surely holds
@@ -217,3 +237,4 @@ class _Keeper(threading.Thread):
                         f"etcd unreachable for {time.monotonic() - sent_ok:.2f} s: {exc!r}"
                     ) from exc
                 log.warning("refreshing the %s lease failed: %r", self.role, exc)
+                await self._next_member()

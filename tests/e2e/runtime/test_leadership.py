@@ -11,6 +11,9 @@ import pytest
 from meseta.runtime.defaults import ETCD_ENDPOINT as ETCD
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.leader import Leadership, LostLeadership
+from meseta.sdk import wire
+from meseta.testing.local import local_cluster, run_one, short_task
+from meseta.testing.waiting import wait_for
 
 
 @pytest.fixture
@@ -61,3 +64,14 @@ async def test_a_leader_whose_loop_is_stuck_lets_its_lease_go(store: EtcdStore) 
     assert await asyncio.wait_for(rival.campaign(), 10) > 0
     assert await _leader(store, "master") == "rival"
     await rival.resign()
+
+
+async def test_several_etcd_endpoints_the_first_that_answers_is_used(amqp_url: str, etcd_prefix: str) -> None:
+    # A member down at the start is passed over, by the store and by the lease's keeper.
+
+    endpoints = f"127.0.0.1:1,{ETCD}"
+    async with local_cluster(amqp_url, etcd_prefix, agents=1, etcd_endpoint=endpoints) as cluster:
+        client = await cluster.framework("members")
+        assert (await run_one(client, short_task("t1"))).state == wire.TaskState.FINISHED
+        await wait_for(lambda: cluster.master.leadership.refreshed >= 8, 15, "lease refreshes")
+        assert cluster.master.store.endpoint.port == 2379 and cluster.master._failure is None

@@ -97,6 +97,10 @@ async def test_an_offer_cycle_with_etcd_over_tls_and_authentication(
         client = await cluster.framework("over-tls")
         assert (await run_one(client, short_task("t1"))).state == wire.TaskState.FINISHED
         assert cluster.master.epoch >= 1
+        # The lease is kept over TLS too (its keeper has a client of its own): still leading after
+        # many refreshes (it lost the lease within a second when that client was a plain one).
+        await wait_for(lambda: cluster.master.leadership.refreshed >= 12, 15, "lease refreshes over TLS")
+        assert cluster.master.leading.is_set() and cluster.master._failure is None
         store = EtcdStore(endpoint, "/meseta-tls")
         await store.connect()
         try:
