@@ -1,8 +1,8 @@
 """Leader election through etcd: a lease with a TTL, and a transaction on the leader key.
 
 A candidate puts ``<prefix>/<role>/leader`` only if the key does not exist, attached to its lease; the key
-vanishes when the lease expires (the leader died) or is revoked. The winner claims a new **epoch** (the
-fencing token every message it sends carries). While leading it refreshes the lease every quarter of
+vanishes when the lease expires (the leader died) or is revoked. The winner's **epoch** (the fencing token
+every message it sends carries) is etcd's revision of that put: it only grows, across every member. While leading it refreshes the lease every quarter of
 the TTL, from a thread of its own; when it cannot, it steps down *before* the lease can expire on the
 server, so two leaders never act at once.
 """
@@ -100,7 +100,16 @@ class Leadership:
             await client.revoke_lease(lease.id)
             return False
         self.lease_id = lease.id
-        self.epoch = await self.store.increment(self.role, "epoch")
+        # The epoch is etcd's revision of the very put that won: made in the election's transaction,
+        # unique and increasing across the whole etcd cluster, kept by every member that has the data
+        # (a counter key, read and bumped after winning, was a second write a failover could separate
+        # from the first).
+        got = await client.get(self.key)
+        if got is None or got.value != self.candidate.encode():
+            await client.revoke_lease(lease.id)
+            self.lease_id = None
+            return False  # lost again at once (the lease lapsed): campaign on
+        self.epoch = int(got.mod_revision)
         return True
 
     async def keep(self) -> None:

@@ -75,3 +75,18 @@ async def test_several_etcd_endpoints_the_first_that_answers_is_used(amqp_url: s
         assert (await run_one(client, short_task("t1"))).state == wire.TaskState.FINISHED
         await wait_for(lambda: cluster.master.leadership.refreshed >= 8, 15, "lease refreshes")
         assert cluster.master.store.endpoint.port == 2379 and cluster.master._failure is None
+
+
+async def test_an_epoch_is_the_revision_of_the_put_that_won(store: EtcdStore) -> None:
+    # Made in the election's own transaction: it cannot be separated from winning (a counter bumped
+    # after winning could), and it grows with every write to the etcd cluster, whoever wins.
+    epochs = []
+    for name in ("a", "b", "c"):
+        candidate = Leadership(store, "epochs", name, ttl=1)
+        epochs.append(await asyncio.wait_for(candidate.campaign(), 10))
+        got = await store.client.get(candidate.key)
+        assert got is not None and got.mod_revision == epochs[-1]
+        await store.put_json({"unrelated": name}, "noise")  # other writes move the revision on
+        await candidate.resign()
+    assert epochs == sorted(epochs) and len(set(epochs)) == 3
+    assert epochs[2] - epochs[1] >= 2  # the noise between them counted
