@@ -130,6 +130,11 @@ class AgentService(Service):
             await queue.bind(wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS)
         # Everything here but its executors' own messages comes from the leading master, with its epoch.
         from_master = set(wire.LAUNCHES.models) - set(FROM_EXECUTORS)
+        # Recovered first: a REREGISTER waiting in the queue (a new master's broadcast while this agent was
+        # away) answered before the tasks were read back registered the agent with none, and the master
+        # never learnt of them (a returning lost agent's tasks then ran on).
+        await self.runner.recover()
+        self.updates.recover()
         self._consumer = self.bus.consume(
             queue,
             wire.LAUNCHES,
@@ -138,8 +143,6 @@ class AgentService(Service):
             stamped=from_master,
             authorize=self._authorize,
         )
-        await self.runner.recover()
-        self.updates.recover()
         await self.register()
         self.spawn(self._heartbeat_loop(), "heartbeats")
         self.spawn(self.updates.retry_loop(), "status-retries")

@@ -32,12 +32,14 @@ async def register_agent(m: MasterCore, msg: wire.RegisterAgent, _: Call) -> Non
         await m.outbox.to_agent(msg.agent_id, interval)
     running = msg.running_tasks
     if msg.agent_id in m.cluster.lost_agents:
-        # Back from the dead: its frameworks were told these tasks are LOST and have replaced them.
-        m.cluster.lost_agents.discard(msg.agent_id)
+        # Back from the dead: its frameworks were told these tasks are LOST and have replaced them
+        # (whichever master told them: the set is kept in etcd, and a new leader loads it).
         for task in running:
             reason = wire.StatusReason.AGENT_REMOVED
             await m.outbox.kill_on(msg.agent_id, task.framework_id, task.task_id, reason)
         running = ()
+        m.cluster.lost_agents.discard(msg.agent_id)
+        await m.registry.agent_back(msg.agent_id)
     # A master that restarted learns the agent's running tasks from it; they hold resources.
     for task in running:
         m.cluster.add_task(
@@ -191,6 +193,9 @@ def _attributes(update: wire.StatusUpdate) -> dict[str, str]:
 async def remove_agent(m: MasterCore, agent: AgentInfo, why: str) -> None:
     """Forget an agent: rescind its offers, report its tasks LOST, tell frameworks and allocator."""
     log.warning("agent %s lost: %s", agent.agent_id, why)
+    # Durable before anyone is told: a master that dies after telling frameworks these tasks are LOST
+    # leaves the next one knowing to kill them if the agent returns (else they would run twice).
+    await m.registry.agent_lost(agent.agent_id, time.time())
     for offer in [o for o in m.cluster.offers.values() if o.agent_id == agent.agent_id]:
         m.cluster.remove_offer(offer.offer_id)
         rescind = wire.Rescind(framework_id=offer.framework_id, offer_id=offer.offer_id)

@@ -1,4 +1,5 @@
-"""The durable framework registry and the master epoch, in etcd."""
+"""What a master keeps in etcd for the next leader: the framework registry, and the agents it declared
+lost (a returning one's replaced tasks are killed, whichever master hears it come back)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,15 @@ class Registry:
     async def frameworks(self) -> dict[str, dict[str, Any]]:
         """Every registered framework by id."""
         return await self.store.list_json("frameworks")
+
+    async def agent_lost(self, agent_id: str, at: float) -> None:
+        """Record that an agent was declared lost (its frameworks were told its tasks are LOST)."""
+        await self.store.put_json({"at": at}, "lost-agents", agent_id)
+
+    async def agent_back(self, agent_id: str) -> None:
+        """A lost agent came back and its replaced tasks were killed: it is an agent like any other."""
+        await self.store.delete("lost-agents", agent_id)
+
+    async def lost_agents(self) -> set[str]:
+        """The agents declared lost that have not come back."""
+        return set(await self.store.list_json("lost-agents"))

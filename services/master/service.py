@@ -104,6 +104,7 @@ class MasterService(Service):
         """Campaign; once elected, take over, then hold the lease (losing it fails the service at once)."""
         epoch = await self.leadership.campaign()
         self.bus.epoch = self.core.epoch = epoch
+        self.cluster.lost_agents = await self.registry.lost_agents()
         for framework_id, entry in (await self.registry.frameworks()).items():
             self.cluster.frameworks[framework_id] = FrameworkInfo.from_registry(framework_id, entry)
             await self.core.outbox.open_framework_queue(framework_id)

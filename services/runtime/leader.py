@@ -2,9 +2,9 @@
 
 A candidate puts ``<prefix>/<role>/leader`` only if the key does not exist, attached to its lease; the key
 vanishes when the lease expires (the leader died) or is revoked. The winner's **epoch** (the fencing token
-every message it sends carries) is etcd's revision of that put: it only grows, across every member. While leading it refreshes the lease every quarter of
-the TTL, from a thread of its own; when it cannot, it steps down *before* the lease can expire on the
-server, so two leaders never act at once.
+every message it sends carries) is etcd's revision of that put: it only grows, across every member. While
+leading it refreshes the lease every quarter of the TTL, from a thread of its own; when it cannot, it
+steps down *before* the lease can expire on the server, so two leaders never act at once.
 """
 
 from __future__ import annotations

@@ -59,12 +59,19 @@ class RecordingPublisher:
 @dataclass
 class MemoryRegistry:
     frameworks: dict[str, dict[str, object]] = field(default_factory=dict)
+    lost: dict[str, float] = field(default_factory=dict)
 
     async def save_framework(self, framework_id: str, info: dict[str, object]) -> None:
         self.frameworks[framework_id] = info
 
     async def remove_framework(self, framework_id: str) -> None:
         self.frameworks.pop(framework_id, None)
+
+    async def agent_lost(self, agent_id: str, at: float) -> None:
+        self.lost[agent_id] = at
+
+    async def agent_back(self, agent_id: str) -> None:
+        self.lost.pop(agent_id, None)
 
 
 @dataclass
