@@ -123,8 +123,15 @@ class AgentService(Service):
         await self.containerizer.ping()
         if self._owns_bus:
             await self.bus.connect()
+        # Replicated where the bus is (several brokers' URLs: a quorum queue): a classic queue is unusable
+        # while its node is down (the agent's robust connection cannot declare it again elsewhere: NOT_FOUND),
+        # and a transient one was not forgotten soon enough either. On one broker, classic and durable.
         queue = await self.bus.declare_queue(
-            wire.agent_queue(self.agent_id), wire.Exchange.LAUNCHES, self.agent_id, durable=True
+            wire.agent_queue(self.agent_id),
+            wire.Exchange.LAUNCHES,
+            self.agent_id,
+            durable=True,
+            replicated=self.bus.queue_type == "quorum",
         )
         if self.bus.declare_topology:  # else provisioned, bindings and all
             await queue.bind(wire.Exchange.LAUNCHES, wire.RoutingKey.ALL_AGENTS)

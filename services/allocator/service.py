@@ -130,7 +130,10 @@ class AllocatorService(Service):
                 await asyncio.sleep(self.settings.batch_window)  # let a burst of events land in one cycle
             except TimeoutError:
                 if self.store is not None:
-                    await self.reload_config()
+                    try:
+                        await self.reload_config()
+                    except Exception as exc:  # etcd away: allocate with what was read last
+                        log.warning("could not read the configuration from etcd (%r); keeping it", exc)
             self._wakeup.clear()
             await self.run_cycle()
 

@@ -9,9 +9,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aetcd
@@ -23,6 +25,18 @@ from meseta.runtime import defaults
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = defaults.ETCD_ENDPOINT
+
+_T = TypeVar("_T")
+FAILOVER_PATIENCE = 10.0
+"""Seconds an operation is tried on other members before its failure is given up to the caller."""
+_MEMBER_FAILURES: tuple[type[BaseException], ...] = (
+    aetcd.exceptions.ConnectionFailedError,
+    aetcd.exceptions.ConnectionTimeoutError,
+    grpc.RpcError,
+    ConnectionError,
+    TimeoutError,
+)
+"""What a member that is down or unreachable fails an operation with (not a refused compare)."""
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -164,26 +178,59 @@ class EtcdStore:
             await self._client.close()
             self._client = None
 
+    async def failover(self) -> None:
+        """The member in use failed: connect to the next that answers (nothing to do with one member)."""
+        if len(self.endpoints) == 1:
+            return
+        failed = self.endpoint
+        with contextlib.suppress(Exception):
+            await self.client.close()
+        self.endpoint = self.endpoints[(self.endpoints.index(failed) + 1) % len(self.endpoints)]
+        log.warning("etcd %s:%d failed; moving to the next member", failed.host, failed.port)
+        await self.connect()
+
+    async def _once_more(self, operation: Callable[[aetcd.Client], Awaitable[_T]]) -> _T:
+        """Run ``operation``; where there are several members and it fails, again on the next one that
+        answers, for up to :data:`FAILOVER_PATIENCE` seconds: a cluster that lost its raft leader with
+        the member answers "leader changed" until it has elected another (about a second here)."""
+        if len(self.endpoints) == 1:
+            return await operation(self.client)
+        deadline = time.monotonic() + FAILOVER_PATIENCE
+        pause = 0.05
+        while True:
+            try:
+                return await operation(self.client)
+            except _MEMBER_FAILURES:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 1.0)
+            with contextlib.suppress(*_MEMBER_FAILURES):
+                await self.failover()
+
     async def put_json(self, value: Any, *parts: str) -> None:
         """Store ``value`` as JSON."""
-        await self.client.put(self.key(*parts), json.dumps(value).encode())
+        key, data = self.key(*parts), json.dumps(value).encode()
+        await self._once_more(lambda c: c.put(key, data))
 
     async def get_json(self, *parts: str) -> Any | None:
         """The JSON value at a key, or None."""
-        got = await self.client.get(self.key(*parts))
+        key = self.key(*parts)
+        got = await self._once_more(lambda c: c.get(key))
         return None if got is None else json.loads(got.value)
 
     async def list_json(self, *parts: str) -> dict[str, Any]:
         """Every JSON value under a path, by the last part of its key."""
         base = self.key(*parts) + b"/"
         result: dict[str, Any] = {}
-        for kv in await self.client.get_prefix(base):
+        for kv in await self._once_more(lambda c: c.get_prefix(base)):
             result[kv.key[len(base) :].decode()] = json.loads(kv.value)
         return result
 
     async def delete(self, *parts: str) -> None:
         """Delete one key."""
-        await self.client.delete(self.key(*parts))
+        key = self.key(*parts)
+        await self._once_more(lambda c: c.delete(key))
 
     async def delete_prefix(self) -> None:
         """Delete everything under the prefix (tests clean up with it)."""

@@ -84,6 +84,8 @@ class Leadership:
             except Exception as exc:  # etcd down or restarting: a candidate waits, it does not give up
                 log.warning("campaign for %s: etcd unavailable (%s); retrying", self.role, exc)
                 await asyncio.sleep(max(self.poll, 0.5))
+                with contextlib.suppress(Exception):
+                    await self.store.failover()  # another member, where there are several
                 continue
             await asyncio.sleep(self.poll)
 
