@@ -121,9 +121,10 @@ class Bus:
         self.service = service
         self.user = user_of(self.urls[0])
         """The broker user this bus logs in as, stamped as ``user_id`` on everything it publishes."""
+        self.identity = wire.identify(self.user)
+        """What the user name says of this bus's principal (None: ``guest``, a development cluster)."""
         if declare_topology is None:
-            identity = wire.identify(self.user)
-            declare_topology = identity is None or identity.kind == "master"
+            declare_topology = self.identity is None or self.identity.kind == "master"
         self.declare_topology = declare_topology
         self.queue_type = queue_type or default_queue_type(len(self.urls))
         """What :meth:`declare_queue` makes of a queue asked for ``replicated``: ``quorum`` or ``classic``."""

@@ -165,12 +165,12 @@ class FrameworkClient:
         return self.framework_id
 
     def _from_master(self, message: wire.Message, user: str | None) -> str | None:
-        identity = wire.identify(self._bus.user)
+        identity = self._bus.identity
         return None if identity is None else wire.refusal(message.type, user, identity.principals.master)
 
     def _answer_from(self, message: wire.Message, user: str | None) -> str | None:
         """Answers come from the master, and logs from the agent the task ran on."""
-        identity = wire.identify(self._bus.user)
+        identity = self._bus.identity
         if identity is None:
             return None
         if isinstance(message, wire.TaskLogs):

@@ -121,7 +121,7 @@ async def run_executor(executor: Executor, environ: Mapping[str, str] | None = N
                 await executor.shutdown(driver)
                 driver.stop()
 
-    identity = wire.identify(bus.user)
+    identity = bus.identity
 
     def from_agent(message: wire.Message, user: str | None) -> str | None:
         """Only this executor's agent commands it (outside development mode)."""

@@ -76,10 +76,7 @@ def provision(
     except ValueError as exc:
         typer.echo(f"meseta users provision: {exc}", err=True)
         raise typer.Exit(2) from None
-    merged = Saved(
-        credentials.prefix, credentials.host, credentials.vhost, {**known, **credentials.passwords}
-    )
-    merged.save(out)
+    credentials.save(out)
     typer.echo(f"{len(credentials.passwords)} users of {prefix!r} on vhost {vhost!r}; credentials in {out}")
 
 

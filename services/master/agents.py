@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 from opentelemetry import trace
 
-from meseta.master.cluster import AgentInfo, TaskEntry
+from meseta.master.cluster import AgentInfo, TaskEntry, TaskKey
 from meseta.master.core import Call, MasterCore
 from meseta.sdk import tracing, wire
 
@@ -73,41 +74,58 @@ async def heartbeat(m: MasterCore, msg: wire.Heartbeat, _: Call) -> None:
         await m.outbox.to_agent(msg.agent_id, wire.ReregisterAgent(agent_id=msg.agent_id))
         return
     agent.last_seen, agent.heard = time.time(), time.monotonic()
-    await _lost_launches(m, agent, frozenset(msg.running_tasks))
+    await _lost_launches(m, agent, msg.running_tasks)
 
 
-async def _lost_launches(m: MasterCore, agent: AgentInfo, listed: frozenset[str]) -> None:
+async def _lost_launches(m: MasterCore, agent: AgentInfo, listed: tuple[str, ...]) -> None:
     """Tasks still STAGING well after their launch that the agent does not list never reached it (its
-    queue was lost with a broker node, say): LOST, their resources back, rather than STAGING for ever."""
+    queue was lost with a broker node, say): LOST, their resources back, rather than STAGING for ever.
+    Run at every heartbeat: nothing is built unless a task is overdue."""
     now = time.monotonic()
-    lost: dict[str, list[wire.TaskStatus]] = {}
-    for key in sorted(agent.tasks):
-        task = m.cluster.tasks.get(key)
-        if (
-            task is None
-            or task.state != wire.TaskState.STAGING
-            or task.task_id in listed
-            or now - task.launched < m.launch_timeout
-        ):
-            continue
-        m.cluster.end_task(key)
-        m.outbox.recover_later(task.framework_id, agent.agent_id, task.resources)
-        log.warning(
-            "task %s of %s never reached agent %s: LOST", task.task_id, task.framework_id, agent.agent_id
-        )
-        if task.framework_id in m.cluster.frameworks:
-            status = wire.TaskStatus(
-                task_id=task.task_id,
-                state=wire.TaskState.LOST,
-                agent_id=agent.agent_id,
-                reason=wire.StatusReason.LAUNCH_LOST,
-                message=f"agent {agent.agent_id} never received the launch ({m.launch_timeout:.0f} s)",
-            )
-            lost.setdefault(task.framework_id, []).append(status)
+    overdue = [
+        key
+        for key in agent.tasks
+        if (task := m.cluster.tasks.get(key)) is not None
+        and task.state == wire.TaskState.STAGING
+        and now - task.launched >= m.launch_timeout
+    ]
+    if not overdue:
+        return
+    there = set(listed)
+    missing = sorted(key for key in overdue if key[1] not in there)
+    for framework_id, task_id in missing:
+        log.warning("task %s of %s never reached agent %s: LOST", task_id, framework_id, agent.agent_id)
+    text = f"agent {agent.agent_id} never received the launch ({m.launch_timeout:.0f} s)"
+    lost = _end_lost(m, agent.agent_id, missing, wire.StatusReason.LAUNCH_LOST, text, recover=True)
     if lost:
         await m.outbox.flush_recovered()
         for framework_id, statuses in lost.items():
             await m.outbox.statuses(framework_id, statuses)
+
+
+def _end_lost(
+    m: MasterCore,
+    agent_id: str,
+    keys: Iterable[TaskKey],
+    reason: wire.StatusReason,
+    text: str,
+    *,
+    recover: bool,
+) -> dict[str, list[wire.TaskStatus]]:
+    """End these tasks as LOST; with ``recover``, what they held goes back to the allocator with the next
+    flush (not when their agent is gone with it). The LOST statuses to tell, by framework still known."""
+    lost: dict[str, list[wire.TaskStatus]] = {}
+    for key in keys:
+        task = m.cluster.end_task(key)
+        if task is None or task.framework_id not in m.cluster.frameworks:
+            continue
+        if recover:
+            m.outbox.recover_later(task.framework_id, agent_id, task.resources)
+        status = wire.TaskStatus(
+            task_id=task.task_id, state=wire.TaskState.LOST, agent_id=agent_id, reason=reason, message=text
+        )
+        lost.setdefault(task.framework_id, []).append(status)
+    return lost
 
 
 async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> None:
@@ -148,7 +166,7 @@ async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> Non
                 },
             )
         try:
-            _apply(m, update)
+            _apply(m, update, task)
             # Forwarded in this span's trace (the task's offer cycle), also when it leaves in a batch.
             forwarded = update.model_copy(
                 update={"trace": tracing.inject({}, trace.set_span_in_context(span))}
@@ -167,16 +185,15 @@ async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> Non
         await m.outbox.acknowledge_updates(msg.agent_id, None, orphans)
 
 
-def _apply(m: MasterCore, update: wire.StatusUpdate) -> None:
-    """The task's new state; what an ended task held goes back to the allocator with the next flush."""
-    status = update.status
-    key = (update.framework_id, status.task_id)
-    task = m.cluster.tasks.get(key)
+def _apply(m: MasterCore, update: wire.StatusUpdate, task: TaskEntry | None) -> None:
+    """The task's new state (``task``: the master's entry, looked up by the caller); what an ended task
+    held goes back to the allocator with the next flush."""
     if task is None:
         return
+    status = update.status
     task.state = status.state
     if status.state.terminal:
-        m.cluster.end_task(key)
+        m.cluster.end_task((update.framework_id, status.task_id))
         if update.framework_id in m.cluster.frameworks:
             m.outbox.recover_later(update.framework_id, task.agent_id, task.resources)
 
@@ -200,20 +217,10 @@ async def remove_agent(m: MasterCore, agent: AgentInfo, why: str) -> None:
         m.cluster.remove_offer(offer.offer_id)
         rescind = wire.Rescind(framework_id=offer.framework_id, offer_id=offer.offer_id)
         await m.outbox.to_framework(offer.framework_id, rescind)
-    lost: dict[str, list[wire.TaskStatus]] = {}
-    for key in sorted(agent.tasks):
-        task = m.cluster.end_task(key)
-        if task is None or task.framework_id not in m.cluster.frameworks:
-            continue
-        lost.setdefault(task.framework_id, []).append(
-            wire.TaskStatus(
-                task_id=task.task_id,
-                state=wire.TaskState.LOST,
-                agent_id=agent.agent_id,
-                reason=wire.StatusReason.AGENT_REMOVED,
-                message=f"agent {agent.agent_id} lost: {why}",
-            )
-        )
+    text = f"agent {agent.agent_id} lost: {why}"
+    lost = _end_lost(
+        m, agent.agent_id, sorted(agent.tasks), wire.StatusReason.AGENT_REMOVED, text, recover=False
+    )
     for framework_id, statuses in lost.items():
         await m.outbox.statuses(framework_id, statuses)
     m.cluster.remove_agent(agent.agent_id)

@@ -66,8 +66,11 @@ class Dispatcher:
         """Dispatch one message. A call must come from a principal that may make it (outside development
         mode), and a framework's call must carry its framework's secret."""
         authority = self.master.authority
-        call = Call(reply_to=incoming.reply_to, principal=authority.caller(incoming.user_id))
-        if type(message) in self._calls:
+        # Only a call has a principal to read (agents' and the allocator's messages, the many, do not).
+        is_call = type(message) in self._calls
+        principal = authority.caller(incoming.user_id) if is_call else None
+        call = Call(reply_to=incoming.reply_to, principal=principal)
+        if is_call:
             named = getattr(message, "framework_id", None)
             owner = self.master.cluster.frameworks.get(named) if isinstance(named, str) else None
             why = authority.call(message, incoming.user_id, None if owner is None else owner.principal)

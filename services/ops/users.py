@@ -165,7 +165,8 @@ def provision(
 ) -> Credentials:
     """Create (or update) the cluster's users, permissions and topology on ``vhost``, which must exist.
 
-    A user already in ``known`` keeps its password; every other one gets a new random one.
+    A user already in ``known`` keeps its password; every other one gets a new random one. The credentials
+    returned hold ``known``'s users too (an agent provisioned before is still in them).
     """
     agents = list(agents)
     users = cluster_users(principals, agents, frameworks)
@@ -183,7 +184,7 @@ def provision(
             {"configure": grant.configure, "write": grant.write, "read": grant.read},
         )
         passwords[user] = password
-    return Credentials(principals.prefix, host, vhost, passwords)
+    return Credentials(principals.prefix, host, vhost, {**(known or {}), **passwords})
 
 
 def remove_users(management: Management, users: Iterable[str]) -> None:

@@ -1,4 +1,5 @@
-"""A small typed layer over aetcd: JSON values under one key prefix, and counters by transaction.
+"""A small typed layer over aetcd: JSON values under one key prefix, over one or several members (TLS and
+a user where the endpoint says so).
 
 Every key a service writes lives under its prefix, so tests (and clusters) share one etcd safely.
 """
@@ -37,12 +38,6 @@ _MEMBER_FAILURES: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 """What a member that is down or unreachable fails an operation with (not a refused compare)."""
-
-
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` (``http://`` allowed) into its parts."""
-    found = Endpoint.parse(endpoint)
-    return found.host, found.port
 
 
 @dataclass(frozen=True)
@@ -235,25 +230,3 @@ class EtcdStore:
     async def delete_prefix(self) -> None:
         """Delete everything under the prefix (tests clean up with it)."""
         await self.client.delete_prefix(self.key() + b"/")
-
-    async def increment(self, *parts: str) -> int:
-        """Atomically add one to an integer key and return the new value (compare-and-swap loop)."""
-        key = self.key(*parts)
-        tx = self.client.transactions
-        while True:
-            got = await self.client.get(key)
-            if got is None:
-                ok, _ = await self.client.transaction(
-                    compare=[tx.version(key) == 0], success=[tx.put(key, b"1")], failure=[]
-                )
-                if ok:
-                    return 1
-                continue
-            new = int(got.value) + 1
-            ok, _ = await self.client.transaction(
-                compare=[tx.mod(key) == got.mod_revision],
-                success=[tx.put(key, str(new).encode())],
-                failure=[],
-            )
-            if ok:
-                return new

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meseta.sdk import wire
+from meseta.sdk._nodes import split_urls
 from meseta.sdk.bus import user_of
 
 
@@ -16,7 +17,7 @@ def own_identity(service: str, kind: str, amqp_url: str, dev: bool) -> wire.Iden
     Outside development mode the broker's default account is refused: with it every process (every
     framework and executor too) may do anything, so nothing could be enforced.
     """
-    user = user_of(amqp_url)
+    user = user_of(split_urls(amqp_url)[0])  # every node's URL logs in as the same user
     if dev:
         return None
     if user == wire.DEV_USER:

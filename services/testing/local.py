@@ -69,10 +69,9 @@ class Cluster:
         ``principal`` (by default the first one the cluster was given)."""
         url = self.amqp_url
         if self.credentials is not None:
-            chosen = principal or next(
-                u for u in self.credentials.passwords if self.principals.framework_principal(u)
-            )
-            url = self.url(self.principals.framework(chosen) if "." not in chosen else chosen)
+            found = (self.principals.framework_principal(u) for u in self.credentials.passwords)
+            chosen = principal or next(name for name in found if name is not None)
+            url = self.url(self.principals.framework(chosen))
         client = FrameworkClient(url, name, **kwargs)
         await client.subscribe()
         self.frameworks.append(client)
@@ -114,6 +113,7 @@ async def local_cluster(
     name = f"test-{hex_id}"
     per_agent = agent_resources or [resources] * agents
     agent_ids = [f"{name}-agent-{i}" for i in range(len(per_agent))]
+    p = wire.Principals(f"t{hex_id}")
     credentials = None
     acl_file = None
     dev = principals is None
@@ -125,7 +125,7 @@ async def local_cluster(
             provision,
             Management(),
             vhost,
-            wire.Principals(f"t{hex_id}"),
+            p,
             agents=agent_ids,
             frameworks=list(principals),
             host=f"{host}:{parts.port or 5672}",
@@ -137,7 +137,6 @@ async def local_cluster(
     def url(user: str) -> str:
         return amqp_url if credentials is None else credentials.url(user)
 
-    p = wire.Principals(f"t{hex_id}")
     allocator = AllocatorService(
         AllocatorSettings(
             url(p.allocator),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import shutil
 import signal
@@ -96,9 +95,6 @@ class ProcessCluster:
             frameworks=self.principals,
             host=self.amqp_host,
             known=known,
-        )
-        self.credentials = dataclasses.replace(
-            self.credentials, passwords={**known, **self.credentials.passwords}
         )
 
     def _login(self, user: str, *also: tuple[str, str]) -> tuple[str, ...]:
