@@ -58,6 +58,8 @@ CANCEL_PATIENCE = 5.0
 """Seconds a stopping consumer waits for the broker to confirm its cancellation."""
 RESEND_PATIENCE = 5.0
 """Seconds one resend waits for the broker's confirm before it is sent again."""
+NACKS_BEFORE_NEW_CHANNEL = 5
+"""Refusals of one publish in a row after which it is tried on a new channel (see _renew_publish_channel)."""
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPError,
     aiormq.exceptions.ChannelInvalidStateError,
@@ -196,20 +198,24 @@ class Bus:
             await self._declare_dead_letters()
 
     async def _declare_dead_letters(self) -> None:
-        """The dead-letter queue, bounded (a flood of bad messages grew it to 249 MB). On a channel of its
-        own: where an older Meseta declared the queue unbounded, the broker refuses the declaration and
-        closes the channel it came on; the service goes on, and says how to bound it."""
+        """The dead-letter queue, bounded (a flood of bad messages grew it to 249 MB), and a quorum queue
+        on a cluster (a classic one went down with its node, and the vhost could not be deleted while
+        it was down). On a channel of its own: where an older Meseta declared the queue otherwise, the
+        broker refuses the declaration and closes the channel it came on; the service goes on, and says
+        how to declare it again."""
         assert self._connection is not None
         channel = await self._connection.channel()
         try:
             queue = await channel.declare_queue(
-                wire.Queue.DEAD_LETTER, durable=True, arguments=dict(wire.DEAD_LETTER_LIMITS)
+                wire.Queue.DEAD_LETTER,
+                durable=True,
+                arguments=dead_letter_arguments(quorum=self.queue_type == "quorum"),
             )
             await queue.bind(wire.Exchange.DEAD_LETTER)
         except aiormq.exceptions.ChannelPreconditionFailed:
             log.warning(
-                "%s: %s was declared without a bound (an older Meseta): delete it "
-                "(rabbitmqctl delete_queue %s -p VHOST) and it is declared bounded at the next start",
+                "%s: %s was declared otherwise (unbounded by an older Meseta, or of another queue type): "
+                "delete it (rabbitmqctl delete_queue %s -p VHOST) and it is declared again at the next start",
                 self.service,
                 wire.Queue.DEAD_LETTER,
                 wire.Queue.DEAD_LETTER,
@@ -397,6 +403,7 @@ class Bus:
 
     async def _resend(self, outgoing: _frames.Outgoing) -> None:
         deadline = time.monotonic() + PUBLISH_PATIENCE
+        nacks = 0
         while True:
             if self._closed:
                 raise BusClosed(f"{self.service}: the bus is closed; {outgoing.message_type} not sent")
@@ -416,9 +423,33 @@ class Bus:
                     or time.monotonic() > deadline
                 ):
                     raise
+                if isinstance(exc, aiormq.exceptions.DeliveryError):
+                    nacks += 1
+                    if nacks % NACKS_BEFORE_NEW_CHANNEL == 0:
+                        await self._renew_publish_channel()
                 # The robust connection restores itself and its channels: wait for it, then send again.
-                log.info("%s: publish failed (%r); waiting for the broker", self.service, exc)
+                log.info(
+                    "%s: publish of %s to %s/%s failed (%r); waiting for the broker",
+                    self.service,
+                    outgoing.message_type,
+                    outgoing.exchange or "(default)",
+                    outgoing.routing_key,
+                    exc,
+                )
                 await asyncio.sleep(0.05)
+
+    async def _renew_publish_channel(self) -> None:
+        """Publish on a new channel from now on. After a RabbitMQ node of a cluster is lost, a channel
+        opened on another node while a quorum queue elected its new leader can have every later publish
+        to that queue refused (nacked) for minutes, while a new channel's are taken at once (seen with
+        RabbitMQ 3.10: agents' heartbeats refused until the master took the agents for lost)."""
+        assert self._publish_channel is not None
+        log.warning(
+            "%s: the broker keeps refusing publishes on this channel; opening a new one", self.service
+        )
+        with contextlib.suppress(*TRANSPORT_ERRORS):
+            underlay = await self._publish_channel.get_underlay_channel()
+            await underlay.close()  # the robust channel opens itself again (aio_pika restores it)
 
     def _sent_in_background(self, task: asyncio.Future[None]) -> None:
         self._background.discard(task)
@@ -689,6 +720,15 @@ def default_queue_type(nodes: int = 1) -> str:
     URLs (a RabbitMQ cluster: replication is what quorum queues buy) and classic for one (on one node
     they replicate nothing, and cost an offer cycle 1.9 times the round trip: docs/BENCHMARKS.md)."""
     return os.environ.get("MESETA_QUEUE_TYPE") or ("quorum" if nodes > 1 else "classic")
+
+
+def dead_letter_arguments(quorum: bool = False) -> dict[str, Any]:
+    """The dead-letter queue's arguments (meseta.ops.users declares the same): bounded, and replicated
+    where the other queues are."""
+    arguments: dict[str, Any] = dict(wire.DEAD_LETTER_LIMITS)
+    if quorum:
+        arguments["x-queue-type"] = "quorum"
+    return arguments
 
 
 def queue_arguments(expires_ms: int | None = None, quorum: bool = False) -> dict[str, Any]:

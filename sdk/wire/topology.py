@@ -106,8 +106,9 @@ HEADER_ORIGINAL_BYTES: Final = "x-meseta-original-bytes"
 QUEUE_TYPES: Final = ("quorum", "classic")
 """What the queues whose loss loses work are: quorum queues (replicated by Raft across a RabbitMQ cluster's
 nodes: the default where a service is given several brokers' URLs) or classic ones (one node's: the
-default with one URL). ``MESETA_QUEUE_TYPE`` decides. Agents' queues, reply queues and the dead-letter
-queue are always classic (see docs/FAULT_TOLERANCE.md)."""
+default with one URL). ``MESETA_QUEUE_TYPE`` decides, for agents' queues and the dead-letter queue too.
+Reply and executor queues are always classic: they live as long as their connection or executor
+(see docs/FAULT_TOLERANCE.md)."""
 
 DELIVERY_LIMIT: Final = 20
 """Deliveries of one message a quorum queue makes before it dead-letters it: a message that kills its

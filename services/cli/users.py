@@ -31,7 +31,11 @@ def provision(
     ] = "meseta",
     vhost: Annotated[str, typer.Option(envvar="MESETA_VHOST", help="Created if missing.")] = "/",
     broker: Annotated[
-        str, typer.Option(envvar="MESETA_BROKER", help="host:port the services reach the broker at.")
+        str,
+        typer.Option(
+            envvar="MESETA_BROKER",
+            help="host:port the services reach the broker at (each node's, comma-separated, on a cluster).",
+        ),
     ] = "127.0.0.1:5672",
     management_url: Annotated[
         str, typer.Option(envvar="MESETA_MANAGEMENT_URL")

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from meseta.runtime.rabbitmq import Management
 from meseta.sdk import wire
-from meseta.sdk.bus import default_queue_type, queue_arguments
+from meseta.sdk.bus import dead_letter_arguments, default_queue_type, queue_arguments
 
 
 def _name(value: str) -> str:
@@ -103,7 +103,7 @@ class Credentials:
 
     prefix: str
     host: str
-    """``host:port`` of the broker."""
+    """``host:port`` of the broker, or of each node of a RabbitMQ cluster, comma-separated."""
     vhost: str
     passwords: Mapping[str, str]
 
@@ -112,9 +112,11 @@ class Credentials:
         return wire.Principals(self.prefix)
 
     def url(self, user: str) -> str:
-        """The AMQP URL that logs in as ``user``."""
+        """The AMQP URL that logs in as ``user``: one per node, comma-separated, on a cluster (every
+        service and the SDK take that list and move to the next node when theirs is lost)."""
         login = f"{quote(user, safe='')}:{quote(self.passwords[user], safe='')}"
-        return f"amqp://{login}@{self.host}/{quote(self.vhost, safe='')}"
+        vhost = quote(self.vhost, safe="")
+        return ",".join(f"amqp://{login}@{host}/{vhost}" for host in self.host.split(","))
 
     def save(self, path: Path) -> None:
         """Written readable by its owner only: it holds every password."""
@@ -170,7 +172,8 @@ def provision(
     """
     agents = list(agents)
     users = cluster_users(principals, agents, frameworks)
-    _declare_topology(management, vhost, agents, queue_type or default_queue_type())
+    # Quorum queues on a cluster, as the services themselves would declare them given these URLs.
+    _declare_topology(management, vhost, agents, queue_type or default_queue_type(len(host.split(","))))
     passwords: dict[str, str] = {}
     v = quote(vhost, safe="")
     for user in users:
@@ -204,7 +207,9 @@ def _declare_topology(management: Management, vhost: str, agents: list[str], que
         management.call("PUT", f"/exchanges/{v}/{quote(exchange, safe='')}", {"type": kind, "durable": True})
     dead = quote(wire.Queue.DEAD_LETTER, safe="")
     management.call(
-        "PUT", f"/queues/{v}/{dead}", {"durable": True, "arguments": dict(wire.DEAD_LETTER_LIMITS)}
+        "PUT",
+        f"/queues/{v}/{dead}",
+        {"durable": True, "arguments": dead_letter_arguments(quorum=queue_type == "quorum")},
     )
     _bind(management, v, wire.Exchange.DEAD_LETTER, wire.Queue.DEAD_LETTER, "")
     # As the services would declare them (meseta.sdk.bus.queue_arguments): the allocator's replicated.

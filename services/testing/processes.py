@@ -25,7 +25,7 @@ from meseta.agent.containerizer import LABEL_CLUSTER
 from meseta.ops.users import Credentials, provision, remove_users
 from meseta.runtime import defaults
 from meseta.runtime.etcd import EtcdStore
-from meseta.runtime.rabbitmq import Management
+from meseta.runtime.rabbitmq import DEFAULT_MANAGEMENT_URL, Management
 from meseta.sdk import wire
 
 DEFAULT_AMQP_HOST = "127.0.0.1:5672"
@@ -47,6 +47,8 @@ class ProcessCluster:
     log_dir: Path
     run_id: str = field(default_factory=lambda: f"run-{uuid.uuid4().hex[:8]}")
     amqp_host: str = DEFAULT_AMQP_HOST
+    """``host:port`` of the broker, or of each node of a RabbitMQ cluster, comma-separated."""
+    management_url: str = DEFAULT_MANAGEMENT_URL
     etcd_endpoint: str = DEFAULT_ETCD
     env: dict[str, str] = field(default_factory=dict)
     principals: tuple[str, ...] | None = None
@@ -69,7 +71,8 @@ class ProcessCluster:
 
     @property
     def amqp_url(self) -> str:
-        return f"amqp://guest:guest@{self.amqp_host}/{self.vhost}"
+        """Development mode's URL: one per node, comma-separated, on a RabbitMQ cluster."""
+        return ",".join(f"amqp://guest:guest@{host}/{self.vhost}" for host in self.amqp_host.split(","))
 
     @property
     def users(self) -> wire.Principals:
@@ -88,7 +91,7 @@ class ProcessCluster:
         assert self.principals is not None
         known = self.credentials.passwords if self.credentials is not None else {}
         self.credentials = provision(
-            Management(),
+            Management(self.management_url),
             self.vhost,
             self.users,
             agents=agents,
@@ -126,7 +129,7 @@ class ProcessCluster:
 
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self.log_dir.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(Management().create_vhost, self.vhost)
+        await asyncio.to_thread(Management(self.management_url).create_vhost, self.vhost)
         if self.principals is not None:
             await asyncio.to_thread(self._provision)
         return self
@@ -136,9 +139,9 @@ class ProcessCluster:
     ) -> None:
         await self.stop_all()
         await asyncio.to_thread(remove_containers, self.run_id)
-        await asyncio.to_thread(Management().delete_vhost, self.vhost)
+        await asyncio.to_thread(Management(self.management_url).delete_vhost, self.vhost)
         if self.credentials is not None:
-            await asyncio.to_thread(remove_users, Management(), self.credentials.passwords)
+            await asyncio.to_thread(remove_users, Management(self.management_url), self.credentials.passwords)
         store = EtcdStore(self.etcd_endpoint, self.etcd_prefix)
         with contextlib.suppress(Exception):
             await store.connect()

@@ -31,10 +31,14 @@ class ResilientBatch:
         self.states: dict[str, wire.TaskState] = {}
         self.offer_times: list[tuple[float, int]] = []
         """(when, newest leader epoch heard) of each offer event."""
+        self.deliveries: Counter[str] = Counter()
+        """Updates the scheduler saw, by uuid: each once, however often it came over the wire."""
         self.done = asyncio.Event()
 
     async def run(self) -> None:
         async for event in self.client.events():
+            if isinstance(event, wire.Update):
+                self.deliveries[event.status.uuid] += 1
             match event:
                 case wire.Offers():
                     self.offer_times.append((time.time(), self.client._bus.epochs_accepted[-1]))

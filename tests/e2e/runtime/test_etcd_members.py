@@ -51,3 +51,27 @@ async def wait_for_connect(store: EtcdStore) -> None:
         except Exception:
             await asyncio.sleep(0.1)
     raise AssertionError("the etcd cluster did not answer")
+
+
+async def test_epochs_only_grow_when_members_lose_their_data(tmp_path: Path) -> None:
+    """Each member in turn loses its data and is replaced (removed, wiped, added back empty): the next
+    leader, elected through the member just replaced, still gets a higher epoch than every one before.
+    Epochs are revisions of the replicated log, which a wiped member gets back from the others."""
+    async with etcd_cluster(tmp_path / "etcd") as members:
+        epochs: list[int] = []
+        replaced = None
+        for round_, member in enumerate(members.members):
+            store = EtcdStore(replaced.endpoint if replaced else members.endpoints, "/wipe-test")
+            await wait_for_connect(store)
+            leadership = Leadership(store, "master", f"candidate-{round_}", ttl=4)
+            epochs.append(await leadership.campaign())
+            await leadership.resign()  # a graceful stop: the next one need not wait for the TTL
+            await store.close()
+            await members.replace(member)
+            replaced = member
+        # And once more, through the last member replaced (every member's data has been wiped once).
+        store = EtcdStore(members.members[-1].endpoint, "/wipe-test")
+        await wait_for_connect(store)
+        epochs.append(await Leadership(store, "master", "candidate-last", ttl=4).campaign())
+        await store.close()
+        assert epochs == sorted(set(epochs)), f"an epoch went backwards or repeated: {epochs}"

@@ -1,6 +1,7 @@
-"""Which queues are replicated: on a cluster, the master's, the allocator's and the frameworks' are quorum
-queues (with a delivery limit and dead-lettering), agents', replies and dead letters classic; with one
-broker URL all are classic. A queue an older Meseta declared classic is used as it is, with a warning.
+"""Which queues are replicated: on a cluster, the master's, the allocator's, the frameworks' and the
+dead-letter queue are quorum queues (with a delivery limit and dead-lettering), replies classic, agents'
+as each agent's own setting says; with one broker URL all are classic. A queue an older Meseta
+declared classic is used as it is, with a warning.
 Real RabbitMQ (one node: quorum queues work there too)."""
 
 from __future__ import annotations
@@ -44,8 +45,13 @@ async def test_queues_whose_loss_loses_work_are_quorum_queues(amqp_url: str, etc
             assert isinstance(arguments, dict)
             assert arguments["x-delivery-limit"] == wire.DELIVERY_LIMIT
             assert arguments["x-dead-letter-exchange"] == wire.Exchange.DEAD_LETTER
-        for name in (wire.agent_queue(cluster.agents[0].agent_id), wire.Queue.DEAD_LETTER):
-            assert found[name]["type"] == "classic", name
+        # Dead letters are kept on a cluster too, still bounded.
+        assert found[wire.Queue.DEAD_LETTER]["type"] == "quorum"
+        assert found[wire.Queue.DEAD_LETTER]["arguments"] == {
+            **dict(wire.DEAD_LETTER_LIMITS),
+            "x-queue-type": "quorum",
+        }
+        assert found[wire.agent_queue(cluster.agents[0].agent_id)]["type"] == "classic"
 
 
 async def test_a_classic_queue_an_older_meseta_declared_is_used_with_a_warning(
