@@ -1,5 +1,5 @@
 # The two commands of the README. Both install and start what is missing first.
-.PHONY: demo test infra venv lint typecheck unit bench bench-scale bench-scale-50k bench-failover compose-images compose-test compose-up compose-down
+.PHONY: demo test infra venv lint typecheck unit bench bench-scale bench-scale-50k bench-failover bench-failover-replicated compose-images compose-test compose-up compose-down compose-ha-up compose-ha-down
 
 PY := .venv/bin/python
 
@@ -52,6 +52,10 @@ bench-scale-50k: infra
 bench-failover: infra
 	$(PY) bench/failover.py --kills 10
 
+# Failover on the replicated stack: each kind of node killed in turn, 3 rounds (about 5 minutes).
+bench-failover-replicated: infra
+	$(PY) bench/failover_replicated.py --rounds 3
+
 # The compose deployment, with every image built locally (no registry needed).
 compose-images: infra
 	bash compose/build-images.sh
@@ -66,3 +70,10 @@ compose-up: compose-images
 
 compose-down:
 	$(COMPOSE_OFFLINE) docker-compose -p meseta -f compose/compose.yaml --profile example down -v --remove-orphans
+
+# The replicated topology (compose/ha.yaml: 3 RabbitMQ nodes, 3 etcd members, 2 masters, 2 allocators, 3 agents).
+compose-ha-up: compose-images
+	$(COMPOSE_OFFLINE) docker-compose -p meseta-ha -f compose/ha.yaml up -d
+
+compose-ha-down:
+	$(COMPOSE_OFFLINE) docker-compose -p meseta-ha -f compose/ha.yaml --profile example down -v --remove-orphans

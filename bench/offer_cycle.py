@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import random
 import time
 import traceback
@@ -348,10 +349,20 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="Runs, each with a fresh cluster; their cycles are pooled."
     )
+    parser.add_argument(
+        "--queue-type",
+        choices=("classic", "quorum", "both"),
+        default=None,
+        help="The queues' type (MESETA_QUEUE_TYPE for every process); both: classic and quorum runs "
+        "interleaved, --repeat of each, and their ratio (default: what the deployment decides).",
+    )
     parser.add_argument("--out", default="offer_cycle.json")
     args = parser.parse_args()
-    runs = [
-        eventloop.run(
+
+    def run(queue_type: str | None) -> dict[str, Any]:
+        if queue_type is not None:
+            os.environ["MESETA_QUEUE_TYPE"] = queue_type  # the processes started inherit it
+        return eventloop.run(
             measure(
                 args.agents,
                 args.frameworks,
@@ -365,8 +376,26 @@ def main() -> None:
                 settle_timeout=args.settle_timeout,
             )
         )
-        for _ in range(args.repeat)
-    ]
+
+    if args.queue_type == "both":
+        by_type: dict[str, list[dict[str, Any]]] = {"classic": [], "quorum": []}
+        for _ in range(args.repeat):
+            for queue_type, runs_of_type in by_type.items():  # interleaved: the machine's drift hits both
+                runs_of_type.append(run(queue_type))
+        compared = {queue_type: pooled(runs) for queue_type, runs in by_type.items()}
+        ratio = {
+            f"{key}_quorum_over_classic": round(
+                float(compared["quorum"][key]) / float(compared["classic"][key]), 2
+            )
+            for key in ("p50_ms", "p95_ms")
+        }
+        path = write_result(args.out, {**compared, **ratio})
+        for queue_type, result in compared.items():
+            p50, p95 = result["p50_ms"], result["p95_ms"]
+            print(f"{queue_type}: {result['cycles']} cycles, p50 {p50} ms, p95 {p95} ms")
+        print(f"quorum / classic: {ratio} -> {path}")
+        return
+    runs = [run(args.queue_type) for _ in range(args.repeat)]
     result = pooled(runs)
     path = write_result(args.out, result)
     print(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -128,11 +129,18 @@ class EtcdCluster:
         try:
             ids = [known.id async for known in client.members() if known.name == member.name]
             for member_id in ids:
-                await _patiently(lambda known=member_id: client.remove_member(known))
+                await _patiently(functools.partial(client.remove_member, member_id))
             await _patiently(lambda: client.add_member([f"http://127.0.0.1:{member.peer_port}"]))
         finally:
             await client.close()
         await asyncio.to_thread(shutil.rmtree, member.data, True)
+        await self._launch(member, "existing")
+        await self.wait_healthy(member)
+
+    async def restart(self, member: EtcdMember) -> None:
+        """Start a killed member again on its own data; return once it serves reads."""
+        if member.proc is not None:
+            await member.proc.wait()
         await self._launch(member, "existing")
         await self.wait_healthy(member)
 

@@ -1,5 +1,7 @@
 """The compose deployment, offline: build every image locally, bring the stack up, run the example
-framework to completion, look at the cluster, fail the leading master over, read the traces, tear down."""
+framework to completion, look at the cluster, fail the leading master over, read the traces, tear down.
+And the replicated stack (compose/ha.yaml): three RabbitMQ nodes and three etcd members, one of each
+killed, the example still runs."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose" / "compose.yaml"
+HA_FILE = ROOT / "compose" / "ha.yaml"
 
 
 def compose_command() -> list[str]:
@@ -52,7 +55,7 @@ def wait_state(apis: list[str], ok: object, timeout: float, what: str) -> StateV
 
 
 class Stack:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, compose_file: Path = COMPOSE_FILE) -> None:
         self.project = f"mtest{uuid.uuid4().hex[:8]}"
         self.otel = tmp / "otel"
         self.otel.mkdir()
@@ -69,7 +72,7 @@ class Stack:
             "MESETA_API_PORT_2": str(self.api_ports[1]),
             "MESETA_RABBITMQ_UI_PORT": str(free_port()),
         }
-        self.base = [*compose_command(), "-p", self.project, "-f", str(COMPOSE_FILE), "--profile", "example"]
+        self.base = [*compose_command(), "-p", self.project, "-f", str(compose_file), "--profile", "example"]
 
     @property
     def apis(self) -> list[str]:
@@ -86,19 +89,28 @@ class Stack:
         return self.run("ps", "-q", service).strip()
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def up(tmp_path: Path, compose_file: Path) -> Iterator[Stack]:
     built = subprocess.run(
         ["bash", str(ROOT / "compose" / "build-images.sh")], capture_output=True, text=True, timeout=900
     )
     assert built.returncode == 0, built.stdout + built.stderr
-    s = Stack(tmp_path)
+    s = Stack(tmp_path, compose_file)
     try:
         s.run("up", "-d", timeout=300)
         yield s
     finally:
         subprocess.run([*s.base, "down", "-v", "--remove-orphans", "-t", "5"], env=s.env, capture_output=True)
         remove_containers(s.project)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    yield from up(tmp_path, COMPOSE_FILE)
+
+
+@pytest.fixture
+def ha_stack(tmp_path: Path) -> Iterator[Stack]:
+    yield from up(tmp_path, HA_FILE)
 
 
 def meseta(*args: str) -> str:
@@ -160,3 +172,24 @@ def test_compose_stack_runs_the_example(stack: Stack) -> None:
     report = meseta("trace", "report", str(traces))
     assert "batch" in report and "cycle" in report
     assert "meseta.offers" in (stack.otel / "metrics.jsonl").read_text()
+
+
+def test_the_replicated_stack_survives_losing_a_broker_node_and_an_etcd_member(ha_stack: Stack) -> None:
+    state = wait_state(ha_stack.apis, lambda s: len(s.agents) == 3, 240, "a leader with three agents")
+    # The three nodes are one cluster, and the queues whose loss loses work are quorum queues on all three.
+    status = ha_stack.run(
+        "exec", "-T", "rabbitmq-2", "rabbitmqctl", "-q", "cluster_status", "--formatter", "json"
+    )
+    assert all(f"rabbit@rabbitmq-{i}" in status for i in (1, 2, 3)), status
+    listed = ha_stack.run("exec", "-T", "rabbitmq-2", "rabbitmqctl", "-q", "list_queues", "name", "type")
+    types = dict(line.split() for line in listed.strip().splitlines())
+    assert types["meseta.master.calls"] == "quorum" and types["meseta.allocator.events"] == "quorum", types
+
+    # Kill a RabbitMQ node and an etcd member: the example runs to completion on the rest.
+    for service in ("rabbitmq-1", "etcd-1"):
+        subprocess.run(["docker", "kill", ha_stack.container(service)], check=True, capture_output=True)
+    after = wait_state(ha_stack.apis, lambda s: len(s.agents) == 3, 120, "the cluster after the losses")
+    assert after.leader.epoch >= state.leader.epoch
+    out = ha_stack.run("run", "--rm", "example", timeout=300)
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("batch: 24 maps, 6 reduces in"), out
