@@ -237,6 +237,7 @@ async def control_plane(
                 f"--ready-file={ready}",
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
+                env=emulator_env(),
             )
             log.close()
             emulators.append((proc, launches))
@@ -259,6 +260,13 @@ async def control_plane(
                 with contextlib.suppress(Exception):
                     await client.close()
             await bench.stop_emulator()
+
+
+def emulator_env() -> dict[str, str]:
+    """The emulators' environment: this process's, with ``MESETA_BENCH_AGENT_QUEUE_TYPE`` as the agents'
+    ``MESETA_QUEUE_TYPE`` where it is set (agents' queues may differ from the rest, as in production)."""
+    agents = os.environ.get("MESETA_BENCH_AGENT_QUEUE_TYPE")
+    return {**os.environ, **({"MESETA_QUEUE_TYPE": agents} if agents else {})}
 
 
 def noop_task(task_id: str, cpus: float, mem: float, seconds: float) -> wire.TaskInfo:
