@@ -8,6 +8,7 @@ the SDK's CommandExecutor inside it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import sys
 from pathlib import Path
 
@@ -88,11 +89,16 @@ async def test_one_executor_runs_five_tasks(
 
 
 def _bridge_gateway() -> str:
+    """The host's address on Docker's bridge. The daemon does not always list it (after a restart its
+    IPAM config may hold the subnet alone): then it is the subnet's first address, as Docker assigns it."""
     engine = docker.from_env()
     try:
-        return str(engine.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"])
+        config = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
     finally:
         engine.close()
+    if config.get("Gateway"):
+        return str(config["Gateway"])
+    return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
 
 
 async def test_an_executor_on_a_network_of_its_own(amqp_url: str, etcd_prefix: str) -> None:
