@@ -17,6 +17,7 @@ import signal
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from meseta.sdk import FrameworkClient, eventloop, wire
@@ -27,68 +28,97 @@ RESULTS = Path(__file__).parent / "results" / "failover.json"
 ENV = {"MESETA_HEARTBEAT_INTERVAL": "0.5", "MESETA_CONTAINER_RETENTION": "5"}
 
 
+class Load:
+    """A framework launching a stream of short tasks on whatever it is offered; it keeps the times."""
+
+    def __init__(self, client: FrameworkClient) -> None:
+        self.client = client
+        self.offers: list[tuple[float, int]] = []
+        """(when, the newest leader epoch heard) of each offer event."""
+        self.accepted: dict[str, float] = {}
+        self.started: list[tuple[float, str]] = []
+        self._ids = itertools.count()
+
+    async def run(self) -> None:
+        async for event in self.client.events():
+            if isinstance(event, wire.Offers):
+                self.offers.append((time.time(), self.client._bus.epochs_accepted[-1]))
+                for offer in event.offers:
+                    tasks = [
+                        wire.TaskInfo(
+                            task_id=f"t-{next(self._ids)}",
+                            resources=wire.Resources(cpus=0.5, mem=16),
+                            container=wire.ContainerSpec.shell("meseta-task:latest", "sleep 0.5"),
+                        )
+                        for _ in range(4)
+                    ]
+                    chosen = first_fit(offer, tasks)
+                    if chosen:
+                        now = time.time()
+                        self.accepted.update((t.task_id, now) for t in chosen)
+                        await self.client.accept([offer.offer_id], chosen)
+                    else:
+                        await self.client.decline([offer.offer_id], refuse_seconds=0)
+            elif isinstance(event, wire.Update) and (
+                event.status.state == wire.TaskState.RUNNING or event.status.state.terminal
+            ):
+                self.started.append((time.time(), event.status.task_id))
+
+    def offers_after(self, since: float, epoch: int = 0) -> float | None:
+        later = [t for t, e in self.offers if t > since and e > epoch]
+        return min(later) - since if later else None
+
+    def tasks_after(self, since: float) -> float | None:
+        later = [t for t, task in self.started if self.accepted.get(task, 0) > since]
+        return min(later) - since if later else None
+
+
 def leading(cluster: ProcessCluster) -> str | None:
     alive = [n for n, p in cluster.procs.items() if n.startswith("master") and p.returncode is None]
-    leaders = [n for n in alive if "leads master" in cluster.log(n)]
+    leaders = [n for n in alive if "leads master" in cluster.log(n, current=True)]
     return leaders[-1] if leaders else None
 
 
-async def workload(client: FrameworkClient, offer_times: list[tuple[float, int]]) -> None:
-    """Launch a stream of short tasks on whatever is offered."""
-    ids = itertools.count()
-    async for event in client.events():
-        if isinstance(event, wire.Offers):
-            # Tagged with the newest leader epoch the framework has heard: in-flight offers of a dead
-            # leader do not count as recovery.
-            offer_times.append((time.time(), client._bus.epochs_accepted[-1]))
-            for offer in event.offers:
-                tasks = [
-                    wire.TaskInfo(
-                        task_id=f"t-{next(ids)}",
-                        resources=wire.Resources(cpus=0.5, mem=16),
-                        container=wire.ContainerSpec.shell("meseta-task:latest", "sleep 0.5"),
-                    )
-                    for _ in range(4)
-                ]
-                chosen = first_fit(offer, tasks)
-                if chosen:
-                    await client.accept([offer.offer_id], chosen)
-                else:
-                    await client.decline([offer.offer_id], refuse_seconds=0)
-
-
-async def wait_until(predicate: object, timeout: float) -> None:
+async def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
+            raise TimeoutError(f"no {what} within {timeout} s")
         await asyncio.sleep(0.02)
+
+
+async def start(
+    cluster: ProcessCluster, masters: Iterator[int], patience: float
+) -> tuple[FrameworkClient, Load, asyncio.Task[None]]:
+    """Two allocators, two masters (numbered from ``masters``), three agents, and a framework running
+    :class:`Load` once a master leads."""
+    for i in range(2):
+        await cluster.allocator(i)
+        await cluster.master(next(masters))
+    for i in range(3):
+        await cluster.agent(i, f"host-{i}", "--cpus=2", "--mem=2048")
+    await wait_until(lambda: leading(cluster) is not None, patience, "a leading master")
+    client = FrameworkClient(cluster.amqp_url, "load")
+    await client.subscribe(timeout=patience)
+    load = Load(client)
+    return client, load, asyncio.create_task(load.run())
 
 
 async def main(kills: int) -> dict[str, object]:
     async with ProcessCluster(Path(tempfile.mkdtemp(prefix="meseta-failover-")), env=ENV) as cluster:
         masters = itertools.count()
-        for i in range(2):
-            await cluster.allocator(i)
-            await cluster.master(next(masters))
-        for i in range(3):
-            await cluster.agent(i, f"host-{i}", "--cpus=2", "--mem=2048")
-        await wait_until(lambda: leading(cluster) is not None, 30)
-        client = FrameworkClient(cluster.amqp_url, "load")
-        await client.subscribe(timeout=30)
-        offer_times: list[tuple[float, int]] = []
-        loop = asyncio.create_task(workload(client, offer_times))
+        client, load, loop = await start(cluster, masters, patience=30)
         recoveries: list[float] = []
         try:
-            await wait_until(lambda: len(offer_times) >= 5, 30)
+            await wait_until(lambda: len(load.offers) >= 5, 30, "offers")
             for n in range(kills):
                 old = leading(cluster)
                 assert old is not None
-                old_epoch = offer_times[-1][1]
+                old_epoch = load.offers[-1][1]
                 killed_at = time.time()
                 await cluster.kill(old, signal.SIGKILL)
-                await wait_until(lambda: any(e > old_epoch for _, e in offer_times), 30)  # noqa: B023
-                recovery = min(t for t, e in offer_times if e > old_epoch) - killed_at
+                await wait_until(lambda: load.offers_after(killed_at, old_epoch) is not None, 30, "offers")  # noqa: B023
+                recovery = load.offers_after(killed_at, old_epoch) or 0.0
                 recoveries.append(round(recovery, 3))
                 print(f"kill {n + 1}: offers again after {recovery:.2f} s")
                 await cluster.master(next(masters))  # a fresh standby

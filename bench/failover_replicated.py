@@ -26,72 +26,14 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from meseta.sdk import FrameworkClient, eventloop, wire
-from meseta.sdk.helpers import first_fit
+from failover import Load, leading, start, wait_until
+
+from meseta.sdk import eventloop
 from meseta.testing.processes import ProcessCluster
 from meseta.testing.replicas import EtcdCluster, RabbitCluster, etcd_cluster, rabbit_cluster
 
 RESULTS = Path(__file__).parent / "results" / "failover_replicated.json"
 ENV = {"MESETA_HEARTBEAT_INTERVAL": "0.5", "MESETA_AGENT_TIMEOUT": "4", "MESETA_CONTAINER_RETENTION": "5"}
-
-
-class Load:
-    """A framework launching a stream of short tasks on whatever it is offered; it keeps the times."""
-
-    def __init__(self, client: FrameworkClient) -> None:
-        self.client = client
-        self.offers: list[tuple[float, int]] = []
-        """(when, the newest leader epoch heard) of each offer event."""
-        self.accepted: dict[str, float] = {}
-        self.started: list[tuple[float, str]] = []
-        self._ids = itertools.count()
-
-    async def run(self) -> None:
-        async for event in self.client.events():
-            if isinstance(event, wire.Offers):
-                self.offers.append((time.time(), self.client._bus.epochs_accepted[-1]))
-                for offer in event.offers:
-                    tasks = [
-                        wire.TaskInfo(
-                            task_id=f"t-{next(self._ids)}",
-                            resources=wire.Resources(cpus=0.5, mem=16),
-                            container=wire.ContainerSpec.shell("meseta-task:latest", "sleep 0.5"),
-                        )
-                        for _ in range(4)
-                    ]
-                    chosen = first_fit(offer, tasks)
-                    if chosen:
-                        now = time.time()
-                        self.accepted.update((t.task_id, now) for t in chosen)
-                        await self.client.accept([offer.offer_id], chosen)
-                    else:
-                        await self.client.decline([offer.offer_id], refuse_seconds=0)
-            elif isinstance(event, wire.Update) and (
-                event.status.state == wire.TaskState.RUNNING or event.status.state.terminal
-            ):
-                self.started.append((time.time(), event.status.task_id))
-
-    def offers_after(self, since: float, epoch: int = 0) -> float | None:
-        later = [t for t, e in self.offers if t > since and e > epoch]
-        return min(later) - since if later else None
-
-    def tasks_after(self, since: float) -> float | None:
-        later = [t for t, task in self.started if self.accepted.get(task, 0) > since]
-        return min(later) - since if later else None
-
-
-def leading(cluster: ProcessCluster) -> str | None:
-    alive = [n for n, p in cluster.procs.items() if n.startswith("master") and p.returncode is None]
-    leaders = [n for n in alive if "leads master" in cluster.log(n, current=True)]
-    return leaders[-1] if leaders else None
-
-
-async def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 async def measure(load: Load, kill: Callable[[], Awaitable[int]], kind: str) -> dict[str, float]:
@@ -126,16 +68,7 @@ async def rounds(
         # A leader that cannot refresh its lease while etcd elects steps down: it comes back a standby.
         cluster.restart_on_exit = ("master", "allocator")
         masters = itertools.count()
-        for i in range(2):
-            await cluster.allocator(i)
-            await cluster.master(next(masters))
-        for i in range(3):
-            await cluster.agent(i, f"host-{i}", "--cpus=2", "--mem=2048")
-        await wait_until(lambda: leading(cluster) is not None, 60, "leading master")
-        client = FrameworkClient(cluster.amqp_url, "load")
-        await client.subscribe(timeout=60)
-        load = Load(client)
-        loop = asyncio.create_task(load.run())
+        client, load, loop = await start(cluster, masters, patience=60)
         try:
             await wait_until(lambda: len(load.started) >= 10, 60, "first tasks")
             for _ in range(count):

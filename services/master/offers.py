@@ -67,7 +67,9 @@ async def _not_launched(m: MasterCore, msg: wire.Accept, refusal: Refusal) -> No
     """A terminal update per task of a refused ACCEPT, as Mesos sends: a scheduler that tracks its tasks
     by their updates would otherwise wait for ever on tasks that never left the master. LOST
     (INVALID_OFFERS) when the offers were at fault, ERROR (INVALID_TASK) when the tasks were. A task id
-    that names a live task gets none: that task is not the one refused."""
+    that names a live or recently ended task gets none: that task is not the one refused (an ACCEPT the
+    broker redelivered after a dropped connection is handled again, and its tasks may have finished by
+    then: a LOST overwrote their FINISHED). The call's ERROR still tells the framework."""
     if msg.framework_id not in m.cluster.frameworks:
         return
     offers_at_fault = refusal.code in _OFFER_REFUSALS
@@ -80,6 +82,7 @@ async def _not_launched(m: MasterCore, msg: wire.Accept, refusal: Refusal) -> No
         )
         for task_id in dict.fromkeys(t.task_id for t in msg.tasks)
         if (msg.framework_id, task_id) not in m.cluster.tasks
+        and (msg.framework_id, task_id) not in m.cluster.finished
     )
     await m.outbox.statuses(msg.framework_id, statuses)
 
