@@ -18,7 +18,7 @@ test: infra
 	$(PY) -m ruff format --check services sdk examples tests bench
 	bash scripts/typecheck.sh
 	$(PY) -m pytest -q -n 2 -m "not serial" tests
-	$(PY) -m pytest -q -m serial tests
+	$(PY) -m pytest -q -m serial tests --deselect $(HA_COMPOSE_TEST)
 
 # No broker, etcd or Docker needed (tests/unit holds only tests that use none).
 unit: venv
@@ -62,6 +62,11 @@ compose-images: infra
 
 compose-test: infra
 	$(PY) -m pytest -q -s tests/serial/test_compose.py
+
+# The replicated compose stack brought up, a broker node and an etcd member killed, the example run (about 4
+# minutes): in `make compose-test`, not in `make test`, which would pass 15 minutes on 2 cores with it
+# (tests/e2e/ops/test_ha_compose_file.py checks the file there; tests/serial/test_replicated.py the kills).
+HA_COMPOSE_TEST := tests/serial/test_compose.py::test_the_replicated_stack_survives_losing_a_broker_node_and_an_etcd_member
 
 COMPOSE_OFFLINE := MESETA_BASE_IMAGE=meseta-base:bookworm RABBITMQ_IMAGE=meseta-infra:bookworm ETCD_IMAGE=meseta-infra:bookworm
 
