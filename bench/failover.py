@@ -118,7 +118,8 @@ async def main(kills: int) -> dict[str, object]:
                 killed_at = time.time()
                 await cluster.kill(old, signal.SIGKILL)
                 await wait_until(lambda: load.offers_after(killed_at, old_epoch) is not None, 30, "offers")  # noqa: B023
-                recovery = load.offers_after(killed_at, old_epoch) or 0.0
+                recovery = load.offers_after(killed_at, old_epoch)
+                assert recovery is not None
                 recoveries.append(round(recovery, 3))
                 print(f"kill {n + 1}: offers again after {recovery:.2f} s")
                 await cluster.master(next(masters))  # a fresh standby

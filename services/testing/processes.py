@@ -87,11 +87,15 @@ class ProcessCluster:
         """What a framework of ``principal`` connects with."""
         return self.url_of(self.users.framework(principal))
 
+    def _management(self) -> Management:
+        """The broker's management API (of a node that is up, on a cluster: ``management_url`` moves)."""
+        return Management(self.management_url)
+
     def _provision(self, agents: tuple[str, ...] = ()) -> None:
         assert self.principals is not None
         known = self.credentials.passwords if self.credentials is not None else {}
         self.credentials = provision(
-            Management(self.management_url),
+            self._management(),
             self.vhost,
             self.users,
             agents=agents,
@@ -129,7 +133,7 @@ class ProcessCluster:
 
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self.log_dir.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(Management(self.management_url).create_vhost, self.vhost)
+        await asyncio.to_thread(self._management().create_vhost, self.vhost)
         if self.principals is not None:
             await asyncio.to_thread(self._provision)
         return self
@@ -139,9 +143,9 @@ class ProcessCluster:
     ) -> None:
         await self.stop_all()
         await asyncio.to_thread(remove_containers, self.run_id)
-        await asyncio.to_thread(Management(self.management_url).delete_vhost, self.vhost)
+        await asyncio.to_thread(self._management().delete_vhost, self.vhost)
         if self.credentials is not None:
-            await asyncio.to_thread(remove_users, Management(self.management_url), self.credentials.passwords)
+            await asyncio.to_thread(remove_users, self._management(), self.credentials.passwords)
         store = EtcdStore(self.etcd_endpoint, self.etcd_prefix)
         with contextlib.suppress(Exception):
             await store.connect()

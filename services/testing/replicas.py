@@ -41,6 +41,10 @@ class EtcdMember:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
 
 @dataclass
 class EtcdCluster:
@@ -80,13 +84,14 @@ class EtcdCluster:
             await self._launch(member, "new")
 
     def kill(self, member: EtcdMember) -> None:
-        if member.proc is not None and member.proc.returncode is None:
+        if member.alive:
+            assert member.proc is not None
             member.proc.kill()
 
     async def _client(self, avoid: EtcdMember | None = None) -> aetcd.Client:
         """A client of a member that answers (not ``avoid``)."""
         for member in self.members:
-            if member is avoid or member.proc is None or member.proc.returncode is not None:
+            if member is avoid or not member.alive:
                 continue
             client = aetcd.Client("127.0.0.1", member.client_port, timeout=5)
             try:
@@ -108,11 +113,7 @@ class EtcdCluster:
                     await client.close()
                 if status.leader is not None:
                     for member in self.members:
-                        if (
-                            member.name == status.leader.name
-                            and member.proc
-                            and member.proc.returncode is None
-                        ):
+                        if member.name == status.leader.name and member.alive:
                             return member
             if time.monotonic() > deadline:
                 raise RuntimeError("the etcd cluster has no leader")
@@ -204,6 +205,10 @@ class RabbitNode:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None and not self.killed
 
+    def management(self) -> Management:
+        """This node's own management API."""
+        return Management(f"http://127.0.0.1:{self.management_port}/api")
+
 
 @dataclass
 class RabbitCluster:
@@ -225,7 +230,7 @@ class RabbitCluster:
         """The management API of a node that is up (any node answers for the whole cluster)."""
         for node in self.nodes:
             if node.alive:
-                return Management(f"http://127.0.0.1:{node.management_port}/api")
+                return node.management()
         raise RuntimeError("no RabbitMQ node is up")
 
     def _configure(self, node: RabbitNode) -> None:
@@ -303,9 +308,7 @@ class RabbitCluster:
     def _running(node: RabbitNode) -> set[str]:
         """The nodes ``node`` sees running (none while it does not answer)."""
         try:
-            listed = json.loads(
-                Management(f"http://127.0.0.1:{node.management_port}/api").call("GET", "/nodes")
-            )
+            listed = json.loads(node.management().call("GET", "/nodes"))
         except Exception:
             return set()
         return {str(n["name"]) for n in listed if n.get("running")}
