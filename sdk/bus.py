@@ -58,6 +58,8 @@ CANCEL_PATIENCE = 5.0
 """Seconds a stopping consumer waits for the broker to confirm its cancellation."""
 RESEND_PATIENCE = 5.0
 """Seconds one resend waits for the broker's confirm before it is sent again."""
+DEFAULT_RECONNECT_INTERVAL = 5.0
+"""aio_pika's seconds between a robust connection's tries, where the connection does not say."""
 NACKS_BEFORE_NEW_CHANNEL = 5
 """Refusals of one publish in a row after which it is tried on a new channel (see _renew_publish_channel)."""
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
@@ -176,6 +178,13 @@ class Bus:
         self._consume_channel = await self._connection.channel()
         await self._consume_channel.set_qos(prefetch_count=DEFAULT_PREFETCH)
         await self._declare_exchanges()
+
+    @property
+    def reconnect_interval(self) -> float:
+        """Seconds between the robust connection's tries: those who lost the broker with this service
+        come back up to this long after it does."""
+        interval = getattr(self._connection, "reconnect_interval", None)
+        return float(interval) if isinstance(interval, int | float) else DEFAULT_RECONNECT_INTERVAL
 
     def _on_reconnect(self, *_: object) -> None:
         self.reconnects += 1

@@ -21,7 +21,9 @@ __all__ = [
     "HeartbeatInterval",
     "KillExecutorTask",
     "KillTask",
+    "LaunchMark",
     "LaunchTasks",
+    "MarkLaunches",
     "RegisterAgent",
     "ReregisterAgent",
     "RunTask",
@@ -49,13 +51,31 @@ class RegisterAgent(Message):
     """Seconds between this agent's heartbeats (its own, or longer as a master told it; 0: unknown)."""
 
 
+class LaunchMark(_Frozen):
+    """How far along an agent's queue a launch (or a mark) lies: the leading master's epoch and its count
+    of launches sent to that agent in its term. Marks compare as the pair: a later term is further on."""
+
+    epoch: int = Field(ge=0)
+    sequence: int = Field(ge=0)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.epoch, self.sequence)
+
+
 class Heartbeat(Message):
-    """An agent is alive; ``free`` is what its running tasks leave."""
+    """An agent is alive; ``free`` is what its running tasks leave.
+
+    ``running_tasks`` and ``read`` are taken together: what the agent ran when it had read its queue up
+    to ``read``. A STAGING task launched at or before ``read`` and not listed never reached the agent; one
+    launched after may still be on its way (a heartbeat queued through a broker outage is old news).
+    """
 
     type: Literal["HEARTBEAT"] = "HEARTBEAT"
     agent_id: Id
     free: Resources
     running_tasks: tuple[Id, ...] = ()
+    read: LaunchMark | None = None
 
 
 # master -> agent, on LAUNCHES (routing key = agent id)
@@ -70,6 +90,17 @@ class LaunchTasks(Message):
     tasks: tuple[TaskInfo, ...] = Field(min_length=1)
     gpu_assignments: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """Task id -> the GPU device ids the master assigned it."""
+    mark: LaunchMark | None = None
+    """Where this launch lies in the agent's queue (the agent reports the last it read)."""
+
+
+class MarkLaunches(Message):
+    """Every launch to this agent before this message has been sent: report ``mark`` as read once here.
+    The master asks when a task stays STAGING unlisted, to learn whether its launch is late or lost."""
+
+    type: Literal["MARK_LAUNCHES"] = "MARK_LAUNCHES"
+    agent_id: Id
+    mark: LaunchMark
 
 
 class KillTask(Message):

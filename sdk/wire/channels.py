@@ -17,6 +17,7 @@ from meseta.sdk.wire.agents import (
     KillExecutorTask,
     KillTask,
     LaunchTasks,
+    MarkLaunches,
     RegisterAgent,
     ReregisterAgent,
     RunTask,
@@ -110,6 +111,7 @@ HEARTBEATS = Channel(Exchange.HEARTBEATS, RegisterAgent, Heartbeat)
 LAUNCHES = Channel(
     Exchange.LAUNCHES,
     LaunchTasks,
+    MarkLaunches,
     KillTask,
     AcknowledgeUpdates,
     ReregisterAgent,

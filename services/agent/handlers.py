@@ -18,6 +18,11 @@ Handler = Callable[["AgentService", Any], Awaitable[None]]
 
 async def _launch(agent: AgentService, msg: wire.LaunchTasks) -> None:
     agent.runner.launch(msg)
+    agent.read_to(msg.mark)  # after: a heartbeat that says read here lists these tasks
+
+
+async def _mark(agent: AgentService, msg: wire.MarkLaunches) -> None:
+    agent.read_to(msg.mark)
 
 
 async def _kill(agent: AgentService, msg: wire.KillTask) -> None:
@@ -55,6 +60,7 @@ async def _executor_message(agent: AgentService, msg: wire.ExecutorMessage) -> N
 
 HANDLERS: Mapping[type[wire.Message], Handler] = {
     wire.LaunchTasks: _launch,
+    wire.MarkLaunches: _mark,
     wire.KillTask: _kill,
     wire.AcknowledgeUpdates: _acknowledged,
     wire.ReregisterAgent: _reregister,

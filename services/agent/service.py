@@ -97,6 +97,8 @@ class AgentService(Service):
         self.told_interval = 0.0
         """The heartbeat interval the master asks for at least (0: none; it holds its heartbeat rate)."""
         self._stagger = False
+        self.read = wire.LaunchMark(epoch=0, sequence=0)
+        """The furthest launch mark read from the queue; heartbeats carry it with the tasks it led to."""
 
     # What tests and the emulator read of an agent.
 
@@ -204,6 +206,11 @@ class AgentService(Service):
         """Seconds between heartbeats: this agent's own, or the master's where that is longer."""
         return max(self.settings.heartbeat_interval, self.told_interval)
 
+    def read_to(self, mark: wire.LaunchMark | None) -> None:
+        """The queue has been read up to ``mark`` (after its launch, if any, is in the runner's tasks)."""
+        if mark is not None and mark.key > self.read.key:
+            self.read = mark
+
     def told(self, seconds: float) -> None:
         """The master asks for heartbeats at least ``seconds`` apart (0: this agent's own interval)."""
         if seconds != self.told_interval:
@@ -223,6 +230,7 @@ class AgentService(Service):
                 agent_id=self.agent_id,
                 free=self.free,
                 running_tasks=tuple(tid for _, tid in self.runner.tasks),
+                read=self.read,
             )
             # Not waiting for the broker's confirm: the next heartbeat must leave on time, however slow
             # the broker is to confirm this one.

@@ -14,6 +14,10 @@ from meseta.sdk import tracing, wire
 
 log = logging.getLogger(__name__)
 
+MARK_EVERY = 2.0
+"""Seconds between MARK_LAUNCHES to one agent while its overdue launches are unaccounted for (one may be
+lost with a queue, as a launch may)."""
+
 
 async def register_agent(m: MasterCore, msg: wire.RegisterAgent, _: Call) -> None:
     agent = m.cluster.agents.get(msg.agent_id)
@@ -74,16 +78,19 @@ async def heartbeat(m: MasterCore, msg: wire.Heartbeat, _: Call) -> None:
         await m.outbox.to_agent(msg.agent_id, wire.ReregisterAgent(agent_id=msg.agent_id))
         return
     agent.last_seen, agent.heard = time.time(), time.monotonic()
-    await _lost_launches(m, agent, msg.running_tasks)
+    await _lost_launches(m, agent, msg)
 
 
-async def _lost_launches(m: MasterCore, agent: AgentInfo, listed: tuple[str, ...]) -> None:
-    """Tasks still STAGING well after their launch that the agent does not list never reached it (its
-    queue was lost with a broker node, say): LOST, their resources back, rather than STAGING for ever.
-    Run at every heartbeat: nothing is built unless a task is overdue."""
+async def _lost_launches(m: MasterCore, agent: AgentInfo, beat: wire.Heartbeat) -> None:
+    """Tasks still STAGING well after their launch that the agent does not list, though it had read its
+    queue past their launch, never reached it (its queue was lost with a broker node, say): LOST, their
+    resources back, rather than STAGING for ever. One the agent had not read that far may be on its way
+    (the heartbeat was queued through a broker outage, or the launch is): the agent is asked to mark how
+    far it has read, and a later heartbeat decides. Run at every heartbeat: nothing is built unless a
+    task is overdue."""
     now = time.monotonic()
     overdue = [
-        key
+        (key, task.sequence)
         for key in agent.tasks
         if (task := m.cluster.tasks.get(key)) is not None
         and task.state == wire.TaskState.STAGING
@@ -91,12 +98,19 @@ async def _lost_launches(m: MasterCore, agent: AgentInfo, listed: tuple[str, ...
     ]
     if not overdue:
         return
-    there = set(listed)
-    missing = sorted(key for key in overdue if key[1] not in there)
-    for framework_id, task_id in missing:
+    there = set(beat.running_tasks)
+    read = beat.read.key if beat.read is not None else (-1, -1)
+    missing = [(key, sequence) for key, sequence in overdue if key[1] not in there]
+    gone = sorted(key for key, sequence in missing if read >= (m.epoch, sequence))
+    if len(gone) < len(missing) and now - agent.marked_at >= MARK_EVERY:
+        # Behind every launch sent so far in the agent's queue: once read, the agent's heartbeats say so.
+        agent.marked_at = now
+        mark = wire.LaunchMark(epoch=m.epoch, sequence=agent.launches_sent)
+        await m.outbox.to_agent(agent.agent_id, wire.MarkLaunches(agent_id=agent.agent_id, mark=mark))
+    for framework_id, task_id in gone:
         log.warning("task %s of %s never reached agent %s: LOST", task_id, framework_id, agent.agent_id)
     text = f"agent {agent.agent_id} never received the launch ({m.launch_timeout:.0f} s)"
-    lost = _end_lost(m, agent.agent_id, missing, wire.StatusReason.LAUNCH_LOST, text, recover=True)
+    lost = _end_lost(m, agent.agent_id, gone, wire.StatusReason.LAUNCH_LOST, text, recover=True)
     if lost:
         await m.outbox.flush_recovered()
         for framework_id, statuses in lost.items():

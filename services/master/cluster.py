@@ -37,6 +37,10 @@ class AgentInfo:
     heard: float = field(default_factory=time.monotonic)
     """When it was last heard from on the monotonic clock, which liveness is judged by: a wall clock
     stepped forward (NTP) would make every agent look silent at once."""
+    launches_sent: int = 0
+    """Launches sent to it in this master's term: the sequence of its launch marks."""
+    marked_at: float = 0.0
+    """When it was last sent a MARK_LAUNCHES (monotonic; 0: never)."""
 
     def free_gpus(self, count: int) -> tuple[str, ...]:
         """The first ``count`` GPU ids neither offered nor used."""
@@ -172,7 +176,9 @@ class TaskEntry:
     gpu_ids: tuple[str, ...] = ()
     launched: float = field(default_factory=time.monotonic)
     """When the master sent its launch (monotonic): one still STAGING long after, that its agent does not
-    list, never arrived."""
+    list once it has read that far, never arrived."""
+    sequence: int = 0
+    """Its launch's mark in its agent's queue (this master's term; 0: not launched by this master)."""
 
     @property
     def owner(self) -> str:

@@ -70,6 +70,19 @@ class MasterCore:
     """Seconds after which a task still STAGING that its agent's heartbeat does not list is LOST."""
     authority: Authority = field(default_factory=lambda: Authority(None))
     """Who may send what (development mode, nothing checked, unless the service gives principals)."""
+    deaf_until: float = 0.0
+    """Monotonic time before which no silence counts against an agent or a framework: this master could
+    not hear them (it had lost the broker), and those who lost it too come back up to a reconnect
+    interval after it does."""
+
+    def silent_since(self, heard: float) -> float:
+        """Since when (monotonic) one last heard at ``heard`` has been silent, as far as this master
+        could hear."""
+        return max(heard, self.deaf_until)
+
+    def deaf(self, until: float) -> None:
+        """Hold no silence before ``until`` against anyone."""
+        self.deaf_until = max(self.deaf_until, until)
 
     def __post_init__(self) -> None:
         if self.metrics is None:

@@ -28,10 +28,16 @@ async def accept(m: MasterCore, msg: wire.Accept, ctx: Call) -> None:
         return
     fw = m.cluster.frameworks[msg.framework_id]
     agent_id = checked[0].agent_id
+    sequence = 0
+    if msg.tasks and (agent := m.cluster.agents.get(agent_id)) is not None:
+        agent.launches_sent += 1
+        sequence = agent.launches_sent
     for executor in executors_to_start(m.cluster, msg, agent_id):
         # The executor's container is accounted like a task until the agent reports it ended.
         executor_task = wire.executor_task_id(executor.executor_id, agent_id)
-        m.cluster.add_task(TaskEntry(fw.framework_id, executor_task, agent_id, executor.resources))
+        m.cluster.add_task(
+            TaskEntry(fw.framework_id, executor_task, agent_id, executor.resources, sequence=sequence)
+        )
     gpu_pool = [g for offer in checked for g in offer.gpu_ids]
     assignments: dict[str, tuple[str, ...]] = {}
     for offer in checked:
@@ -41,7 +47,9 @@ async def accept(m: MasterCore, msg: wire.Accept, ctx: Call) -> None:
         ids, gpu_pool = tuple(gpu_pool[: task.resources.gpus]), gpu_pool[task.resources.gpus :]
         if ids:
             assignments[task.task_id] = ids
-        m.cluster.add_task(TaskEntry(fw.framework_id, task.task_id, agent_id, task.resources, gpu_ids=ids))
+        m.cluster.add_task(
+            TaskEntry(fw.framework_id, task.task_id, agent_id, task.resources, gpu_ids=ids, sequence=sequence)
+        )
     fw.stats.offers_accepted += len(checked)
     fw.last_accept_at = time.time()
     m.meter.offer("accepted", fw.framework_id, len(checked))
@@ -57,7 +65,11 @@ async def accept(m: MasterCore, msg: wire.Accept, ctx: Call) -> None:
         for executor_id in sorted({t.executor.executor_id for t in msg.tasks if t.executor is not None}):
             await m.outbox.open_executor_queue(agent_id, fw.framework_id, executor_id)
         launch = wire.LaunchTasks(
-            agent_id=agent_id, framework_id=fw.framework_id, tasks=msg.tasks, gpu_assignments=assignments
+            agent_id=agent_id,
+            framework_id=fw.framework_id,
+            tasks=msg.tasks,
+            gpu_assignments=assignments,
+            mark=wire.LaunchMark(epoch=m.epoch, sequence=sequence),
         )
         await m.outbox.to_agent(agent_id, launch)
     await m.outbox.recover(fw.framework_id, agent_id, offered - used, msg.refuse_seconds)

@@ -153,9 +153,16 @@ class MasterService(Service):
     async def _sweep_loop(self) -> None:
         synced = backlog_since = time.monotonic()
         backlogged = False
+        reconnects = self.bus.reconnects
         while True:
             await asyncio.sleep(self.settings.sweep_interval)
             core, guarded = self.core, sweeps.guarded
+            if self.bus.reconnects != reconnects:
+                # Back from losing the broker: nobody could be heard meanwhile, and the agents and
+                # frameworks that lost it too reconnect up to an interval later (in CI an agent back one
+                # interval after the master was removed, its tasks LOST).
+                reconnects = self.bus.reconnects
+                self._deaf_for_a_reconnect("reconnected to the broker")
             await guarded("offer expiry", sweeps.expire_offers(core))
             await guarded("revocation", sweeps.kill_revoked(core))
             waiting = await self._unread_heartbeats()
@@ -176,6 +183,12 @@ class MasterService(Service):
                 "heartbeat pacing", pace_heartbeats(core)
             )  # shorter only once the cluster is stable
 
+    def _deaf_for_a_reconnect(self, why: str) -> None:
+        interval = self.bus.reconnect_interval
+        if time.monotonic() + interval > self.core.deaf_until:
+            log.info("%s: silence counts against agents and frameworks from %.1f s from now", why, interval)
+        self.core.deaf(time.monotonic() + interval)
+
     async def _unread_heartbeats(self) -> int:
         """Heartbeats (and registrations) queued at the broker for this master: under a backlog (the
         first offers to 10,000 agents), agents whose heartbeats sat in the queue were removed as lost."""
@@ -184,6 +197,7 @@ class MasterService(Service):
             declared = await queue.declare()
         except Exception as exc:  # the broker is away: its heartbeats cannot be read either
             log.warning("could not read the heartbeat queue's depth: %r", exc)
+            self._deaf_for_a_reconnect("cannot reach the broker")
             return 1
         return int(declared.message_count or 0)
 

@@ -28,9 +28,9 @@ async def remove_silent_agents(m: MasterCore, timeout: float) -> None:
     slowly) are lost, and so are their tasks."""
     timeout = m.pacer.timeout(timeout, time.time())
     now = time.monotonic()
-    for agent in [a for a in m.cluster.agents.values() if now - a.heard > timeout]:
+    for agent in [a for a in m.cluster.agents.values() if now - m.silent_since(a.heard) > timeout]:
         # Removing one awaits: the next may have been heard from (or removed) in the meantime.
-        silent = time.monotonic() - agent.heard
+        silent = time.monotonic() - m.silent_since(agent.heard)
         if m.cluster.agents.get(agent.agent_id) is agent and silent > timeout:
             try:
                 await remove_agent(m, agent, f"no heartbeat for {silent:.1f} s")
@@ -59,7 +59,9 @@ async def check_frameworks(m: MasterCore, timeout: float) -> None:
 
 
 async def _check_framework(m: MasterCore, fw: FrameworkInfo, now: float, timeout: float) -> None:
-    if fw.disconnected_at is None and now - fw.last_seen > timeout:
+    # last_seen is wall-clock time (people read it): the deaf spell is moved onto that clock.
+    last_seen = max(fw.last_seen, now - (time.monotonic() - m.deaf_until))
+    if fw.disconnected_at is None and now - last_seen > timeout:
         fw.disconnected_at = now
         log.warning(
             "framework %s disconnected; it keeps its tasks for %.0f s", fw.framework_id, fw.failover_timeout

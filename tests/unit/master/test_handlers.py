@@ -22,11 +22,18 @@ def task(task_id: str, cpus: float = 1, mem: float = 64) -> wire.TaskInfo:
 
 async def launched(master: FakeMaster, *tasks: wire.TaskInfo) -> tuple[str, str]:
     """An agent a1, a framework, and ``tasks`` launched on an offer of 2 cpus there: (id, secret)."""
+    fw, secret, _ = await launch(master, *tasks)
+    return fw, secret
+
+
+async def launch(master: FakeMaster, *tasks: wire.TaskInfo) -> tuple[str, str, wire.LaunchTasks]:
+    """As :func:`launched`, with the LAUNCH sent."""
     await master.agent("a1")
     fw, secret = await master.framework()
     offer = await master.offer(fw, "a1", CPU2)
-    await master.handle(wire.Accept(framework_id=fw, secret=secret, offer_ids=(offer.offer_id,), tasks=tasks))
-    return fw, secret
+    accept = wire.Accept(framework_id=fw, secret=secret, offer_ids=(offer.offer_id,), tasks=tasks)
+    (sent,) = of(await master.handle(accept), wire.LaunchTasks)
+    return fw, secret, sent
 
 
 def statuses(master_sent: list, framework_id: str) -> list[wire.TaskStatus]:  # type: ignore[type-arg]
@@ -197,6 +204,30 @@ async def test_revocation_rescinds_offers_then_kills_tasks_after_the_grace() -> 
     assert (kill.task_id, kill.reason) == ("t1", wire.StatusReason.REVOKED)
 
 
+async def test_no_silence_counts_while_the_master_could_not_hear() -> None:
+    # A broker restart in CI: the master reconnected one interval before an agent did, took the agent
+    # for silent and its 6 tasks for LOST. Silence counts from when the master could hear again, plus
+    # the reconnect interval those who lost the broker with it need to come back.
+    master = FakeMaster()
+    fw, _ = await launched(master, task("t1"))
+    master.cluster.agents["a1"].heard = time.monotonic() - 60
+    master.cluster.frameworks[fw].last_seen = time.time() - 60
+    master.core.deaf(time.monotonic() + 5)  # just back from losing the broker
+    await sweeps.remove_silent_agents(master.core, timeout=5.0)
+    await sweeps.check_frameworks(master.core, timeout=3.0)
+    assert "a1" in master.cluster.agents
+    assert master.cluster.frameworks[fw].disconnected_at is None
+    assert not master.publisher.take()
+    master.core.deaf_until = time.monotonic() - 6  # the interval and the timeout have passed since
+    await sweeps.remove_silent_agents(master.core, timeout=5.0)
+    await sweeps.check_frameworks(master.core, timeout=3.0)
+    assert "a1" not in master.cluster.agents
+    assert master.cluster.frameworks[fw].disconnected_at is not None
+    assert [(s.task_id, s.state) for s in statuses(master.publisher.take(), fw)] == [
+        ("t1", wire.TaskState.LOST)
+    ]
+
+
 async def test_a_silent_agent_is_lost_with_its_tasks() -> None:
     master = FakeMaster()
     fw, _ = await launched(master, task("t1"))
@@ -242,15 +273,18 @@ async def test_an_agent_the_sweep_cannot_remove_does_not_stop_it() -> None:
 
 async def test_a_launch_that_never_reached_its_agent_ends_lost() -> None:
     # A LAUNCH lost on the way (its agent's queue went with a broker node) left the task STAGING for ever,
-    # holding its resources. The agent's heartbeats list what it has: one long STAGING and not listed is
-    # LOST, and its resources go back.
+    # holding its resources. The agent's heartbeats list what it has once it has read its queue that far:
+    # one long STAGING and not listed then is LOST, and its resources go back.
     master = FakeMaster()
-    fw, _ = await launched(
+    fw, _, sent_launch = await launch(
         master, task("lost", cpus=0.5), task("arrived", cpus=0.5), task("recent", cpus=0.5)
     )
+    assert sent_launch.mark == wire.LaunchMark(epoch=1, sequence=1)
     for name in ("lost", "arrived"):
         master.cluster.tasks[(fw, name)].launched = time.monotonic() - 60  # long before the timeout
-    sent = await master.handle(wire.Heartbeat(agent_id="a1", free=Resources(), running_tasks=("arrived",)))
+    sent = await master.handle(
+        wire.Heartbeat(agent_id="a1", free=Resources(), running_tasks=("arrived",), read=sent_launch.mark)
+    )
     assert [(s.task_id, s.state, s.reason) for s in statuses(sent, fw)] == [
         ("lost", wire.TaskState.LOST, wire.StatusReason.LAUNCH_LOST)
     ]
@@ -260,3 +294,28 @@ async def test_a_launch_that_never_reached_its_agent_ends_lost() -> None:
     # A running task the agent does not list is not this sweep's business (the agent's own reports are).
     master.cluster.tasks[(fw, "arrived")].state = wire.TaskState.RUNNING
     assert not statuses(await master.handle(wire.Heartbeat(agent_id="a1", free=Resources())), fw)
+
+
+async def test_a_heartbeat_older_than_the_launch_does_not_lose_it() -> None:
+    # A broker restart that took longer than the launch timeout: the agent's heartbeats queued through it
+    # said what it ran before it could read the launch, and the master took the launch for lost (6 of 20
+    # tasks LOST in CI). Until the agent has read past the launch, it is asked to mark how far it has read.
+    master = FakeMaster()
+    fw, _, sent_launch = await launch(master, task("late", cpus=0.5))
+    master.cluster.tasks[(fw, "late")].launched = time.monotonic() - 60
+    earlier_term = wire.LaunchMark(epoch=0, sequence=5)  # read under an older master: says nothing here
+    marks = []
+    for read in (None, earlier_term):
+        sent = await master.handle(wire.Heartbeat(agent_id="a1", free=Resources(), read=read))
+        marks += sent
+        assert not statuses(sent, fw)
+        assert master.cluster.tasks[(fw, "late")].state == wire.TaskState.STAGING
+    # One mark for both heartbeats (MARK_EVERY), behind the launch in the agent's queue.
+    (mark,) = of(marks, wire.MarkLaunches)
+    assert (mark.agent_id, mark.mark) == ("a1", sent_launch.mark)
+    # The launch arrives, then the mark: the agent lists the task with the mark, and it stays.
+    sent = await master.handle(
+        wire.Heartbeat(agent_id="a1", free=Resources(), running_tasks=("late",), read=mark.mark)
+    )
+    assert not statuses(sent, fw)
+    assert (fw, "late") in master.cluster.tasks
