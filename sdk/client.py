@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -27,7 +28,15 @@ from meseta.sdk.wire import DEFAULT_REFUSE_SECONDS, TaskInfo, TaskStatus
 
 log = logging.getLogger(__name__)
 
-Event = wire.Offers | wire.Rescind | wire.Update | wire.Failure | wire.RevocationNotice | wire.Error
+Event = (
+    wire.Offers
+    | wire.Rescind
+    | wire.Update
+    | wire.Failure
+    | wire.RevocationNotice
+    | wire.DrainNotice
+    | wire.Error
+)
 """What a framework receives after it subscribed."""
 
 
@@ -50,6 +59,7 @@ class FrameworkStats:
     offers_declined: int = 0
     offers_rescinded: int = 0
     revocation_notices: int = 0
+    drain_notices: int = 0
     duplicate_updates: int = 0
     tasks_launched: int = 0
     errors: int = 0
@@ -282,6 +292,15 @@ class FrameworkClient:
                     self.name,
                     message.task_ids,
                     message.grace_seconds,
+                )
+            case wire.DrainNotice():
+                self.stats.drain_notices += 1
+                log.warning(
+                    "framework %s: agent %s drains; tasks %s are killed in %.1f s",
+                    self.name,
+                    message.agent_id,
+                    message.task_ids,
+                    message.deadline - time.time(),
                 )
             case wire.Error():
                 self.stats.errors += 1

@@ -27,6 +27,10 @@ class Scheduler:
     async def revoked(self, client: FrameworkClient, notice: wire.RevocationNotice) -> None:
         """Tasks will be killed with reason REVOKED at ``notice.deadline``: checkpoint them."""
 
+    async def draining(self, client: FrameworkClient, notice: wire.DrainNotice) -> None:
+        """An operator drains an agent: ``notice.task_ids`` are killed (AGENT_DRAINED) at
+        ``notice.deadline`` unless they end first; start their replacements elsewhere."""
+
     async def error(self, client: FrameworkClient, error: wire.Error) -> None:
         """The master refused one of our calls."""
 
@@ -49,5 +53,7 @@ async def run(client: FrameworkClient, scheduler: Scheduler) -> None:
                 await scheduler.agent_lost(client, event.agent_id)
             case wire.RevocationNotice():
                 await scheduler.revoked(client, event)
+            case wire.DrainNotice():
+                await scheduler.draining(client, event)
             case wire.Error():
                 await scheduler.error(client, event)

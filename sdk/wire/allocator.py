@@ -13,6 +13,7 @@ from meseta.sdk.wire.resources import Resources
 
 __all__ = [
     "AgentAdded",
+    "AgentAvailability",
     "AgentRemoved",
     "Allocations",
     "AllocatorStarted",
@@ -42,6 +43,17 @@ class AgentAdded(Message):
     attributes: dict[str, str] = Field(default_factory=dict)
     total: Resources
     available: Resources
+    unavailable: bool = False
+    """Draining or in maintenance: accounted as usual, offered to nobody."""
+
+
+class AgentAvailability(Message):
+    """An operator drained an agent (``available`` false: offer none of it, keep its accounting) or
+    brought it back."""
+
+    type: Literal["AGENT_AVAILABILITY"] = "AGENT_AVAILABILITY"
+    agent_id: Id
+    available: bool
 
 
 class AgentRemoved(Message):

@@ -26,6 +26,7 @@ from meseta.sdk.wire.agents import (
 )
 from meseta.sdk.wire.allocator import (
     AgentAdded,
+    AgentAvailability,
     AgentRemoved,
     Allocations,
     AllocatorStarted,
@@ -43,6 +44,7 @@ from meseta.sdk.wire.frameworks import (
     Accept,
     Acknowledge,
     Decline,
+    DrainNotice,
     Error,
     Failure,
     FrameworkHeartbeat,
@@ -144,11 +146,12 @@ CALLS = Channel(
 REPLIES = Channel("reply", Subscribed, TaskLogs, Killing, Error)
 """Answers that come to a caller's private ``reply_to`` queue."""
 FRAMEWORK_EVENTS = Channel(
-    Exchange.OFFERS, Subscribed, Offers, Rescind, Updates, Failure, RevocationNotice, Error
+    Exchange.OFFERS, Subscribed, Offers, Rescind, Updates, Failure, RevocationNotice, DrainNotice, Error
 )
 TO_ALLOCATOR = Channel(
     f"{Exchange.ALLOCATION}/{RoutingKey.TO_ALLOCATOR}",
     AgentAdded,
+    AgentAvailability,
     AgentRemoved,
     FrameworkAdded,
     FrameworkRemoved,

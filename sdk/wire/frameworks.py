@@ -27,6 +27,7 @@ __all__ = [
     "Acknowledge",
     "Acknowledged",
     "Decline",
+    "DrainNotice",
     "Error",
     "ErrorCode",
     "Failure",
@@ -277,6 +278,18 @@ class RevocationNotice(Message):
     agent_id: Id
     task_ids: tuple[Id, ...]
     grace_seconds: float = Field(ge=0, le=MAX_SECONDS)
+    deadline: float
+
+
+class DrainNotice(Message):
+    """An operator drains ``agent_id`` (for maintenance, an upgrade): it gets no new offers, and these
+    tasks are killed with reason AGENT_DRAINED at ``deadline`` (wall-clock time) unless they end first.
+    Start their replacements elsewhere now (Mesos's inverse offer, Nomad's drain deadline)."""
+
+    type: Literal["DRAIN"] = "DRAIN"
+    framework_id: Id
+    agent_id: Id
+    task_ids: tuple[Id, ...]
     deadline: float
 
 

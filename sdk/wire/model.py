@@ -69,6 +69,8 @@ class StatusReason(StrEnum):
     """Its agent never received the launch (its heartbeats do not list it, long after): LOST."""
     TOO_MANY_UNACKNOWLEDGED = "TOO_MANY_UNACKNOWLEDGED"
     """The agent refused the launch: its framework leaves too many status updates unacknowledged there."""
+    AGENT_DRAINED = "AGENT_DRAINED"
+    """Its agent was drained by an operator and the drain's deadline passed: KILLED."""
     INVALID_OFFERS = "INVALID_OFFERS"
     """Its ACCEPT was refused for its offers (expired, used, another's): this master did not launch it.
     After a failover the deposed master may have (the accept then came again): reconcile to be sure."""

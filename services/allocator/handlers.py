@@ -16,7 +16,17 @@ def apply(state: AllocatorState, event: wire.Message, now: float | None = None) 
     now = time.time() if now is None else now
     match event:
         case wire.AgentAdded():
-            state.add_agent(event.agent_id, event.hostname, event.attributes, event.total, event.available)
+            state.add_agent(
+                event.agent_id,
+                event.hostname,
+                event.attributes,
+                event.total,
+                event.available,
+                event.unavailable,
+            )
+        case wire.AgentAvailability():
+            if not state.set_available(event.agent_id, event.available):
+                log.info("availability of unknown agent %s ignored", event.agent_id)
         case wire.AgentRemoved():
             state.remove_agent(event.agent_id)
         case wire.FrameworkAdded():

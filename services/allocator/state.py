@@ -49,6 +49,8 @@ class AgentEntry:
     attributes: dict[str, str]
     total: Resources
     available: Resources
+    unavailable: bool = False
+    """Drained or in maintenance: accounted as usual, offered to nobody."""
 
 
 @dataclass
@@ -93,7 +95,7 @@ class AllocatorState:
 
     def _touch(self, agent: AgentEntry) -> None:
         self.parked.pop(agent.agent_id, None)
-        if allocatable(agent.available):
+        if allocatable(agent.available) and not agent.unavailable:
             self.free_agents.add(agent.agent_id)
             self._ready.add(agent.agent_id)
         else:
@@ -131,15 +133,30 @@ class AllocatorState:
         return self.roles.get(name) or RoleConfig()
 
     def add_agent(
-        self, agent_id: str, hostname: str, attributes: dict[str, str], total: Resources, available: Resources
+        self,
+        agent_id: str,
+        hostname: str,
+        attributes: dict[str, str],
+        total: Resources,
+        available: Resources,
+        unavailable: bool = False,
     ) -> None:
         """Add an agent, or replace one that re-registered."""
         if agent_id in self.agents:
             self.remove_agent(agent_id)
-        agent = AgentEntry(agent_id, hostname, attributes, total, available)
+        agent = AgentEntry(agent_id, hostname, attributes, total, available, unavailable)
         self.agents[agent_id] = agent
         self.total = self.total + total
         self._touch(agent)
+
+    def set_available(self, agent_id: str, available: bool) -> bool:
+        """Offer an agent again, or no more (its allocations stay); False if it is unknown."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            return False
+        agent.unavailable = not available
+        self._touch(agent)
+        return True
 
     def remove_agent(self, agent_id: str) -> None:
         """Forget an agent and every allocation on it."""
@@ -253,7 +270,9 @@ class AllocatorState:
         self._wakeups.clear()
         self.total = Resources()
         for agent in sync.agents:
-            self.add_agent(agent.agent_id, agent.hostname, agent.attributes, agent.total, agent.total)
+            self.add_agent(
+                agent.agent_id, agent.hostname, agent.attributes, agent.total, agent.total, agent.unavailable
+            )
         for fw in sync.frameworks:
             self.add_framework(fw)
         for held in sync.held:

@@ -68,7 +68,7 @@ async def register_agent(m: MasterCore, msg: wire.RegisterAgent, _: Call) -> Non
         # Its tasks are held by frameworks: the allocator must see them as allocated, not free.
         await m.outbox.to_allocator(m.cluster.state_sync())
         return
-    await m.outbox.to_allocator(agent.as_event())
+    await m.outbox.to_allocator(agent.as_event(msg.agent_id in m.cluster.drains))
 
 
 async def heartbeat(m: MasterCore, msg: wire.Heartbeat, _: Call) -> None:

@@ -51,6 +51,7 @@ def _offer(m: MasterCore, grant: wire.Grant, span: trace.Span) -> wire.Offer | N
     if (
         agent is None
         or fw is None
+        or grant.agent_id in m.cluster.drains  # granted before the allocator heard of the drain
         or not grant.resources.fits_in(agent.free)
         or not fw.filters.admits(agent.hostname, agent.attributes, grant.resources)
         or (gpus > 0 and len(agent.free_gpus(gpus)) < gpus)

@@ -1,4 +1,5 @@
-"""The master's read-only state API over HTTP, its OpenAPI description and the live web page.
+"""The master's state API over HTTP, its OpenAPI description and the live web page (the operator's write
+endpoints are meseta.master.operator_api's, served beside it).
 
 Every master serves it; only the leader has the cluster's state, so a standby answers 503 with
 who it is (a load balancer or the CLI moves on to the next master).
@@ -18,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter
 from meseta.master import views
 from meseta.master.activity import Activity
 from meseta.master.cluster import Cluster
+from meseta.master.operator_api import OperatorApi
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,10 @@ class StateApi:
         activity: Activity,
         leader: Callable[[], views.LeaderView],
         starvation_after: float,
+        operator: OperatorApi | None = None,
     ) -> None:
+        self.operator = operator
+        """The write endpoints (meseta.master.operator_api), where the service gives them."""
         self.cluster = cluster
         self.activity = activity
         self.leader = leader
@@ -53,6 +58,8 @@ class StateApi:
         for path in views.ROUTES:
             if path != "/api/v1/leader":
                 app.router.add_get(path, self._document)
+        if self.operator is not None:
+            self.operator.add_routes(app)
         return app
 
     async def start(self, host: str, port: int) -> None:

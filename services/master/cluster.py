@@ -9,7 +9,8 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from meseta.sdk import wire
 from meseta.sdk.wire import Resources, TaskState
@@ -46,14 +47,16 @@ class AgentInfo:
         """The first ``count`` GPU ids neither offered nor used."""
         return tuple(g for g in self.gpu_ids if g not in self.gpu_owner)[:count]
 
-    def as_event(self) -> wire.AgentAdded:
-        """The allocator's AGENT_ADDED for this agent: what is neither used nor offered is available."""
+    def as_event(self, unavailable: bool = False) -> wire.AgentAdded:
+        """The allocator's AGENT_ADDED for this agent: what is neither used nor offered is available
+        (to nobody, where it is ``unavailable``: drained)."""
         return wire.AgentAdded(
             agent_id=self.agent_id,
             hostname=self.hostname,
             attributes=self.attributes,
             total=self.total,
             available=self.free,
+            unavailable=unavailable,
         )
 
     def release_gpus(self, owner: str) -> None:
@@ -186,6 +189,46 @@ class TaskEntry:
         return f"task:{self.framework_id}/{self.task_id}"
 
 
+@dataclass(frozen=True)
+class Drain:
+    """An agent taken out of service."""
+
+    since: float
+    """When the drain started (wall clock)."""
+    deadline: float
+    """When its remaining tasks are killed (wall clock)."""
+    window: str | None = None
+    """The maintenance window that drains it (None: an operator's drain)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Agents in maintenance from ``start`` to ``end`` (wall clock)."""
+
+    window_id: str
+    agent_ids: tuple[str, ...]
+    start: float
+    end: float
+    drain_seconds: float = 0.0
+    """Seconds after the start at which the agents' remaining tasks are killed."""
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Window:
+        return cls(
+            window_id=str(data["window_id"]),
+            agent_ids=tuple(data["agent_ids"]),
+            start=float(data["start"]),
+            end=float(data["end"]),
+            drain_seconds=float(data.get("drain_seconds", 0.0)),
+        )
+
+
 @dataclass
 class Cluster:
     """All soft state of the master."""
@@ -197,6 +240,10 @@ class Cluster:
     revocations: list[ScheduledRevocation] = field(default_factory=list)
     lost_agents: set[str] = field(default_factory=set)
     """Agents removed for silence: their frameworks were told their tasks are LOST."""
+    drains: dict[str, Drain] = field(default_factory=dict)
+    """Agent id -> its drain (meseta.master.draining); kept for agents not registered (yet) too."""
+    maintenance: dict[str, Window] = field(default_factory=dict)
+    """Window id -> a scheduled maintenance window."""
     finished: OrderedDict[TaskKey, str] = field(default_factory=OrderedDict)
     """Recently ended tasks -> their agent, so their logs can still be found."""
     finished_limit: int = 10_000
@@ -232,7 +279,7 @@ class Cluster:
     def state_sync(self) -> wire.StateSync:
         """The whole view, for a (re)started allocator."""
         return wire.StateSync(
-            agents=tuple(a.as_event() for a in self.agents.values()),
+            agents=tuple(a.as_event(a.agent_id in self.drains) for a in self.agents.values()),
             frameworks=tuple(fw.as_event() for fw in self.frameworks.values()),
             held=tuple(self.held()),
         )

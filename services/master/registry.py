@@ -1,5 +1,6 @@
 """What a master keeps in etcd for the next leader: the framework registry, and the agents it declared
-lost (a returning one's replaced tasks are killed, whichever master hears it come back)."""
+lost (a returning one's replaced tasks are killed, whichever master hears it come back), the agents
+drained and the maintenance windows."""
 
 from __future__ import annotations
 
@@ -37,3 +38,25 @@ class Registry:
     async def lost_agents(self) -> set[str]:
         """The agents declared lost that have not come back."""
         return set(await self.store.list_json("lost-agents"))
+
+    async def save_drain(self, agent_id: str, drain: dict[str, Any]) -> None:
+        """Record an agent's drain (meseta.master.draining)."""
+        await self.store.put_json(drain, "drains", agent_id)
+
+    async def remove_drain(self, agent_id: str) -> None:
+        await self.store.delete("drains", agent_id)
+
+    async def drains(self) -> dict[str, dict[str, Any]]:
+        """Every drained agent's drain, by agent id."""
+        return await self.store.list_json("drains")
+
+    async def save_window(self, window_id: str, window: dict[str, Any]) -> None:
+        """Record a maintenance window."""
+        await self.store.put_json(window, "maintenance", window_id)
+
+    async def remove_window(self, window_id: str) -> None:
+        await self.store.delete("maintenance", window_id)
+
+    async def windows(self) -> dict[str, dict[str, Any]]:
+        """Every scheduled maintenance window, by id."""
+        return await self.store.list_json("maintenance")

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 
-from meseta.master import sweeps, views
+from meseta.allocator.config import write_policy, write_role
+from meseta.master import draining, sweeps, views
 from meseta.master.activity import Activity
 from meseta.master.agents import pace_heartbeats
 from meseta.master.api import StateApi
 from meseta.master.authority import Acl, Authority
-from meseta.master.cluster import Cluster, FrameworkInfo
+from meseta.master.cluster import Cluster, Drain, FrameworkInfo, Window
 from meseta.master.core import MasterCore
 from meseta.master.dispatch import Dispatcher
 from meseta.master.metrics import MasterMetrics
+from meseta.master.operator_api import OperatorApi
 from meseta.master.outbox import Outbox
 from meseta.master.pacing import HeartbeatPacer
 from meseta.master.registry import Registry
@@ -64,7 +67,15 @@ class MasterService(Service):
         self.leadership = Leadership(self.store, "master", settings.name, settings.lease_ttl)
         self.leading = asyncio.Event()
         """Set once this master leads."""
-        self.api = StateApi(self.cluster, self.activity, self.leader, settings.starvation_after)
+        operator = OperatorApi(
+            lambda: self.core,
+            settings.operator_token,
+            self.leading.is_set,
+            self._leader_api,
+            lambda name: write_policy(self.store, name),
+            lambda role, weight, quota: write_role(self.store, role, weight, quota),
+        )
+        self.api = StateApi(self.cluster, self.activity, self.leader, settings.starvation_after, operator)
 
     @property
     def epoch(self) -> int:
@@ -97,6 +108,8 @@ class MasterService(Service):
         ]
         if self.settings.api_port is not None:
             await self.api.start(self.settings.api_host, self.settings.api_port)
+            # Where a standby sends operators (307): the leader's own API, as it advertises it.
+            await self.store.put_json({"url": self.api_url}, "master", "api", self.settings.name)
         self.spawn(self._lead(), "leadership")
         log.info("master %s up, campaigning for leadership", self.settings.name)
 
@@ -105,6 +118,10 @@ class MasterService(Service):
         epoch = await self.leadership.campaign()
         self.bus.epoch = self.core.epoch = epoch
         self.cluster.lost_agents = await self.registry.lost_agents()
+        # Drains go on under a new leader: the allocator's STATE_SYNC below says which agents to offer.
+        self.cluster.drains = {a: Drain(**d) for a, d in (await self.registry.drains()).items()}
+        windows = await self.registry.windows()
+        self.cluster.maintenance = {w: Window.from_json(d) for w, d in windows.items()}
         for framework_id, entry in (await self.registry.frameworks()).items():
             self.cluster.frameworks[framework_id] = FrameworkInfo.from_registry(framework_id, entry)
             await self.core.outbox.open_framework_queue(framework_id)
@@ -165,6 +182,7 @@ class MasterService(Service):
                 self._deaf_for_a_reconnect("reconnected to the broker")
             await guarded("offer expiry", sweeps.expire_offers(core))
             await guarded("revocation", sweeps.kill_revoked(core))
+            await guarded("drains", draining.sweep(core))
             waiting = await self._unread_heartbeats()
             if waiting and not backlogged:
                 backlogged, backlog_since = True, time.monotonic()
@@ -188,6 +206,25 @@ class MasterService(Service):
         if time.monotonic() + interval > self.core.deaf_until:
             log.info("%s: silence counts against agents and frameworks from %.1f s from now", why, interval)
         self.core.deaf(time.monotonic() + interval)
+
+    @property
+    def api_url(self) -> str | None:
+        """This master's state and operator API as others reach it (None: it serves none)."""
+        if self.api.port is None:
+            return None
+        if self.settings.api_advertise is not None:
+            return self.settings.api_advertise
+        host = self.settings.api_host
+        host = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+        return f"http://{host}:{self.api.port}"
+
+    async def _leader_api(self) -> str | None:
+        """The leading master's API URL, as it advertised it (None: no leader, or it serves none)."""
+        got = await self.store.client.get(self.leadership.key)
+        if got is None:
+            return None
+        found = await self.store.get_json("master", "api", got.value.decode())
+        return None if not isinstance(found, dict) else found.get("url")
 
     async def _unread_heartbeats(self) -> int:
         """Heartbeats (and registrations) queued at the broker for this master: under a backlog (the

@@ -46,6 +46,12 @@ class MasterSettings:
     api_host: str = "127.0.0.1"
     api_port: int | None = None
     """Port of the state API and web page; 0 picks a free one, None serves none."""
+    api_advertise: str | None = None
+    """This master's API URL as operators reach it (a standby redirects them to the leader's); by
+    default ``http://<api_host, or the host name where it listens on all>:<port>``."""
+    operator_token: str | None = None
+    """The operator credential (``Authorization: Bearer``) the write endpoints need; None: they refuse
+    every call (403)."""
     launch_timeout: float = 30.0
     """Seconds after which a task still STAGING, that its agent's heartbeats do not list, is LOST (its
     launch never arrived: the agent's queue was lost with a broker node, say)."""

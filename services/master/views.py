@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
+from meseta.master import draining
 from meseta.master.activity import Activity
 from meseta.master.cluster import Cluster
 from meseta.master.starvation import assess
@@ -35,6 +36,10 @@ class AgentView(_View):
     """Per scalar resource: (used + offered) / total; 0 where the agent has none."""
     tasks: int
     seconds_since_heartbeat: float
+    state: str = "ACTIVE"
+    """ACTIVE, DRAINING (drained by an operator or a maintenance window, tasks still there) or DRAINED."""
+    drain_deadline: float | None = None
+    """When a drained agent's remaining tasks are killed (wall clock)."""
 
 
 class FrameworkView(_View):
@@ -145,6 +150,8 @@ def agents(cluster: Cluster, now: float) -> list[AgentView]:
             utilization=_utilization(a.used + a.offered, a.total),
             tasks=len(a.tasks),
             seconds_since_heartbeat=round(now - a.last_seen, 2),
+            state=draining.state_of(cluster, a.agent_id),
+            drain_deadline=drain.deadline if (drain := cluster.drains.get(a.agent_id)) is not None else None,
         )
         for a in sorted(cluster.agents.values(), key=lambda a: a.agent_id)
     ]

@@ -60,6 +60,8 @@ class RecordingPublisher:
 class MemoryRegistry:
     frameworks: dict[str, dict[str, object]] = field(default_factory=dict)
     lost: dict[str, float] = field(default_factory=dict)
+    drains: dict[str, dict[str, object]] = field(default_factory=dict)
+    windows: dict[str, dict[str, object]] = field(default_factory=dict)
 
     async def save_framework(self, framework_id: str, info: dict[str, object]) -> None:
         self.frameworks[framework_id] = info
@@ -72,6 +74,18 @@ class MemoryRegistry:
 
     async def agent_back(self, agent_id: str) -> None:
         self.lost.pop(agent_id, None)
+
+    async def save_drain(self, agent_id: str, drain: dict[str, object]) -> None:
+        self.drains[agent_id] = drain
+
+    async def remove_drain(self, agent_id: str) -> None:
+        self.drains.pop(agent_id, None)
+
+    async def save_window(self, window_id: str, window: dict[str, object]) -> None:
+        self.windows[window_id] = window
+
+    async def remove_window(self, window_id: str) -> None:
+        self.windows.pop(window_id, None)
 
 
 @dataclass
