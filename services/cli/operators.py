@@ -171,3 +171,104 @@ def trace_report(
     if plot is not None:
         tr.plot(found, rep, plot)
         typer.echo(f"plot written to {plot}")
+
+
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(help="File holding the operator credential (else $MESETA_OPERATOR_TOKEN)."),
+]
+
+
+def _operator(api: str, method: str, path: str, token_file: Path | None, body: object = None) -> object:
+    from meseta.ops.operator_client import OperatorError, call, read_token
+    from meseta.ops.state_client import split_apis
+
+    try:
+        return call(split_apis(api), method, path, read_token(token_file), body)
+    except OperatorError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def _seconds(text: str) -> float:
+    """``90``, ``90s``, ``5m``, ``2h``, ``1d`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: a duration such as 90, 90s, 5m, 2h or 1d") from None
+    if value < 0:
+        raise typer.BadParameter(f"{text!r}: a duration cannot be negative")
+    return value
+
+
+@app.command()
+def drain(
+    agent_id: Annotated[str, typer.Argument(help="The agent.")],
+    deadline: Annotated[
+        str, typer.Option(help="Time its tasks have before they are killed: 90s, 5m, 2h.")
+    ] = "5m",
+    api: Api = DEFAULT_API,
+    token_file: TokenFile = None,
+) -> None:
+    """Take an agent out of service: no new offers, its frameworks told, tasks killed at the deadline."""
+    body = {"deadline_seconds": _seconds(deadline)}
+    answer = _operator(api, "POST", f"/api/v1/agents/{agent_id}/drain", token_file, body)
+    assert isinstance(answer, dict)
+    typer.echo(f"agent {agent_id} {answer['state']}; its tasks are killed in {_seconds(deadline):.0f} s")
+
+
+@app.command()
+def undrain(
+    agent_id: Annotated[str, typer.Argument(help="The agent.")],
+    api: Api = DEFAULT_API,
+    token_file: TokenFile = None,
+) -> None:
+    """Put a drained agent back in service (offered again)."""
+    _operator(api, "POST", f"/api/v1/agents/{agent_id}/undrain", token_file)
+    typer.echo(f"agent {agent_id} ACTIVE")
+
+
+@app.command()
+def maintenance(
+    agent_ids: Annotated[list[str] | None, typer.Argument(help="Agents the window takes.")] = None,
+    start: Annotated[str, typer.Option(help="How long from now the window starts: 0, 30m, 2h.")] = "0",
+    duration: Annotated[str, typer.Option(help="How long it lasts: 30m, 2h.")] = "1h",
+    drain_deadline: Annotated[str, typer.Option(help="Time tasks have once it starts.")] = "0",
+    cancel: Annotated[str | None, typer.Option(help="Cancel this window (its agents are undrained).")] = None,
+    api: Api = DEFAULT_API,
+    token_file: TokenFile = None,
+) -> None:
+    """Schedule a maintenance window (its agents drain when it starts, return when it ends), list the
+    windows (no agents given), or cancel one."""
+    import json
+    import time
+
+    if cancel is not None:
+        _operator(api, "DELETE", f"/api/v1/maintenance/{cancel}", token_file)
+        typer.echo(f"maintenance window {cancel} cancelled")
+        return
+    if not agent_ids:
+        typer.echo(json.dumps(_operator(api, "GET", "/api/v1/maintenance", token_file), indent=2))
+        return
+    body = {
+        "agent_ids": agent_ids,
+        "start": time.time() + _seconds(start),
+        "duration_seconds": _seconds(duration),
+        "drain_seconds": _seconds(drain_deadline),
+    }
+    window = _operator(api, "POST", "/api/v1/maintenance", token_file, body)
+    assert isinstance(window, dict)
+    typer.echo(f"maintenance window {window['window_id']} for {', '.join(window['agent_ids'])}")
+
+
+@app.command()
+def teardown(
+    framework_id: Annotated[str, typer.Argument(help="The framework.")],
+    api: Api = DEFAULT_API,
+    token_file: TokenFile = None,
+) -> None:
+    """Remove a framework as the operator: its tasks are killed, its offers rescinded."""
+    _operator(api, "POST", f"/api/v1/frameworks/{framework_id}/teardown", token_file)
+    typer.echo(f"framework {framework_id} torn down")

@@ -100,6 +100,20 @@ def master(
             envvar="MESETA_STATE_SYNC_INTERVAL", help="Seconds between whole views sent to the allocator."
         ),
     ] = default(MasterSettings, "state_sync_interval"),
+    api_advertise: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MESETA_API_ADVERTISE",
+            help="This master's API URL as operators reach it (a standby redirects them to the leader's).",
+        ),
+    ] = None,
+    operator_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MESETA_OPERATOR_TOKEN_FILE",
+            help="File holding the operator credential the write endpoints need (none: they refuse all).",
+        ),
+    ] = None,
     acl: Annotated[
         Path | None,
         typer.Option(
@@ -132,6 +146,8 @@ def master(
         acl_file=acl,
         launch_timeout=launch_timeout,
         state_sync_interval=state_sync_interval,
+        api_advertise=api_advertise,
+        operator_token=operator_token_file.read_text().strip() if operator_token_file else None,
     )
     settings = dataclasses.replace(settings, name=name) if name else settings
     serve(build("master", lambda: MasterService(settings)))

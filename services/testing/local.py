@@ -102,6 +102,7 @@ async def local_cluster(
     etcd_endpoint: str = ETCD,
     launch_timeout: float = 30.0,
     queue_type: str | None = None,
+    operator_token: str | None = None,
 ) -> AsyncIterator[Cluster]:
     """Start allocator, master and agents; stop them and remove their containers afterwards.
 
@@ -163,6 +164,7 @@ async def local_cluster(
             heartbeat_rate=heartbeat_rate,
             framework_timeout=3.0,  # the failover tests wait for a disconnection
             api_port=0,
+            operator_token=operator_token,
             sample_interval=0.2,
         )
     )
