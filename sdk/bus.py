@@ -41,6 +41,7 @@ from pamqp.common import FieldTable
 
 from meseta.sdk import _eager, _fastpath, _frames, tracing, wire
 from meseta.sdk._nodes import connect_nodes, split_urls
+from meseta.sdk.histogram import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ class Bus:
         self.fenced = 0
         self.reconnects = 0
         """How often the robust connection came back after losing the broker."""
+        self.publish_latency = Histogram()
+        """Seconds from each publish to the broker's confirm (resends included)."""
         self._closed = False
         self._resending = 0
         """Publishes waiting to be resent after the link failed; new ones queue behind them."""
@@ -185,6 +188,12 @@ class Bus:
         come back up to this long after it does."""
         interval = getattr(self._connection, "reconnect_interval", None)
         return float(interval) if isinstance(interval, int | float) else DEFAULT_RECONNECT_INTERVAL
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection to the broker is up now."""
+        connection = self._connection
+        return connection is not None and not self._closed and bool(connection.connected.is_set())
 
     def _on_reconnect(self, *_: object) -> None:
         self.reconnects += 1
@@ -365,6 +374,13 @@ class Bus:
         """
         if self._closed:
             raise BusClosed(f"{self.service}: the bus is closed; {outgoing.message_type} not sent")
+        began = time.perf_counter()
+        try:
+            await self._send_in_order(outgoing)
+        finally:
+            self.publish_latency.observe(time.perf_counter() - began)
+
+    async def _send_in_order(self, outgoing: _frames.Outgoing) -> None:
         if not self._resending:
             try:
                 await self._publish_once(outgoing)

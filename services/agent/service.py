@@ -11,6 +11,7 @@ import contextlib
 import logging
 import random
 
+from meseta.agent import prometheus
 from meseta.agent.checkpoint import Checkpoint
 from meseta.agent.confinement import Confinement
 from meseta.agent.containerizer import Containerizer, DockerContainerizer
@@ -23,6 +24,8 @@ from meseta.agent.settings import AgentSettings
 from meseta.agent.tasks import LocalTask, TaskKey
 from meseta.agent.updates import PendingUpdate, StatusUpdater
 from meseta.runtime.principal import PrincipalError, own_identity
+from meseta.runtime.process_stats import LoopLag
+from meseta.runtime.prometheus import Probes
 from meseta.runtime.service import Service
 from meseta.sdk import wire
 from meseta.sdk.bus import Bus
@@ -97,6 +100,9 @@ class AgentService(Service):
         self.told_interval = 0.0
         """The heartbeat interval the master asks for at least (0: none; it holds its heartbeat rate)."""
         self._stagger = False
+        self.lag = LoopLag()
+        self.probes = Probes("agent", self._readiness, lambda: prometheus.families(self))
+        self._serving = False
         self.read = wire.LaunchMark(epoch=0, sequence=0)
         """The furthest launch mark read from the queue; heartbeats carry it with the tasks it led to."""
 
@@ -121,7 +127,19 @@ class AgentService(Service):
         """What running tasks leave of the agent's resources."""
         return self.resources - self.runner.used()
 
+    def _readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready: connected to the broker and taking launches."""
+        ready = self._serving and self.bus.connected
+        return ready, {
+            "agent_id": self.agent_id,
+            "broker": self.bus.connected,
+            "tasks": len(self.runner.tasks),
+        }
+
     async def _start(self) -> None:
+        self.spawn(self.lag.run(), "loop-lag")
+        if self.settings.metrics_port is not None:
+            await self.probes.start(self.settings.metrics_host, self.settings.metrics_port)
         await self.containerizer.ping()
         if self._owns_bus:
             await self.bus.connect()
@@ -153,6 +171,7 @@ class AgentService(Service):
             authorize=self._authorize,
         )
         await self.register()
+        self._serving = True
         self.spawn(self._heartbeat_loop(), "heartbeats")
         self.spawn(self.updates.retry_loop(), "status-retries")
         self.spawn(self.runner.retention_loop(), "retention")
@@ -170,6 +189,8 @@ class AgentService(Service):
         return wire.refusal(message.type, user, self.principals.master)
 
     async def _stop(self) -> None:
+        self._serving = False
+        await self.probes.stop()
         await self.runner.stop()
         with contextlib.suppress(Exception):
             await self.updates.drain()

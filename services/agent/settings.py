@@ -37,6 +37,9 @@ class AgentSettings:
     hostname: str = field(default_factory=socket.gethostname)
     attributes: dict[str, str] = field(default_factory=dict)
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    """Port of /metrics, /health and /ready; 0 picks a free one, None serves none."""
     cluster: str = "meseta"
     """Label on every container this agent starts; one cluster's containers are found by it."""
     container_retention: float = DEFAULT_RETENTION

@@ -14,7 +14,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 
-from meseta.allocator import handlers
+from meseta.allocator import handlers, prometheus
 from meseta.allocator.config import read_policy, read_roles
 from meseta.allocator.pipeline import Plan, plan_cycle
 from meseta.allocator.policy import Policy, make_policy
@@ -23,9 +23,12 @@ from meseta.allocator.state import AllocatorState, PendingRevocation
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.leader import Leadership
 from meseta.runtime.principal import own_identity
+from meseta.runtime.process_stats import LoopLag
+from meseta.runtime.prometheus import Probes
 from meseta.runtime.service import Service
 from meseta.sdk import tracing, wire
 from meseta.sdk.bus import Bus
+from meseta.sdk.histogram import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,21 @@ class AllocatorService(Service):
         )
         self._wakeup = asyncio.Event()
         self.cycles = 0
+        self.grants = 0
+        self.cycle_seconds = Histogram()
+        """Planning time of each cycle (Prometheus's meseta_allocation_cycle_seconds)."""
+        self.lag = LoopLag()
+        self.probes = Probes("allocator", self._readiness, lambda: prometheus.families(self))
+
+    def _readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready: connected to the broker, active or standing by."""
+        role = "leader" if self.leading.is_set() else "standby"
+        return self.bus.connected, {"role": role, "broker": self.bus.connected}
 
     async def _start(self) -> None:
+        self.spawn(self.lag.run(), "loop-lag")
+        if self.settings.metrics_port is not None:
+            await self.probes.start(self.settings.metrics_host, self.settings.metrics_port)
         if self.store is not None:
             await self.store.connect()
             await self.reload_config()
@@ -101,6 +117,7 @@ class AllocatorService(Service):
             await self.leadership.keep()
 
     async def _stop(self) -> None:
+        await self.probes.stop()
         await self.bus.close()
         if self.leadership is not None:
             await self.leadership.resign()
@@ -146,10 +163,11 @@ class AllocatorService(Service):
         )
         if plan.truncated:
             self._wakeup.set()  # the next cycle continues where this one stopped
-        self._cycle_time.record(
-            (time.perf_counter() - started) * 1e3, {"policy": self.policy.name, "granted": bool(plan.grants)}
-        )
+        planned = time.perf_counter() - started
+        self._cycle_time.record(planned * 1e3, {"policy": self.policy.name, "granted": bool(plan.grants)})
+        self.cycle_seconds.observe(planned)
         self.cycles += 1
+        self.grants += len(plan.grants)
         for grant in plan.grants:
             self.state.allocate(grant.framework_id, grant.agent_id, grant.resources)
         for revoke in plan.revocations:

@@ -36,5 +36,8 @@ class AllocatorSettings:
     dev: bool = False
     """Development mode: the broker's ``guest`` account is accepted and senders are not checked.
     Otherwise the allocator logs in as ``<prefix>.allocator`` and takes events from the master only."""
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    """Port of /metrics, /health and /ready; 0 picks a free one, None serves none."""
     revocation_hold: float = 15.0
     """Seconds a revocation in flight is counted before the allocator may ask again."""

@@ -40,6 +40,13 @@ from meseta.runtime import defaults
 from meseta.sdk import eventloop
 from meseta.sdk.wire import Resources
 
+MetricsHost = Annotated[
+    str, typer.Option(envvar="MESETA_METRICS_HOST", help="Address of /metrics, /health and /ready.")
+]
+MetricsPort = Annotated[
+    int, typer.Option(envvar="MESETA_METRICS_PORT", help="Port of /metrics, /health and /ready; -1: none.")
+]
+
 
 @app.command()
 def master(
@@ -169,6 +176,8 @@ def allocator(
     lease_ttl: Annotated[
         int, typer.Option(envvar="MESETA_LEASE_TTL", help="Leader lease, seconds.")
     ] = defaults.LEASE_TTL,
+    metrics_host: MetricsHost = "127.0.0.1",
+    metrics_port: MetricsPort = -1,
     dev: Dev = False,
     log_level: LogLevel = "INFO",
     trace_exporter: TraceExporter = "none",
@@ -187,6 +196,8 @@ def allocator(
         min_offer=None if minimum.is_empty() else minimum,
         lease_ttl=lease_ttl,
         dev=dev,
+        metrics_host=metrics_host,
+        metrics_port=None if metrics_port < 0 else metrics_port,
     )
     settings = dataclasses.replace(settings, name=name) if name else settings
     serve(build("allocator", lambda: AllocatorService(settings)))
@@ -275,6 +286,8 @@ def agent(
     ] = default(AgentSettings, "max_unacknowledged"),
     dev: Dev = False,
     log_level: LogLevel = "INFO",
+    metrics_host: MetricsHost = "127.0.0.1",
+    metrics_port: MetricsPort = -1,
     trace_exporter: TraceExporter = "none",
     otlp_endpoint: OtlpEndpoint = None,
 ) -> None:
@@ -305,6 +318,8 @@ def agent(
         pids_limit=pids_limit,
         executor_amqp_url=executor_amqp_url,
         task_user=task_user,
+        metrics_host=metrics_host,
+        metrics_port=None if metrics_port < 0 else metrics_port,
         max_unacknowledged=max_unacknowledged,
         executor_network=executor_network,
         dev=dev,

@@ -20,6 +20,7 @@ from meseta.master import views
 from meseta.master.activity import Activity
 from meseta.master.cluster import Cluster
 from meseta.master.operator_api import OperatorApi
+from meseta.runtime.prometheus import Probes
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,11 @@ class StateApi:
         leader: Callable[[], views.LeaderView],
         starvation_after: float,
         operator: OperatorApi | None = None,
+        probes: Probes | None = None,
     ) -> None:
         self.operator = operator
+        self.probes = probes
+        """/metrics, /health and /ready (meseta.runtime.prometheus), where the service gives them."""
         """The write endpoints (meseta.master.operator_api), where the service gives them."""
         self.cluster = cluster
         self.activity = activity
@@ -60,6 +64,8 @@ class StateApi:
                 app.router.add_get(path, self._document)
         if self.operator is not None:
             self.operator.add_routes(app)
+        if self.probes is not None:
+            self.probes.add_routes(app)
         return app
 
     async def start(self, host: str, port: int) -> None:

@@ -18,8 +18,11 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from meseta.master.cluster import Cluster
 from meseta.master.starvation import assess
+from meseta.sdk.histogram import Histogram
 
 METER = "meseta.master"
+OUTCOMES = ("sent", "accepted", "declined", "rescinded")
+DECISIONS = ("accept", "decline")
 _LIVE: weakref.WeakSet[MasterMetrics] = weakref.WeakSet()
 _INSTRUMENTS: dict[str, Any] = {}
 
@@ -86,10 +89,16 @@ class MasterMetrics:
         self.leading = leading
         instruments = _instruments()
         self._round_trip = instruments["round_trip"]
+        self.offers: Counter[str] = Counter({outcome: 0 for outcome in OUTCOMES})
+        """This master's offers by outcome (for Prometheus; OpenTelemetry's are the process's)."""
+        self.round_trips: dict[str, Histogram] = {decision: Histogram() for decision in DECISIONS}
+        """This master's offer round trips by the framework's answer, seconds."""
         _LIVE.add(self)
 
     def offer(self, outcome: str, framework_id: str, count: int = 1) -> None:
         _OFFERS[outcome, framework_id] += count
+        self.offers[outcome] += count
 
     def round_trip(self, millis: float, framework_id: str, decision: str) -> None:
         self._round_trip.record(millis, {"framework_id": framework_id, "decision": decision})
+        self.round_trips.setdefault(decision, Histogram()).observe(millis / 1e3)

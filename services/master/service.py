@@ -9,7 +9,7 @@ import socket
 import time
 
 from meseta.allocator.config import write_policy, write_role
-from meseta.master import draining, sweeps, views
+from meseta.master import draining, prometheus, sweeps, views
 from meseta.master.activity import Activity
 from meseta.master.agents import pace_heartbeats
 from meseta.master.api import StateApi
@@ -27,6 +27,8 @@ from meseta.master.starvation import assess
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.leader import Leadership
 from meseta.runtime.principal import own_identity
+from meseta.runtime.process_stats import LoopLag
+from meseta.runtime.prometheus import Probes
 from meseta.runtime.service import Service
 from meseta.sdk import wire
 from meseta.sdk.bus import Bus
@@ -75,7 +77,17 @@ class MasterService(Service):
             lambda name: write_policy(self.store, name),
             lambda role, weight, quota: write_role(self.store, role, weight, quota),
         )
-        self.api = StateApi(self.cluster, self.activity, self.leader, settings.starvation_after, operator)
+        self.lag = LoopLag()
+        probes = Probes(
+            "master",
+            self._readiness,
+            lambda: prometheus.families(
+                self.cluster, self.core.meter, self.leading.is_set, lambda: self.epoch, self.bus, self.lag
+            ),
+        )
+        self.api = StateApi(
+            self.cluster, self.activity, self.leader, settings.starvation_after, operator, probes
+        )
 
     @property
     def epoch(self) -> int:
@@ -106,6 +118,7 @@ class MasterService(Service):
             (await self.bus.declare_queue(name, exchange, key, replicated=True), channel)
             for name, exchange, key, channel in inbound
         ]
+        self.spawn(self.lag.run(), "loop-lag")
         if self.settings.api_port is not None:
             await self.api.start(self.settings.api_host, self.settings.api_port)
             # Where a standby sends operators (307): the leader's own API, as it advertises it.
@@ -206,6 +219,11 @@ class MasterService(Service):
         if time.monotonic() + interval > self.core.deaf_until:
             log.info("%s: silence counts against agents and frameworks from %.1f s from now", why, interval)
         self.core.deaf(time.monotonic() + interval)
+
+    def _readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready: connected to the broker, leading or standing by (a standby is ready to take over)."""
+        role = "leader" if self.leading.is_set() else "standby"
+        return self.bus.connected, {"role": role, "epoch": self.epoch, "broker": self.bus.connected}
 
     @property
     def api_url(self) -> str | None:

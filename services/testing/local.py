@@ -146,6 +146,7 @@ async def local_cluster(
             tick_interval=0.2,
             dev=dev,
             queue_type=queue_type,
+            metrics_port=0,
         )
     )
     master = MasterService(
@@ -181,6 +182,7 @@ async def local_cluster(
                 hostname=f"host-{i}",
                 attributes={"rack": f"r{i % 2}"},
                 heartbeat_interval=0.5,
+                metrics_port=0,
                 cluster=name,
                 container_retention=container_retention,
                 isolator=isolator,
