@@ -623,11 +623,17 @@ class Bus:
         parent = tracing.extract(incoming.headers)
         deferred = _Deferred()
         token = _DEFERRED.set(deferred)
+        producer = trace.get_current_span(parent).get_span_context()
         with self._tracer.start_as_current_span(
             f"{self.service} {message.type}",
             context=parent,
             kind=trace.SpanKind.CONSUMER,
-            attributes={"meseta.service": self.service, "meseta.message.type": message.type},
+            attributes=tracing.consumer_attributes(
+                self.service, message.type, message.message_id, incoming.exchange, incoming.routing_key
+            ),
+            # OpenTelemetry's messaging conventions: the producer's context as a link besides the parent
+            # (a batch's consumer would have several; here the parent is that one producer).
+            links=(trace.Link(producer),) if producer.is_valid else (),
         ) as span:
             try:
                 try:

@@ -7,6 +7,7 @@ message and opens a consumer span, child of the sender's, around every handled o
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +44,10 @@ def configure(
             ``/v1/traces`` and metrics to ``/v1/metrics`` under it.
         metric_interval: seconds between metric exports.
     """
-    resource = Resource.create({"service.name": f"meseta-{service}"})
+    # OpenTelemetry's own variables win where set: OTEL_SERVICE_NAME here, OTEL_TRACES_SAMPLER (read by the
+    # tracer provider), OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_TRACES_EXPORTER (the CLI's fallbacks).
+    name = os.environ.get("OTEL_SERVICE_NAME") or f"meseta-{service}"
+    resource = Resource.create({"service.name": name})
     provider = TracerProvider(resource=resource)
     span_exporter: SpanExporter | None = None
     readers: list[MetricReader] = []
@@ -67,6 +71,22 @@ def configure(
         provider.add_span_processor(BatchSpanProcessor(span_exporter))
     trace.set_tracer_provider(provider)
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+
+
+def consumer_attributes(
+    service: str, message_type: str, message_id: str, exchange: str | None, routing_key: str | None
+) -> dict[str, str]:
+    """A consumer span's attributes: Meseta's, and OpenTelemetry's messaging conventions for RabbitMQ."""
+    return {
+        "meseta.service": service,
+        "meseta.message.type": message_type,
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "consume",
+        "messaging.destination.name": exchange or "amq.default",
+        "messaging.rabbitmq.destination.routing_key": routing_key or "",
+        "messaging.message.id": message_id,
+    }
 
 
 def inject(headers: dict[str, Any], context: otel_context.Context | None = None) -> dict[str, Any]:

@@ -83,11 +83,18 @@ Dev = Annotated[
     ),
 ]
 TraceExporter = Annotated[
-    str, typer.Option(envvar="MESETA_TRACE_EXPORTER", help="Trace exporter: none, console or otlp.")
+    str,
+    typer.Option(
+        envvar=["MESETA_TRACE_EXPORTER", "OTEL_TRACES_EXPORTER"],
+        help="Trace exporter: none, console or otlp.",
+    ),
 ]
 OtlpEndpoint = Annotated[
     str | None,
-    typer.Option(envvar="MESETA_OTLP_ENDPOINT", help="Collector's OTLP/HTTP base URL (traces and metrics)."),
+    typer.Option(
+        envvar=["MESETA_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"],
+        help="Collector's OTLP/HTTP base URL (traces and metrics).",
+    ),
 ]
 Api = Annotated[
     str,

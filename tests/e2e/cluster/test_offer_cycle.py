@@ -63,6 +63,23 @@ async def test_two_frameworks_run_all_tasks_in_real_containers(
     } <= names
     decide = next(s for s in trace_spans if s.name == "framework decide")
     assert decide.attributes["meseta.decision"] == "accept"
+    # Consumer spans follow OpenTelemetry's messaging conventions, with a link to the producer.
+    for name, exchange, key in (
+        ("master ACCEPT", wire.Exchange.CALLS, wire.RoutingKey.CALL),
+        ("agent LAUNCH", wire.Exchange.LAUNCHES, launch.attributes["meseta.agent_id"]),
+    ):
+        consumer = next(s for s in trace_spans if s.name == name)
+        assert consumer.attributes is not None and consumer.parent is not None
+        assert consumer.attributes["messaging.system"] == "rabbitmq"
+        assert consumer.attributes["messaging.destination.name"] == exchange
+        assert consumer.attributes["messaging.rabbitmq.destination.routing_key"] == key
+        assert consumer.attributes["messaging.operation.type"] == "process"
+        assert consumer.attributes["messaging.message.id"]
+        (link,) = consumer.links
+        assert (link.context.trace_id, link.context.span_id) == (
+            consumer.context.trace_id,
+            consumer.parent.span_id,
+        )
     # The first RUNNING status travels in the same trace, from the agent through the master to the framework.
     assert sum(1 for s in trace_spans if s.name == "framework UPDATE") >= 2
     root = next(s for s in trace_spans if s.parent is None)
