@@ -24,7 +24,6 @@ from meseta.agent.settings import AgentSettings
 from meseta.agent.tasks import LocalTask, TaskKey
 from meseta.agent.updates import PendingUpdate, StatusUpdater
 from meseta.runtime.principal import PrincipalError, own_identity
-from meseta.runtime.process_stats import LoopLag
 from meseta.runtime.prometheus import Probes
 from meseta.runtime.service import Service
 from meseta.sdk import wire
@@ -100,7 +99,6 @@ class AgentService(Service):
         self.told_interval = 0.0
         """The heartbeat interval the master asks for at least (0: none; it holds its heartbeat rate)."""
         self._stagger = False
-        self.lag = LoopLag()
         self.probes = Probes("agent", self._readiness, lambda: prometheus.families(self))
         self._serving = False
         self.read = wire.LaunchMark(epoch=0, sequence=0)
@@ -137,7 +135,6 @@ class AgentService(Service):
         }
 
     async def _start(self) -> None:
-        self.spawn(self.lag.run(), "loop-lag")
         if self.settings.metrics_port is not None:
             await self.probes.start(self.settings.metrics_host, self.settings.metrics_port)
         await self.containerizer.ping()

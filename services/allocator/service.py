@@ -23,7 +23,6 @@ from meseta.allocator.state import AllocatorState, PendingRevocation
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.leader import Leadership
 from meseta.runtime.principal import own_identity
-from meseta.runtime.process_stats import LoopLag
 from meseta.runtime.prometheus import Probes
 from meseta.runtime.service import Service
 from meseta.sdk import tracing, wire
@@ -65,7 +64,6 @@ class AllocatorService(Service):
         self.grants = 0
         self.cycle_seconds = Histogram()
         """Planning time of each cycle (Prometheus's meseta_allocation_cycle_seconds)."""
-        self.lag = LoopLag()
         self.probes = Probes("allocator", self._readiness, lambda: prometheus.families(self))
 
     def _readiness(self) -> tuple[bool, dict[str, object]]:
@@ -74,7 +72,6 @@ class AllocatorService(Service):
         return self.bus.connected, {"role": role, "broker": self.bus.connected}
 
     async def _start(self) -> None:
-        self.spawn(self.lag.run(), "loop-lag")
         if self.settings.metrics_port is not None:
             await self.probes.start(self.settings.metrics_host, self.settings.metrics_port)
         if self.store is not None:

@@ -27,7 +27,6 @@ from meseta.master.starvation import assess
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.leader import Leadership
 from meseta.runtime.principal import own_identity
-from meseta.runtime.process_stats import LoopLag
 from meseta.runtime.prometheus import Probes
 from meseta.runtime.service import Service
 from meseta.sdk import wire
@@ -77,7 +76,6 @@ class MasterService(Service):
             lambda name: write_policy(self.store, name),
             lambda role, weight, quota: write_role(self.store, role, weight, quota),
         )
-        self.lag = LoopLag()
         probes = Probes(
             "master",
             self._readiness,
@@ -118,7 +116,6 @@ class MasterService(Service):
             (await self.bus.declare_queue(name, exchange, key, replicated=True), channel)
             for name, exchange, key, channel in inbound
         ]
-        self.spawn(self.lag.run(), "loop-lag")
         if self.settings.api_port is not None:
             await self.api.start(self.settings.api_host, self.settings.api_port)
             # Where a standby sends operators (307): the leader's own API, as it advertises it.

@@ -9,6 +9,8 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self
 
+from meseta.runtime.process_stats import LoopLag
+
 log = logging.getLogger(__name__)
 
 
@@ -27,6 +29,9 @@ class Service:
         self._failure: BaseException | None = None
         self._started = False
         self._stopping = False
+        self.lag = LoopLag()
+        """The event loop's lag probe, shared with every service on the loop once this one starts."""
+        self._lag_held = False
 
     async def _start(self) -> None:
         raise NotImplementedError
@@ -55,6 +60,9 @@ class Service:
         if self._started:
             return
         self._started = True
+        self.lag = LoopLag.of_this_loop()
+        self.lag.acquire()
+        self._lag_held = True
         await self._start()
 
     async def stop(self) -> None:
@@ -67,7 +75,12 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self._stop()
+        try:
+            await self._stop()
+        finally:
+            if self._lag_held:
+                self._lag_held = False
+                self.lag.release()
         self._stopped.set()
 
     async def run(self) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,6 +18,8 @@ from meseta.master import MasterService
 from meseta.testing.local import local_cluster, run_one, short_task
 
 pytestmark = pytest.mark.e2e
+
+DASHBOARD = Path(__file__).parents[3] / "compose" / "grafana" / "meseta-dashboard.json"
 
 COMMON = {
     "meseta_broker_connected",
@@ -103,9 +107,17 @@ async def test_every_service_serves_its_metrics_health_and_readiness(amqp_url: s
         assert value(families["meseta_agents"], "meseta_agents", state="DRAINED") == 0
         assert value(families["meseta_tasks"], "meseta_tasks", state="RUNNING") == 0
         assert value(families["meseta_master_leading"], "meseta_master_leading") == 1
+        # Sample names (a histogram's _bucket, a counter's _total) and family names (a gauge by framework
+        # has no sample before a framework subscribes).
+        served = set(families) | {sample.name for samples in families.values() for sample in samples}
         for base, expected in ((allocator, ALLOCATOR), (agent, AGENT)):
             families = await scrape(base)
             assert expected <= families.keys(), (base, expected - families.keys())
+            served |= set(families) | {sample.name for samples in families.values() for sample in samples}
+        # The Grafana dashboard shipped in compose/ asks only for series that exist.
+        exprs = [t["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for t in panel["targets"]]
+        wanted = {name for expr in exprs for name in re.findall(r"meseta_[a-z_]+", expr)}
+        assert wanted and wanted <= served, wanted - served
         # A real offer cycle shows in the master's histogram and the allocator's counters.
         client = await cluster.framework("measured")
         status = await run_one(client, short_task("m-1", script="true"))
