@@ -68,7 +68,7 @@ compose-test: infra
 # (tests/e2e/ops/test_ha_compose_file.py checks the file there; tests/serial/test_replicated.py the kills).
 HA_COMPOSE_TEST := tests/serial/test_compose.py::test_the_replicated_stack_survives_losing_a_broker_node_and_an_etcd_member
 
-COMPOSE_OFFLINE := MESETA_BASE_IMAGE=meseta-base:bookworm RABBITMQ_IMAGE=meseta-infra:bookworm ETCD_IMAGE=meseta-infra:bookworm
+COMPOSE_OFFLINE := MESETA_BASE_IMAGE=meseta-base:bookworm RABBITMQ_IMAGE=meseta-infra:bookworm ETCD_IMAGE=meseta-infra:bookworm PROMETHEUS_IMAGE=meseta-prometheus:bookworm
 
 compose-up: compose-images
 	$(COMPOSE_OFFLINE) docker-compose -p meseta -f compose/compose.yaml up -d

@@ -2,6 +2,7 @@
 # Build every image compose.yaml needs with no container registry:
 #   meseta-base:bookworm   debootstrapped Debian with Python (compose/base-image.sh; cached)
 #   meseta-infra:bookworm  RabbitMQ and etcd from Debian's packages (cached)
+#   meseta-prometheus:bookworm  Prometheus from Debian's package (cached)
 #   build/wheels           Meseta and its dependencies as wheels, installed offline into ...
 #   ${MESETA_IMAGE:-meseta:local}  the one image of every Meseta service
 set -euo pipefail
@@ -12,6 +13,10 @@ bash compose/base-image.sh meseta-base:bookworm
 if ! docker image inspect meseta-infra:bookworm >/dev/null 2>&1; then
   echo "[images] building meseta-infra:bookworm (RabbitMQ, etcd)"
   docker build -q -t meseta-infra:bookworm -f compose/infra.Dockerfile compose >/dev/null
+fi
+if ! docker image inspect meseta-prometheus:bookworm >/dev/null 2>&1; then
+  echo "[images] building meseta-prometheus:bookworm (Prometheus)"
+  docker build -q -t meseta-prometheus:bookworm -f compose/prometheus.Dockerfile compose >/dev/null
 fi
 echo "[images] wheels into build/wheels"
 rm -f build/wheels/meseta-*.whl

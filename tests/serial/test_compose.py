@@ -5,10 +5,13 @@ killed, the example still runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +63,7 @@ class Stack:
         self.otel = tmp / "otel"
         self.otel.mkdir()
         self.api_ports = (free_port(), free_port())
+        self.prometheus_port = free_port()
         self.env = {
             **os.environ,
             "MESETA_IMAGE": "meseta:local",
@@ -71,6 +75,8 @@ class Stack:
             "MESETA_API_PORT_1": str(self.api_ports[0]),
             "MESETA_API_PORT_2": str(self.api_ports[1]),
             "MESETA_RABBITMQ_UI_PORT": str(free_port()),
+            "PROMETHEUS_IMAGE": "meseta-prometheus:bookworm",
+            "MESETA_PROMETHEUS_PORT": str(self.prometheus_port),
         }
         self.base = [*compose_command(), "-p", self.project, "-f", str(compose_file), "--profile", "example"]
 
@@ -113,6 +119,44 @@ def ha_stack(tmp_path: Path) -> Iterator[Stack]:
     yield from up(tmp_path, HA_FILE)
 
 
+def prometheus_query(stack: Stack, query: str) -> list[dict[str, object]]:
+    """Prometheus's own HTTP API: the instant vector of ``query``."""
+    url = f"http://127.0.0.1:{stack.prometheus_port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=5) as response:
+        answer = json.loads(response.read())
+    assert answer["status"] == "success", answer
+    return list(answer["data"]["result"])
+
+
+def wait_prometheus(
+    stack: Stack, ok: object, query: str, timeout: float, what: str
+) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = prometheus_query(stack, query)
+            if ok(last):  # type: ignore[operator]
+                return last  # type: ignore[return-value]
+        except (OSError, ValueError) as exc:  # not up yet
+            last = exc
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last}")
+
+
+def wait_healthy(stack: Stack, service: str, timeout: float) -> None:
+    container = stack.container(service)
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        inspect = ["docker", "inspect", "--format", "{{.State.Health.Status}}", container]
+        status = subprocess.run(inspect, capture_output=True, text=True, check=True).stdout.strip()
+        if status == "healthy":
+            return
+        time.sleep(1)
+    raise AssertionError(f"{service} is {status!r}, not healthy, after {timeout} s")
+
+
 def meseta(*args: str) -> str:
     done = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "meseta"), *args],
@@ -146,6 +190,17 @@ def test_compose_stack_runs_the_example(stack: Stack) -> None:
     assert state.leader.name in status and "agents" in status
     agents = meseta("agents", "--api", api)
     assert all(h in agents for h in ("host-a", "host-b", "host-c"))
+
+    # Prometheus scrapes every service, and has the example's offer round trips.
+    up = wait_prometheus(
+        stack, lambda r: len(r) == 7 and all(x["value"][1] == "1" for x in r), "up", 90, "every target up"
+    )
+    assert {x["metric"]["job"] for x in up} == {"master", "allocator", "agent"}  # type: ignore[index]
+    trips = prometheus_query(stack, 'sum(meseta_offer_round_trip_seconds_count{decision="accept"})')
+    assert trips and float(trips[0]["value"][1]) > 0, trips  # type: ignore[index]
+    # Compose's health checks ask each service's /ready: every Meseta service becomes healthy.
+    for service in ("master-1", "master-2", "allocator-1", "allocator-2", "agent-1", "agent-2", "agent-3"):
+        wait_healthy(stack, service, 90)
 
     # Kill the leading master's container: the standby leads, at a higher epoch, within seconds.
     leader = state.leader
