@@ -7,6 +7,8 @@ who it is (a load balancer or the CLI moves on to the next master).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,12 +21,15 @@ from pydantic import BaseModel, TypeAdapter
 from meseta.master import views
 from meseta.master.activity import Activity
 from meseta.master.cluster import Cluster
+from meseta.master.events import OVERFLOW
 from meseta.master.operator_api import OperatorApi
 from meseta.runtime.prometheus import Probes
 
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 0.5
+KEEPALIVE = 15.0
+"""Seconds between comment lines on a quiet event stream."""
 
 
 class StateApi:
@@ -59,6 +64,7 @@ class StateApi:
         app.router.add_get("/", self._index)
         app.router.add_get("/openapi.json", self._openapi)
         app.router.add_get("/api/v1/leader", self._leader)
+        app.router.add_get("/api/v1/events", self._events)
         for path in views.ROUTES:
             if path != "/api/v1/leader":
                 app.router.add_get(path, self._document)
@@ -115,6 +121,39 @@ class StateApi:
 
     async def _leader(self, _: web.Request) -> web.Response:
         return _json(self.leader())
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events (``event: TYPE``, ``data: JSON``) from now on; a comment line every
+        ``KEEPALIVE`` seconds keeps proxies from closing a quiet stream. A standby answers 503."""
+        leader = self.leader()
+        if not leader.leading:
+            return _json(leader, status=503)
+        queue = self.cluster.events.subscribe()
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        try:
+            await response.prepare(request)
+            await response.write(b"retry: 1000\n: meseta events\n\n")
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE)
+                except TimeoutError:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                data = json.dumps(event, separators=(",", ":"))
+                await response.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+                if event["type"] == OVERFLOW:
+                    break
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            self.cluster.events.unsubscribe(queue)
+        return response
 
     async def _document(self, request: web.Request) -> web.Response:
         leader = self.leader()

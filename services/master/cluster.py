@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from meseta.master.events import EventHub
 from meseta.sdk import wire
 from meseta.sdk.wire import Resources, TaskState
 
@@ -244,6 +245,8 @@ class Cluster:
     """Agent id -> its drain (meseta.master.draining); kept for agents not registered (yet) too."""
     maintenance: dict[str, Window] = field(default_factory=dict)
     """Window id -> a scheduled maintenance window."""
+    events: EventHub = field(default_factory=EventHub)
+    """The operators' event stream (meseta.master.events)."""
     finished: OrderedDict[TaskKey, str] = field(default_factory=OrderedDict)
     """Recently ended tasks -> their agent, so their logs can still be found."""
     finished_limit: int = 10_000
@@ -253,12 +256,19 @@ class Cluster:
 
     def add_agent(self, agent: AgentInfo) -> None:
         """Hold a newly registered agent."""
-        self.remove_agent(agent.agent_id)
+        self._forget_agent(agent.agent_id)
         self.agents[agent.agent_id] = agent
         self.total = self.total + agent.total
+        self.events.emit("AGENT_ADDED", agent_id=agent.agent_id, hostname=agent.hostname)
 
     def remove_agent(self, agent_id: str) -> AgentInfo | None:
         """Forget an agent (its tasks are the caller's business)."""
+        agent = self._forget_agent(agent_id)
+        if agent is not None:
+            self.events.emit("AGENT_REMOVED", agent_id=agent_id, hostname=agent.hostname)
+        return agent
+
+    def _forget_agent(self, agent_id: str) -> AgentInfo | None:
         agent = self.agents.pop(agent_id, None)
         if agent is not None:
             self.total = self.total - agent.total

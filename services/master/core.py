@@ -89,6 +89,7 @@ class MasterCore:
         self.deaf_until = max(self.deaf_until, until)
 
     def __post_init__(self) -> None:
+        self.outbox.events = self.cluster.events  # every status a framework is sent is an event too
         if self.metrics is None:
             self.metrics = MasterMetrics(self.cluster, lambda: self.epoch > 0)
         self.tracer = tracing.tracer("master")

@@ -41,6 +41,7 @@ async def drain(m: MasterCore, agent_id: str, deadline_seconds: float, window: s
     entry = Drain(since=since, deadline=now + deadline_seconds, window=window)
     await m.registry.save_drain(agent_id, entry.as_json())  # kept before anyone is told
     m.cluster.drains[agent_id] = entry
+    m.cluster.events.emit("AGENT_DRAINING", agent_id=agent_id, deadline=entry.deadline, window=window)
     log.warning("agent %s drains: its tasks are killed in %.0f s", agent_id, deadline_seconds)
     await m.outbox.to_allocator(wire.AgentAvailability(agent_id=agent_id, available=False))
     for offer in [o for o in m.cluster.offers.values() if o.agent_id == agent_id]:
@@ -68,6 +69,7 @@ async def undrain(m: MasterCore, agent_id: str) -> bool:
         return False
     await m.registry.remove_drain(agent_id)
     del m.cluster.drains[agent_id]
+    m.cluster.events.emit("AGENT_ACTIVE", agent_id=agent_id)
     log.warning("agent %s is back in service", agent_id)
     await m.outbox.to_allocator(wire.AgentAvailability(agent_id=agent_id, available=True))
     return True

@@ -52,6 +52,7 @@ async def subscribe(m: MasterCore, msg: wire.Subscribe, ctx: Call) -> None:
     # The master declares the framework's queue before any offer can be routed to it.
     await m.outbox.open_framework_queue(framework_id)
     m.cluster.frameworks[framework_id] = fw
+    m.cluster.events.emit("FRAMEWORK_ADDED", framework_id=framework_id, name=msg.name, role=msg.role)
     log.info("framework %s (%s, role %s) subscribed", framework_id, msg.name, msg.role)
     answer = wire.Subscribed(
         framework_id=framework_id, secret=secret, master_epoch=m.epoch, correlation_id=msg.message_id
@@ -187,6 +188,7 @@ async def teardown(m: MasterCore, msg: wire.Teardown, ctx: Call) -> None:
 async def remove_framework(m: MasterCore, fw: FrameworkInfo) -> None:
     """Forget a framework: rescind its offers, kill its tasks, delete it from the registry."""
     del m.cluster.frameworks[fw.framework_id]
+    m.cluster.events.emit("FRAMEWORK_REMOVED", framework_id=fw.framework_id, name=fw.name)
     for offer_id in list(fw.offers):
         m.cluster.remove_offer(offer_id)
     live = [m.cluster.tasks[key] for key in fw.tasks if key in m.cluster.tasks]

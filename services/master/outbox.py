@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from meseta.master.events import EventHub
 from meseta.sdk import wire
 from meseta.sdk.wire import Resources
 
@@ -48,6 +49,8 @@ class Outbox:
 
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
+        self.events: EventHub | None = None
+        """Where each task status sent to a framework is also told to operators (the master's)."""
         self._recovered: list[wire.Recovered] = []
         """Resources found unused while a message was handled: given back in one message."""
 
@@ -112,6 +115,16 @@ class Outbox:
         traces: Sequence[dict[str, str]] = (),
     ) -> None:
         """UPDATES of at most ``MAX_BATCH`` statuses (each with its trace, where given)."""
+        if self.events is not None:
+            for status in statuses:
+                self.events.emit(
+                    "TASK_UPDATED",
+                    framework_id=framework_id,
+                    task_id=status.task_id,
+                    state=status.state.value,
+                    agent_id=status.agent_id,
+                    reason=None if status.reason is None else status.reason.value,
+                )
         for i in range(0, len(statuses), wire.MAX_BATCH):
             batch = wire.Updates(
                 framework_id=framework_id,
