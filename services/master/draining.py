@@ -83,7 +83,9 @@ async def schedule(m: MasterCore, window: Window) -> None:
 
 async def unschedule(m: MasterCore, window_id: str) -> bool:
     """Cancel a window; agents it drains are undrained. False if there is no such window."""
-    window = m.cluster.maintenance.get(window_id)
+    # Gone from the schedule before anything awaits: a sweep meanwhile drained the agents again, and the
+    # window then went with their drains left behind (seen in a fresh-clone make test).
+    window = m.cluster.maintenance.pop(window_id, None)
     if window is None:
         return False
     for agent_id in window.agent_ids:
@@ -91,7 +93,6 @@ async def unschedule(m: MasterCore, window_id: str) -> bool:
         if entry is not None and entry.window == window_id:
             await undrain(m, agent_id)
     await m.registry.remove_window(window_id)
-    del m.cluster.maintenance[window_id]
     return True
 
 
@@ -104,10 +105,16 @@ async def sweep(m: MasterCore) -> None:
             await unschedule(m, window.window_id)
         elif now >= window.start:
             for agent_id in window.agent_ids:
-                if agent_id not in m.cluster.drains:
+                # Each drain awaits: the window may have been cancelled meanwhile.
+                if m.cluster.maintenance.get(window.window_id) is window and agent_id not in m.cluster.drains:
                     remaining = window.start + window.drain_seconds - now
                     await drain(m, agent_id, max(0.0, remaining), window=window.window_id)
     for agent_id, entry in list(m.cluster.drains.items()):
+        if entry.window is not None and entry.window not in m.cluster.maintenance:
+            # Its window is gone (cancelled, or ended under another leader): so is the drain.
+            if m.cluster.drains.get(agent_id) is entry:
+                await undrain(m, agent_id)
+            continue
         agent = m.cluster.agents.get(agent_id)
         if now < entry.deadline or agent is None:
             continue

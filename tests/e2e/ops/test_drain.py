@@ -252,3 +252,46 @@ async def test_every_operator_endpoint_needs_the_credential_and_a_standby_redire
             await until_agent_state(cluster, agent, "DRAINED")
         finally:
             await standby.stop()
+
+
+async def test_the_operator_kills_a_task_sets_policy_and_roles_and_tears_a_framework_down(
+    amqp_url: str, etcd_prefix: str
+) -> None:
+    async with local_cluster(amqp_url, etcd_prefix, agents=1, operator_token=TOKEN) as cluster:
+        client = await cluster.framework("operated")
+        watcher = Watcher(client)
+        watcher.launch = (cluster.agents[0].agent_id, [short_task("long-1", script="sleep 600")])
+        try:
+            await wait_for(
+                lambda: (s := watcher.state("long-1")) is not None and s.state == wire.TaskState.RUNNING,
+                60,
+                "the task to run",
+            )
+            status, answer = await call("POST", api(cluster) + "/api/v1/tasks/long-1/kill")
+            assert (status, answer["state"], answer["framework_id"]) == (202, "KILLING", client.framework_id)
+            await wait_for(
+                lambda: (s := watcher.state("long-1")) is not None and s.state.terminal, 30, "the kill"
+            )
+            killed = watcher.state("long-1")
+            assert killed is not None
+            assert (killed.state, killed.reason) == (
+                wire.TaskState.KILLED,
+                wire.StatusReason.KILLED_BY_OPERATOR,
+            )
+            assert (await call("POST", api(cluster) + "/api/v1/tasks/long-1/kill"))[0] == 404
+            # Policy and roles go to etcd through the master; the allocator takes them at its next read.
+            status, _ = await call("PUT", api(cluster) + "/api/v1/policy", body={"policy": "lottery"})
+            assert status == 200
+            await wait_for(lambda: cluster.allocator.policy.name == "lottery", 10, "the new policy")
+            assert (await call("PUT", api(cluster) + "/api/v1/policy", body={"policy": "nope"}))[0] == 400
+            role = {"weight": 3, "quota": {"cpus": 1, "mem": 64}}
+            assert (await call("PUT", api(cluster) + "/api/v1/roles/prod", body=role))[0] == 200
+            await wait_for(lambda: cluster.allocator.state.role("prod").weight == 3, 10, "the role's weight")
+            # Tear the framework down from the terminal.
+            await cli("teardown", str(client.framework_id), "--api", api(cluster))
+            assert client.framework_id not in cluster.master.cluster.frameworks
+            assert (await call("POST", api(cluster) + f"/api/v1/frameworks/{client.framework_id}/teardown"))[
+                0
+            ] == 404
+        finally:
+            watcher.stop()

@@ -81,3 +81,14 @@ async def test_a_window_drains_its_agents_from_its_start_to_its_end() -> None:
     await draining.sweep(master.core)
     assert draining.state_of(master.cluster, "a1") == "ACTIVE"
     assert master.cluster.maintenance == {} and master.registry.windows == {}
+
+
+async def test_a_drain_whose_window_is_gone_ends_with_it() -> None:
+    # A window cancelled while a sweep was draining its agents left their drains behind for ever.
+    master = FakeMaster()
+    await master.agent("a1")
+    await draining.drain(master.core, "a1", deadline_seconds=0, window="w-gone")
+    await draining.drain(master.core, "a2", deadline_seconds=0)  # an operator's: kept
+    await draining.sweep(master.core)
+    assert draining.state_of(master.cluster, "a1") == "ACTIVE"
+    assert "a2" in master.cluster.drains
