@@ -103,10 +103,45 @@ Api = Annotated[
 DEFAULT_API = defaults.API
 
 
+_LOG_FORMAT = ["text"]
+"""The ``--log-format`` given before the command (the app's callback sets it)."""
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="MESETA_CONFIG",
+            help="TOML file of settings (top-level keys: every command; a table named after a command: that "
+            "command alone); flags and MESETA_* variables override it.",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(envvar="MESETA_LOG_FORMAT", help="Log lines: text, or json with trace and span ids."),
+    ] = "text",
+) -> None:
+    # No docstring: the app's own help stays the help.
+    from meseta.cli.config import default_map
+    from meseta.runtime.logs import FORMATS
+
+    if log_format not in FORMATS:
+        raise typer.BadParameter(f"{log_format!r}: text or json", param_hint="--log-format")
+    _LOG_FORMAT[0] = log_format
+    if config is not None:
+        from typer.core import TyperGroup
+
+        assert isinstance(ctx.command, TyperGroup)
+        ctx.default_map = default_map(config, ctx.command, ctx)
+
+
 def setup(service: str, log_level: str, exporter: str, endpoint: str | None) -> None:
-    logging.basicConfig(
-        level=log_level.upper(), format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"
-    )
+    from meseta.runtime import logs
+
+    logs.configure(service, log_level, _LOG_FORMAT[0])
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
     tracing.configure(service, exporter, endpoint)
