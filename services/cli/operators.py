@@ -47,8 +47,13 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON ins
 
 @app.command()
 def status(api: Api = DEFAULT_API, as_json: JsonFlag = False) -> None:
-    """The cluster at a glance: leader, epoch, totals, recent offer round trips."""
+    """The cluster at a glance: leader, epoch, totals, recent offer round trips, each master's readiness."""
     _show("status", api, as_json)
+    if not as_json:
+        from meseta.ops.state_client import readiness, split_apis
+
+        for base in split_apis(api):
+            typer.echo(f"{base}: {readiness(base)}")
 
 
 @app.command()
@@ -272,3 +277,14 @@ def teardown(
     """Remove a framework as the operator: its tasks are killed, its offers rescinded."""
     _operator(api, "POST", f"/api/v1/frameworks/{framework_id}/teardown", token_file)
     typer.echo(f"framework {framework_id} torn down")
+
+
+@app.command("mark-gone")
+def mark_gone(
+    agent_id: Annotated[str, typer.Argument(help="The agent.")],
+    api: Api = DEFAULT_API,
+    token_file: TokenFile = None,
+) -> None:
+    """Declare an agent gone for good: its tasks are LOST now, and it is never registered again."""
+    _operator(api, "POST", f"/api/v1/agents/{agent_id}/gone", token_file)
+    typer.echo(f"agent {agent_id} GONE")

@@ -20,6 +20,16 @@ lost with a queue, as a launch may)."""
 
 
 async def register_agent(m: MasterCore, msg: wire.RegisterAgent, _: Call) -> None:
+    if msg.agent_id in m.cluster.gone_agents:
+        # Marked gone by an operator: its frameworks were told its tasks are LOST, for good. Whatever it
+        # still runs is killed, and it is not taken back (a machine back in service gets a new agent id).
+        log.warning("agent %s was marked gone: its %d tasks are killed, it is not registered",
+                    msg.agent_id, len(msg.running_tasks))  # fmt: skip
+        for task in msg.running_tasks:
+            await m.outbox.kill_on(
+                msg.agent_id, task.framework_id, task.task_id, wire.StatusReason.AGENT_REMOVED
+            )
+        return
     agent = m.cluster.agents.get(msg.agent_id)
     if agent is not None:
         agent.last_seen, agent.heard = time.time(), time.monotonic()
@@ -73,6 +83,8 @@ async def register_agent(m: MasterCore, msg: wire.RegisterAgent, _: Call) -> Non
 
 async def heartbeat(m: MasterCore, msg: wire.Heartbeat, _: Call) -> None:
     agent = m.cluster.agents.get(msg.agent_id)
+    if agent is None and msg.agent_id in m.cluster.gone_agents:
+        return  # marked gone: not asked back
     if agent is None:
         # We do not know it (we restarted, or it registered before we ran): ask for its inventory.
         await m.outbox.to_agent(msg.agent_id, wire.ReregisterAgent(agent_id=msg.agent_id))
@@ -245,6 +257,19 @@ async def remove_agent(m: MasterCore, agent: AgentInfo, why: str) -> None:
         await m.outbox.to_framework(
             framework_id, wire.Failure(framework_id=framework_id, agent_id=agent.agent_id)
         )
+
+
+async def mark_gone(m: MasterCore, agent_id: str) -> bool:
+    """An operator says the agent is gone for good (Mesos's MARK_AGENT_GONE): its tasks are LOST now, and
+    it is never registered again. False if the master knows no such agent (registered or lost)."""
+    agent = m.cluster.agents.get(agent_id)
+    if agent is None and agent_id not in m.cluster.lost_agents:
+        return False
+    await m.registry.agent_gone(agent_id, time.time())  # kept before anyone is told
+    m.cluster.gone_agents.add(agent_id)
+    if agent is not None:
+        await remove_agent(m, agent, "marked gone by an operator")
+    return True
 
 
 async def pace_heartbeats(m: MasterCore) -> bool:

@@ -241,6 +241,8 @@ class Cluster:
     revocations: list[ScheduledRevocation] = field(default_factory=list)
     lost_agents: set[str] = field(default_factory=set)
     """Agents removed for silence: their frameworks were told their tasks are LOST."""
+    gone_agents: set[str] = field(default_factory=set)
+    """Agents an operator marked gone: never registered again."""
     drains: dict[str, Drain] = field(default_factory=dict)
     """Agent id -> its drain (meseta.master.draining); kept for agents not registered (yet) too."""
     maintenance: dict[str, Window] = field(default_factory=dict)

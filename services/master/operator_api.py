@@ -20,6 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from meseta.master import draining
+from meseta.master.agents import mark_gone
 from meseta.master.cluster import Window
 from meseta.master.core import MasterCore
 from meseta.master.frameworks import remove_framework
@@ -82,6 +83,7 @@ class OperatorApi:
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/api/v1/agents/{agent_id}/drain", self._drain),
             ("POST", "/api/v1/agents/{agent_id}/undrain", self._undrain),
+            ("POST", "/api/v1/agents/{agent_id}/gone", self._gone),
             ("GET", "/api/v1/maintenance", self._windows),
             ("POST", "/api/v1/maintenance", self._schedule),
             ("DELETE", "/api/v1/maintenance/{window_id}", self._unschedule),
@@ -140,6 +142,12 @@ class OperatorApi:
         if not await draining.undrain(m, agent_id):
             return _error(404, f"agent {agent_id} is not drained")
         return _agent(m, agent_id, None)
+
+    async def _gone(self, request: web.Request) -> web.Response:
+        agent_id = request.match_info["agent_id"]
+        if not await mark_gone(self.core(), agent_id):
+            return _error(404, f"no agent {agent_id} (registered or lost)")
+        return web.json_response({"agent_id": agent_id, "state": "GONE"})
 
     async def _windows(self, _: web.Request) -> web.Response:
         windows = sorted(self.core().cluster.maintenance.values(), key=lambda w: (w.start, w.window_id))

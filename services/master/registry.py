@@ -39,6 +39,13 @@ class Registry:
         """The agents declared lost that have not come back."""
         return set(await self.store.list_json("lost-agents"))
 
+    async def agent_gone(self, agent_id: str, at: float) -> None:
+        """Record that an operator marked an agent gone (it is never registered again)."""
+        await self.store.put_json({"at": at}, "gone-agents", agent_id)
+
+    async def gone_agents(self) -> set[str]:
+        return set(await self.store.list_json("gone-agents"))
+
     async def save_drain(self, agent_id: str, drain: dict[str, Any]) -> None:
         """Record an agent's drain (meseta.master.draining)."""
         await self.store.put_json(drain, "drains", agent_id)

@@ -128,6 +128,7 @@ class MasterService(Service):
         epoch = await self.leadership.campaign()
         self.bus.epoch = self.core.epoch = epoch
         self.cluster.lost_agents = await self.registry.lost_agents()
+        self.cluster.gone_agents = await self.registry.gone_agents()
         # Drains go on under a new leader: the allocator's STATE_SYNC below says which agents to offer.
         self.cluster.drains = {a: Drain(**d) for a, d in (await self.registry.drains()).items()}
         windows = await self.registry.windows()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 
@@ -28,6 +29,26 @@ def fetch_state(apis: list[str], timeout: float = 5.0) -> StateView:
         except (urllib.error.URLError, OSError) as exc:
             why.append(f"{base}: {getattr(exc, 'reason', exc)}")
     raise NoLeader("no leading master answered: " + "; ".join(why))
+
+
+def readiness(base: str, timeout: float = 5.0) -> str:
+    """What a service's ``/ready`` says: ``ready (leader)``, ``ready (standby)``, ``not ready (...)`` or
+    ``unreachable (...)``."""
+    try:
+        with urllib.request.urlopen(base.rstrip("/") + "/ready", timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            answer = json.loads(exc.read())
+        except ValueError:
+            return f"not ready (HTTP {exc.code})"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"unreachable ({getattr(exc, 'reason', exc)})"
+    role = answer.get("role")
+    detail = f" ({role})" if role else ""
+    if answer.get("ready"):
+        return "ready" + detail
+    return f"not ready{detail}, broker connected: {answer.get('broker')}"
 
 
 def split_apis(text: str) -> list[str]:

@@ -205,6 +205,7 @@ async def test_a_maintenance_window_drains_its_agents_only_once_it_starts(
 ENDPOINTS = [
     ("POST", "/api/v1/agents/{agent}/drain", {"deadline_seconds": 1}),
     ("POST", "/api/v1/agents/{agent}/undrain", None),
+    ("POST", "/api/v1/agents/{agent}/gone", None),
     ("GET", "/api/v1/maintenance", None),
     ("POST", "/api/v1/maintenance", {"agent_ids": ["{agent}"], "start": 1, "duration_seconds": 1}),
     ("DELETE", "/api/v1/maintenance/none", None),

@@ -146,6 +146,7 @@ async def test_state_api_tables_kill_and_metrics(amqp_url: str, etcd_prefix: str
         assert "runner" in out and "decliner" in out and "100.0%" in out  # the decliner's declines
         out = await cli("status", "--api", base)
         assert cluster.master.settings.name in out and "offer round trip p50" in out
+        assert f"{base}: ready (leader)" in out  # its /ready, as compose's health checks read it
         out = await cli("offers", "--json", "--api", base)
         assert all(o["framework_id"] in (runner.framework_id, decliner.framework_id) for o in json.loads(out))
 

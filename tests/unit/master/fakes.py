@@ -61,6 +61,7 @@ class MemoryRegistry:
     frameworks: dict[str, dict[str, object]] = field(default_factory=dict)
     lost: dict[str, float] = field(default_factory=dict)
     drains: dict[str, dict[str, object]] = field(default_factory=dict)
+    gone: dict[str, float] = field(default_factory=dict)
     windows: dict[str, dict[str, object]] = field(default_factory=dict)
 
     async def save_framework(self, framework_id: str, info: dict[str, object]) -> None:
@@ -74,6 +75,9 @@ class MemoryRegistry:
 
     async def agent_back(self, agent_id: str) -> None:
         self.lost.pop(agent_id, None)
+
+    async def agent_gone(self, agent_id: str, at: float) -> None:
+        self.gone[agent_id] = at
 
     async def save_drain(self, agent_id: str, drain: dict[str, object]) -> None:
         self.drains[agent_id] = drain

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from meseta.master import draining
+from meseta.master import agents, draining
 from meseta.master.cluster import Window
 from meseta.sdk import wire
 from meseta.sdk.wire import Resources
@@ -92,3 +92,27 @@ async def test_a_drain_whose_window_is_gone_ends_with_it() -> None:
     await draining.sweep(master.core)
     assert draining.state_of(master.cluster, "a1") == "ACTIVE"
     assert "a2" in master.cluster.drains
+
+
+async def test_an_agent_marked_gone_loses_its_tasks_and_is_never_taken_back() -> None:
+    master = FakeMaster()
+    fw = await launched(master, task("t1", cpus=0.5))
+    master.publisher.take()
+    assert await agents.mark_gone(master.core, "a1")
+    sent = master.publisher.take()
+    lost = [s for u in of(sent, wire.Updates) for s in u.statuses]
+    assert [(s.task_id, s.state, s.reason) for s in lost] == [
+        ("t1", wire.TaskState.LOST, wire.StatusReason.AGENT_REMOVED)
+    ]
+    assert "a1" not in master.cluster.agents and "a1" in master.registry.gone
+    # It comes back with the task: the task is killed, the agent not registered, nor asked to.
+    running = wire.RunningTask(framework_id=fw, task_id="t1", resources=Resources(cpus=0.5, mem=64))
+    sent = await master.handle(
+        wire.RegisterAgent(agent_id="a1", hostname="host-a1", resources=CPU2, running_tasks=(running,))
+    )
+    assert [(k.task_id, k.reason) for k in of(sent, wire.KillTask)] == [
+        ("t1", wire.StatusReason.AGENT_REMOVED)
+    ]
+    assert "a1" not in master.cluster.agents and not of(sent, wire.AgentAdded)
+    assert not await master.handle(wire.Heartbeat(agent_id="a1", free=CPU2))
+    assert not await agents.mark_gone(master.core, "never-seen")
