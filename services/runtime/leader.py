@@ -224,7 +224,9 @@ class _Keeper(threading.Thread):
         # One try's share of the window: a member that is gone, or a cluster electing a new leader, holds
         # a refresh until it times out, and the window must leave room to try another member after it
         # (with the whole window for one try, losing etcd's leader deposed the master: BENCHMARKS item 28).
-        attempt = max(window / 4, 0.2)
+        # With one member there is nothing else to try: a slow reply (etcd's fsync on a loaded 2-core CI
+        # machine) cut short at a quarter of the window lost a 1 s lease that a whole-window wait kept.
+        attempt = max(window / 4, 0.2) if len(self.endpoints) > 1 else window
         sent_ok = time.monotonic()
         failed = False
         while not self._stopping.is_set():

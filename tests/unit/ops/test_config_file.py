@@ -39,7 +39,8 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[MasterSettings]:
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Any:
-    return CliRunner().invoke(app, list(args), env=env)
+    # Wide enough for the error box to hold a long temporary path (at 80 columns it was cut with "...").
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400", "TERMINAL_WIDTH": "400", **(env or {})})
 
 
 def test_a_config_file_sets_a_master_flag_and_flags_override_it(
