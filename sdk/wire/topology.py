@@ -23,6 +23,7 @@ __all__ = [
     "executor_queue",
     "executor_task_id",
     "framework_queue",
+    "is_executor_task_id",
     "reply_queue",
 ]
 
@@ -63,9 +64,17 @@ class Queue(StrEnum):
     DEAD_LETTER = "meseta.dead-letter"
 
 
+_EXECUTOR_TASK = "executor."
+
+
 def executor_task_id(executor_id: str, agent_id: str) -> str:
     """The task id under which an executor's own container is accounted and reported."""
-    return f"executor.{executor_id}.{agent_id}"[:128]
+    return f"{_EXECUTOR_TASK}{executor_id}.{agent_id}"[:128]
+
+
+def is_executor_task_id(task_id: str) -> bool:
+    """Whether ``task_id`` names an executor's own container (:func:`executor_task_id`), not a task."""
+    return task_id.startswith(_EXECUTOR_TASK)
 
 
 def executor_key(agent_id: str, framework_id: str, executor_id: str) -> str:

@@ -49,7 +49,7 @@ async def drain(m: MasterCore, agent_id: str, deadline_seconds: float, window: s
     agent = m.cluster.agents.get(agent_id)
     per_framework: dict[str, list[str]] = {}
     for framework_id, task_id in sorted(agent.tasks if agent is not None else ()):
-        if not task_id.startswith("executor."):
+        if not wire.is_executor_task_id(task_id):
             per_framework.setdefault(framework_id, []).append(task_id)
     for framework_id, task_ids in per_framework.items():
         if framework_id in m.cluster.frameworks:
@@ -120,7 +120,7 @@ async def sweep(m: MasterCore) -> None:
             continue
         for key in sorted(agent.tasks):
             task = m.cluster.tasks.get(key)
-            if task is None or task.state == wire.TaskState.KILLING or key[1].startswith("executor."):
+            if task is None or task.state == wire.TaskState.KILLING or wire.is_executor_task_id(key[1]):
                 continue
             task.state = wire.TaskState.KILLING
             await m.outbox.kill_on(agent_id, key[0], key[1], wire.StatusReason.AGENT_DRAINED)

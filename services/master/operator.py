@@ -3,6 +3,7 @@ caller's private queue."""
 
 from __future__ import annotations
 
+from meseta.master.cluster import TaskEntry, TaskKey
 from meseta.master.core import Call, MasterCore
 from meseta.sdk import wire
 from meseta.sdk.wire import ErrorCode
@@ -43,7 +44,7 @@ async def operator_kill(m: MasterCore, msg: wire.OperatorKill, ctx: Call) -> Non
     """Kill a live task on an operator's word; the asker hears KILLING or why not."""
     if not ctx.reply_to:
         raise ValueError("OPERATOR_KILL needs an AMQP reply_to queue for its answer")
-    keys = [k for k in m.cluster.tasks if k[1] == msg.task_id and msg.framework_id in (None, k[0])]
+    keys = live_task_keys(m, msg.task_id, msg.framework_id)
     answer: wire.Message
     if len(keys) != 1:
         answer = wire.Error(
@@ -55,11 +56,7 @@ async def operator_kill(m: MasterCore, msg: wire.OperatorKill, ctx: Call) -> Non
             correlation_id=msg.message_id,
         )
     else:
-        task = m.cluster.tasks[keys[0]]
-        task.state = wire.TaskState.KILLING
-        await m.outbox.kill_on(
-            task.agent_id, task.framework_id, task.task_id, wire.StatusReason.KILLED_BY_OPERATOR
-        )
+        task = await kill_as_operator(m, keys[0])
         answer = wire.Killing(
             framework_id=task.framework_id,
             task_id=task.task_id,
@@ -67,3 +64,19 @@ async def operator_kill(m: MasterCore, msg: wire.OperatorKill, ctx: Call) -> Non
             correlation_id=msg.message_id,
         )
     await m.outbox.to_caller(ctx.reply_to, answer)
+
+
+def live_task_keys(m: MasterCore, task_id: str, framework_id: str | None) -> list[TaskKey]:
+    """The live tasks with this id (of this framework, where named): one, none, or several frameworks'."""
+    return [k for k in m.cluster.tasks if k[1] == task_id and framework_id in (None, k[0])]
+
+
+async def kill_as_operator(m: MasterCore, key: TaskKey) -> TaskEntry:
+    """Kill a live task on an operator's word (over the bus or the operator API): KILLING now, and its
+    framework hears KILLED with reason KILLED_BY_OPERATOR."""
+    task = m.cluster.tasks[key]
+    task.state = wire.TaskState.KILLING
+    await m.outbox.kill_on(
+        task.agent_id, task.framework_id, task.task_id, wire.StatusReason.KILLED_BY_OPERATOR
+    )
+    return task

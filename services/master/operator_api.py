@@ -24,6 +24,7 @@ from meseta.master.agents import mark_gone
 from meseta.master.cluster import Window
 from meseta.master.core import MasterCore
 from meseta.master.frameworks import remove_framework
+from meseta.master.operator import kill_as_operator, live_task_keys
 from meseta.sdk import wire
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class DrainBody(_Body):
 
 
 class WindowBody(_Body):
-    agent_ids: list[str] = Field(min_length=1, max_length=10_000)
+    agent_ids: list[wire.Id] = Field(min_length=1, max_length=10_000)
     start: float = Field(ge=0)
     """Wall-clock time (Unix seconds) the window starts."""
     duration_seconds: float = Field(gt=0, le=MAX_SECONDS)
@@ -155,9 +156,6 @@ class OperatorApi:
 
     async def _schedule(self, request: web.Request) -> web.Response:
         body = WindowBody.model_validate(await _json(request))
-        for agent_id in body.agent_ids:
-            if not wire.is_valid_id(agent_id):
-                return _error(400, f"invalid agent id {agent_id!r}")
         window = Window(
             window_id=body.window_id or f"maintenance-{uuid.uuid4().hex[:12]}",
             agent_ids=tuple(dict.fromkeys(body.agent_ids)),
@@ -178,15 +176,12 @@ class OperatorApi:
         task_id = request.match_info["task_id"]
         framework_id = request.query.get("framework_id")
         m = self.core()
-        keys = [k for k in m.cluster.tasks if k[1] == task_id and framework_id in (None, k[0])]
+        keys = live_task_keys(m, task_id, framework_id)
         if not keys:
             return _error(404, f"no live task {task_id}")
         if len(keys) > 1:
             return _error(409, f"task id {task_id} is used by several frameworks: give ?framework_id=")
-        task = m.cluster.tasks[keys[0]]
-        task.state = wire.TaskState.KILLING
-        reason = wire.StatusReason.KILLED_BY_OPERATOR
-        await m.outbox.kill_on(task.agent_id, task.framework_id, task.task_id, reason)
+        task = await kill_as_operator(m, keys[0])
         body = {"task_id": task.task_id, "framework_id": task.framework_id, "agent_id": task.agent_id}
         return web.json_response({**body, "state": "KILLING"}, status=202)
 

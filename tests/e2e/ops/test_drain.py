@@ -246,6 +246,14 @@ async def test_every_operator_endpoint_needs_the_credential_and_a_standby_redire
             assert status == 400 and "deadline_seconds" in answer["error"]
             status, answer = await call("POST", leader_url + "/api/v1/agents/no-such-agent/drain", body={})
             assert status == 404
+            for bad in (
+                {"agent_ids": ["../not an id"], "start": 1, "duration_seconds": 1},
+                {"agent_ids": [agent], "start": 1, "duration_seconds": 1e308 * 10},  # JSON Infinity
+                {"agent_ids": [agent], "start": 1, "duration_seconds": 1, "extra": "field"},
+            ):
+                status, answer = await call("POST", leader_url + "/api/v1/maintenance", body=bad)
+                assert status == 400, (bad, answer)
+            assert await call("GET", leader_url + "/api/v1/maintenance") == (200, [])
             assert await agent_state(cluster, agent) == "ACTIVE"
             # The CLI follows the standby's redirect.
             out = await cli("drain", agent, "--deadline", "0", "--api", standby_url)
