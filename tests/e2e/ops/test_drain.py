@@ -253,6 +253,8 @@ async def test_every_operator_endpoint_needs_the_credential_and_a_standby_redire
             ):
                 status, answer = await call("POST", leader_url + "/api/v1/maintenance", body=bad)
                 assert status == 400, (bad, answer)
+            huge = {"agent_ids": [agent], "start": 1, "duration_seconds": 1, "window_id": "w" * 2_000_000}
+            assert (await call("POST", leader_url + "/api/v1/maintenance", body=huge))[0] == 413
             assert await call("GET", leader_url + "/api/v1/maintenance") == (200, [])
             assert await agent_state(cluster, agent) == "ACTIVE"
             # The CLI follows the standby's redirect.

@@ -90,3 +90,22 @@ def test_json_log_lines_carry_the_trace_and_span_ids() -> None:
     assert (line["trace_id"], line["span_id"]) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
     outside = json.loads(formatter.format(record))
     assert "trace_id" not in outside
+
+
+def test_the_configuration_in_the_docs_runs_as_printed(started: list[MasterSettings], tmp_path: Path) -> None:
+    # docs/OPERATIONS.md's meseta.toml and the two commands after it.
+    text = (Path(__file__).parents[3] / "docs" / "OPERATIONS.md").read_text()
+    toml = text.split("```toml\n# meseta.toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "meseta.toml").write_text(toml)
+    commands = text.split("```sh\nmeseta --config meseta.toml", 1)[1].split("```", 1)[0]
+    lines = ["meseta --config meseta.toml" + commands.splitlines()[0], *commands.splitlines()[1:]]
+    expected = [(10.0, 8.0), (20.0, 8.0)]
+    for line, (offer_timeout, agent_timeout) in zip(
+        [ln for ln in lines if ln.strip()], expected, strict=True
+    ):
+        args = line.split("#", 1)[0].split()[1:]
+        args[1] = str(tmp_path / args[1])
+        result = run(*args)
+        assert result.exit_code == 0, (line, result.output)
+        assert (started[-1].offer_timeout, started[-1].agent_timeout) == (offer_timeout, agent_timeout), line
+        assert started[-1].etcd_prefix == "/meseta"
