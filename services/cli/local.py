@@ -89,7 +89,7 @@ def up(
     ] = defaults.TASK_IMAGE,
     directory: Annotated[
         Path, typer.Option(envvar="MESETA_UP_DIR", help="Logs and the agents' work directories.")
-    ] = Path("/var/tmp/meseta-up"),
+    ] = Path(defaults.UP_DIR),
     cluster: Annotated[
         str,
         typer.Option(envvar="MESETA_CLUSTER", help="Label on its containers, and its agents' id prefix."),

@@ -12,14 +12,9 @@ from meseta.cli.common import (
     DEFAULT_API,
     AmqpUrl,
     Api,
-    EtcdEndpoint,
-    EtcdPrefix,
     app,
     ask,
-    with_store,
 )
-from meseta.runtime import defaults
-from meseta.sdk.wire import Resources
 
 
 def _show(table_name: str, api: str, as_json: bool) -> None:
@@ -41,6 +36,14 @@ def _show(table_name: str, api: str, as_json: bool) -> None:
         return
     Console(width=200).print(TABLES[table_name](state))
 
+
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="MESETA_OPERATOR_TOKEN_FILE",
+        help="File holding the operator credential (else $MESETA_OPERATOR_TOKEN, else meseta up's).",
+    ),
+]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
 
@@ -86,13 +89,16 @@ def kill(
     framework_id: Annotated[
         str | None, typer.Option(help="Needed when several frameworks use the id.")
     ] = None,
-    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    api: Api = DEFAULT_API,
+    token_file: TokenFile = None,
 ) -> None:
     """Kill a task as the operator: its framework hears KILLED with reason KILLED_BY_OPERATOR."""
-    from meseta.sdk import operator_kill
+    from urllib.parse import quote, urlencode
 
-    killing = ask(amqp_url, lambda bus: operator_kill(bus, task_id, framework_id))
-    typer.echo(f"killing {killing.task_id} of {killing.framework_id} on {killing.agent_id}")
+    query = f"?{urlencode({'framework_id': framework_id})}" if framework_id else ""
+    answer = _operator(api, "POST", f"/api/v1/tasks/{quote(task_id, safe='')}/kill{query}", token_file)
+    assert isinstance(answer, dict)
+    typer.echo(f"killing {answer['task_id']} of {answer['framework_id']} on {answer['agent_id']}")
 
 
 @app.command()
@@ -115,16 +121,11 @@ def logs(
 @app.command()
 def policy(
     name: Annotated[str, typer.Argument(help="drf, wfs, priority or lottery.")],
-    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
-    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
+    api: Api = DEFAULT_API,
+    token_file: TokenFile = None,
 ) -> None:
     """Switch the running allocator's policy (takes effect within one tick, no restart)."""
-    from meseta.allocator.config import write_policy
-    from meseta.allocator.policy import POLICIES
-
-    if name not in POLICIES:
-        raise typer.BadParameter(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
-    with_store(etcd_endpoint, etcd_prefix, lambda store: write_policy(store, name))
+    _operator(api, "PUT", "/api/v1/policy", token_file, {"policy": name})
     typer.echo(f"policy set to {name}")
 
 
@@ -135,14 +136,15 @@ def role(
     quota_cpus: Annotated[float, typer.Option(help="Guaranteed cpus.")] = 0.0,
     quota_mem: Annotated[float, typer.Option(help="Guaranteed memory, MiB.")] = 0.0,
     quota_gpus: Annotated[int, typer.Option(help="Guaranteed GPUs.")] = 0,
-    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
-    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
+    api: Api = DEFAULT_API,
+    token_file: TokenFile = None,
 ) -> None:
     """Set a role's weight and quota (guaranteed allocation, enforced by revocation)."""
-    from meseta.allocator.config import write_role
+    from urllib.parse import quote
 
-    quota = Resources(cpus=quota_cpus, mem=quota_mem, gpus=quota_gpus)
-    with_store(etcd_endpoint, etcd_prefix, lambda store: write_role(store, name, weight, quota))
+    quota = {"cpus": quota_cpus, "mem": quota_mem, "gpus": quota_gpus}
+    body = {"weight": weight, "quota": quota}
+    _operator(api, "PUT", f"/api/v1/roles/{quote(name, safe='')}", token_file, body)
     typer.echo(
         f"role {name}: weight {weight:g}, quota cpus={quota_cpus:g} mem={quota_mem:g} gpus={quota_gpus}"
     )
@@ -176,12 +178,6 @@ def trace_report(
     if plot is not None:
         tr.plot(found, rep, plot)
         typer.echo(f"plot written to {plot}")
-
-
-TokenFile = Annotated[
-    Path | None,
-    typer.Option(help="File holding the operator credential (else $MESETA_OPERATOR_TOKEN)."),
-]
 
 
 def _operator(api: str, method: str, path: str, token_file: Path | None, body: object = None) -> object:
@@ -221,7 +217,10 @@ def drain(
     body = {"deadline_seconds": _seconds(deadline)}
     answer = _operator(api, "POST", f"/api/v1/agents/{agent_id}/drain", token_file, body)
     assert isinstance(answer, dict)
-    typer.echo(f"agent {agent_id} {answer['state']}; its tasks are killed in {_seconds(deadline):.0f} s")
+    if answer["state"] == "DRAINED":
+        typer.echo(f"agent {agent_id} DRAINED: it runs no task")
+    else:
+        typer.echo(f"agent {agent_id} {answer['state']}; its tasks are killed in {_seconds(deadline):.0f} s")
 
 
 @app.command()

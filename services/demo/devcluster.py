@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ import docker
 
 from meseta.ops.state_client import NoLeader, fetch_state
 from meseta.ops.task_image import TaskImageError, ensure_task_image
+from meseta.runtime import defaults
 from meseta.runtime.etcd import EtcdStore
 from meseta.testing.processes import ProcessCluster, remove_containers
 
@@ -131,7 +134,13 @@ def _ping_docker() -> None:
 async def start(cluster: DevCluster, settings: UpSettings) -> None:
     """The processes: allocator, master, agents (each agent its own ports and work directory)."""
     await cluster.allocator(0)
-    await cluster.start("master-0", "master", "--name=master-0", f"--api-port={settings.api_port}")
+    await cluster.start(
+        "master-0",
+        "master",
+        "--name=master-0",
+        f"--api-port={settings.api_port}",
+        f"--operator-token-file={settings.directory / defaults.OPERATOR_TOKEN_NAME}",
+    )
     for i in range(settings.agents):
         first = 31000 + i * PORTS_PER_AGENT
         await cluster.agent(
@@ -161,6 +170,17 @@ async def wait_ready(cluster: DevCluster, settings: UpSettings) -> None:
     raise NotReady(f"the cluster did not come up within {settings.ready_timeout:.0f} s:\n{logs}")
 
 
+def write_operator_token(directory: Path) -> Path:
+    """A fresh credential for this run's operator API, readable by this user only."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / defaults.OPERATOR_TOKEN_NAME
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
 def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
@@ -170,6 +190,7 @@ async def up(settings: UpSettings, stop: asyncio.Event, say: Callable[[str], Non
     await preflight(settings)
     work = settings.directory
     await asyncio.to_thread(shutil.rmtree, work / "agents", True)  # no checkpoints of an earlier run
+    token = await asyncio.to_thread(write_operator_token, work)
     env = {"MESETA_TASK_IMAGE": settings.image, **settings.extra_env}
     async with DevCluster(
         log_dir=work,
@@ -186,6 +207,7 @@ async def up(settings: UpSettings, stop: asyncio.Event, say: Callable[[str], Non
             f"  frameworks connect to  {settings.amqp_url}  (MESETA_AMQP_URL)\n"
             f"  state API and web page http://127.0.0.1:{settings.api_port}/  (meseta status)\n"
             f"  task image             {settings.image}\n"
+            f"  operator credential    {token}  (meseta drain, kill, policy, role read it)\n"
             f"  logs                   {work}/*.log\n"
             "Ctrl-C stops the cluster and removes its containers."
         )

@@ -5,6 +5,7 @@ A standby answers 307 with the leader's URL: followed here by hand, as urllib fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.error
@@ -12,7 +13,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from meseta.runtime import defaults
+
 TOKEN_ENV = "MESETA_OPERATOR_TOKEN"
+UP_DIR_ENV = "MESETA_UP_DIR"
 MAX_REDIRECTS = 3
 
 
@@ -24,14 +28,30 @@ class OperatorError(RuntimeError):
         self.status = status
 
 
+def up_token_file() -> Path:
+    """Where ``meseta up`` writes its master's credential (``$MESETA_UP_DIR``, as ``meseta up`` reads it)."""
+    return Path(os.environ.get(UP_DIR_ENV) or defaults.UP_DIR) / defaults.OPERATOR_TOKEN_NAME
+
+
 def read_token(token_file: Path | None) -> str:
-    """The operator credential: the file's first line, else ``$MESETA_OPERATOR_TOKEN``."""
+    """The operator credential: the file's first line, else ``$MESETA_OPERATOR_TOKEN``, else the one a
+    ``meseta up`` on this host wrote (as kubectl falls back to ~/.kube/config)."""
     if token_file is not None:
-        return token_file.read_text().strip()
+        try:
+            return token_file.read_text().strip()
+        except OSError as exc:
+            raise OperatorError(
+                0, f"cannot read the operator credential {token_file}: {exc.strerror}"
+            ) from None
     token = os.environ.get(TOKEN_ENV, "").strip()
-    if not token:
-        raise OperatorError(0, f"no operator credential: give --token-file or set {TOKEN_ENV}")
-    return token
+    if token:
+        return token
+    with contextlib.suppress(OSError):
+        if token := up_token_file().read_text().strip():
+            return token
+    raise OperatorError(
+        0, f"no operator credential: give --token-file, set {TOKEN_ENV}, or run meseta up on this host"
+    )
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

@@ -75,19 +75,21 @@ def test_the_readme_framework_is_the_page_s() -> None:
 
 
 async def test_the_getting_started_page_as_written(amqp_url: str, etcd_prefix: str, tmp_path: Path) -> None:
-    _, install, up, run = code_blocks(PAGE, "sh")
+    _, install, up, run, operate = code_blocks(PAGE, "sh")
     (hello,) = code_blocks(PAGE, "python")
     work, home = tmp_path / "work", tmp_path / "home"
     home.mkdir()
     _copy_of_the_repository(work / "meseta")
     cluster = f"gs-{uuid.uuid4().hex[:8]}"
+    api_port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MESETA_", "VIRTUAL_ENV"))},
         "HOME": str(home),
         # The test's own broker vhost, etcd prefix, port, directory and container label: parallel-safe.
         "MESETA_AMQP_URL": amqp_url,
         "MESETA_ETCD_PREFIX": etcd_prefix,
-        "MESETA_API_PORT": str(free_port()),
+        "MESETA_API_PORT": str(api_port),
+        "MESETA_API": f"http://127.0.0.1:{api_port}",
         "MESETA_UP_DIR": str(tmp_path / "up"),
         "MESETA_CLUSTER": cluster,
         # The machine's wheel cache (HOME is the test's): the install need not download again.
@@ -110,6 +112,13 @@ async def test_the_getting_started_page_as_written(amqp_url: str, etcd_prefix: s
         out = await _run(run, work, env, timeout=120)
         assert "hello-1: FINISHED" in out and "it said: hello" in out, out
         assert _containers(cluster), "the task ran in no container of this cluster"
+
+        # The operator commands find meseta up's credential on their own. The page names the default
+        # cluster's agent; this test's cluster has its own name (parallel-safe), so its agent ids differ.
+        assert any(f"{tmp_path / 'up' / 'operator-token'}" in line for line in said), said
+        out = await _run(operate.replace("meseta-up-agent-", f"{cluster}-agent-"), work, env, timeout=60)
+        assert f"agent {cluster}-agent-1 DRAINED: it runs no task" in out, out  # hello-1 has finished
+        assert f"agent {cluster}-agent-1 ACTIVE" in out and "policy set to lottery" in out, out
     finally:
         if cluster_proc.returncode is None:
             os.killpg(cluster_proc.pid, signal.SIGINT)  # Ctrl-C

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,8 +63,10 @@ def metric_points(name: str) -> list[Any]:
     ]
 
 
-async def test_state_api_tables_kill_and_metrics(amqp_url: str, etcd_prefix: str) -> None:
-    async with local_cluster(amqp_url, etcd_prefix, agents=3) as cluster:
+async def test_state_api_tables_kill_and_metrics(amqp_url: str, etcd_prefix: str, tmp_path: Path) -> None:
+    token = tmp_path / "operator-token"
+    token.write_text("state-api-operator\n")
+    async with local_cluster(amqp_url, etcd_prefix, agents=3, operator_token="state-api-operator") as cluster:
         await cluster.master.leading.wait()
         base = f"http://127.0.0.1:{cluster.master.api.port}"
         runner = await cluster.framework("runner", role="batch", weight=2.0)
@@ -150,15 +153,36 @@ async def test_state_api_tables_kill_and_metrics(amqp_url: str, etcd_prefix: str
         out = await cli("offers", "--json", "--api", base)
         assert all(o["framework_id"] in (runner.framework_id, decliner.framework_id) for o in json.loads(out))
 
-        # An operator's kill: the framework hears KILLED, and why.
-        out = await cli("kill", "long-1", "--amqp-url", amqp_url)
+        # An operator's kill, through the operator API: the framework hears KILLED, and why.
+        out = await cli("kill", "long-1", "--api", base, "--token-file", str(token))
         assert f"killing long-1 of {runner.framework_id} on {agent_id}" in out
         _, killed = await until_state(runner, wire.TaskState.KILLED)
         assert killed.reason == wire.StatusReason.KILLED_BY_OPERATOR
         refused = await asyncio.to_thread(
-            CliRunner().invoke, app, ["kill", "no-such", "--amqp-url", amqp_url]
+            CliRunner().invoke, app, ["kill", "no-such", "--api", base, "--token-file", str(token)]
         )
-        assert refused.exit_code == 1 and "UNKNOWN_TASK" in refused.output
+        assert refused.exit_code == 1 and "HTTP 404: no live task no-such" in refused.output
+        (tmp_path / "wrong").write_text("guess")
+        refused = await asyncio.to_thread(
+            CliRunner().invoke,
+            app,
+            ["kill", "long-1", "--api", base, "--token-file", str(tmp_path / "wrong")],
+        )
+        assert refused.exit_code == 1 and "HTTP 403" in refused.output
+
+        # Policy and role, through the operator API too; the allocator reads them from etcd.
+        out = await cli("policy", "lottery", "--api", base, "--token-file", str(token))
+        assert "policy set to lottery" in out
+        await wait_for(lambda: cluster.allocator.policy.name == "lottery", 10)
+        out = await cli(
+            "role", "web", "--weight", "3", "--quota-cpus", "1", "--api", base, "--token-file", str(token)
+        )
+        assert "role web: weight 3" in out
+        await wait_for(lambda: cluster.allocator.state.role("web").weight == 3.0, 10)
+        refused = await asyncio.to_thread(
+            CliRunner().invoke, app, ["policy", "nope", "--api", base, "--token-file", str(token)]
+        )
+        assert refused.exit_code == 1 and "unknown policy 'nope'" in refused.output
 
         # Metrics: offers by outcome, the round trip, tasks by state, shares.
         outcomes = {
