@@ -40,6 +40,11 @@ def test_the_replicated_stack_is_three_of_each_with_every_address() -> None:
     assert config.count("MESETA_ETCD_ENDPOINT: etcd-1:2379,etcd-2:2379,etcd-3:2379") == len(meseta) + 1
     assert "rabbitmq-1:5672,rabbitmq-2:5672,rabbitmq-3:5672" in config
     assert config.count("restart: unless-stopped") >= len(meseta) + 6
+    # Prometheus scrapes them (compose/prometheus.yml names these services); each has a /ready health check.
+    assert "prometheus" in services and "/etc/meseta/prometheus.yml" in config
+    assert config.count("/ready") == len(meseta), config
+    assert config.count("MESETA_METRICS_PORT: '5052'") == 2  # the allocators
+    assert config.count("MESETA_METRICS_PORT: '5051'") == 3  # the agents
     for i in (1, 2, 3):
         assert f"cluster_formation.classic_config.nodes.{i} = rabbit@rabbitmq-{i}" in config
         assert f"etcd-{i}-data" in config and f"rabbitmq-{i}-data" in config

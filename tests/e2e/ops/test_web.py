@@ -1,50 +1,24 @@
-"""The master's web page in real headless Chromium: a screenshot, and assertions on what it renders."""
+"""The master's web page in real headless Chromium: a screenshot, assertions on what it renders, and its
+event stream updating it live."""
 
 from __future__ import annotations
 
-import asyncio
 import html
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from meseta.sdk import wire
+from meseta.testing.browser import chromium_page
 from meseta.testing.local import local_cluster, short_task, until_state
 from meseta.testing.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# No network here: without these, Chromium spends its start-up on refused background connections.
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-)
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "build" / "screenshots"
-
-
-async def chromium(profile: Path, *args: str) -> str:
-    assert CHROMIUM, "chromium is not installed: scripts/infra.sh installs it"
-    proc = await asyncio.create_subprocess_exec(
-        CHROMIUM,
-        *FLAGS,
-        f"--user-data-dir={profile}",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 90)
-    assert proc.returncode == 0
-    return out.decode()
 
 
 async def test_page_shows_agents_shares_and_cycles(amqp_url: str, etcd_prefix: str, tmp_path: Path) -> None:
@@ -56,16 +30,33 @@ async def test_page_shows_agents_shares_and_cycles(amqp_url: str, etcd_prefix: s
         await wait_for(lambda: len(cluster.master.activity.samples) >= 5, 10, "share samples")
         url = f"http://127.0.0.1:{cluster.master.api.port}/"
 
-        # Virtual time lets the page's timers run: several polls of the state API happen before the dump.
-        dom = await chromium(tmp_path / "profile-dom", "--virtual-time-budget=3000", "--dump-dom", url)
         shot = tmp_path / "page.png"
-        await chromium(
-            tmp_path / "profile-shot",
-            "--virtual-time-budget=3000",
-            "--window-size=1100,1300",
-            f"--screenshot={shot}",
-            url,
-        )
+        async with chromium_page(url, tmp_path / "profile") as page:
+            await page.until("document.getElementById('stream').textContent === '(live)'", 20, "event stream")
+            await page.until("document.querySelectorAll('polyline.share-line').length", 20, "share chart")
+            dom = await page.evaluate("document.documentElement.outerHTML")
+
+            # The event stream drives the page: a task launched now is listed, and counted in the status
+            # line, within a second and a half (the page reads the state on its own only every 5 s).
+            launched = time.monotonic()
+            await runner.revive()  # until_state declined every other offer for a minute
+            await until_state(
+                runner, wire.TaskState.RUNNING, short_task("web-2", cpus=0.1, script="sleep 60")
+            )
+            row = await page.until(
+                "[...document.querySelectorAll('#events tr.event')].map(r => r.textContent)"
+                ".find(t => t.includes('web-2 of') && t.includes('RUNNING'))",
+                1.5,
+                "TASK_UPDATED row for web-2",
+            )
+            assert runner.framework_id in row
+            await page.until(
+                "document.getElementById('status').textContent.includes('2 tasks')",
+                1.5,
+                "2 tasks in the status",
+            )
+            print(f"web-2 RUNNING on the page {time.monotonic() - launched:.2f} s after its launch")
+            await page.screenshot(shot)
 
     status = re.search(r'<div id="status"[^>]*>([^<]*)<', dom)
     assert status and "leader " + cluster.master.settings.name in html.unescape(status.group(1))
