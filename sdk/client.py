@@ -381,9 +381,10 @@ class FrameworkClient:
             wire.Decline(framework_id=self._id, offer_ids=ids, refuse_seconds=refuse_seconds), parent
         )
 
-    async def kill(self, task_id: str) -> None:
-        """Kill one of our tasks; a KILLED update follows."""
-        await self._call(wire.Kill(framework_id=self._id, task_id=task_id))
+    async def kill(self, task_id: str, grace_seconds: float | None = None) -> None:
+        """Kill one of our tasks: KILLING, then KILLED. The agent sends the task's ``kill_signal``, and
+        SIGKILL after ``grace_seconds`` (the task's ``kill_grace_seconds`` when None)."""
+        await self._call(wire.Kill(framework_id=self._id, task_id=task_id, grace_seconds=grace_seconds))
 
     async def acknowledge(self, status: TaskStatus) -> None:
         """Tell the agent we have this update, so it stops keeping it (sent in a batch within a few ms)."""

@@ -111,6 +111,8 @@ class KillTask(Message):
     framework_id: Id
     task_id: Id
     reason: StatusReason = StatusReason.KILLED_BY_FRAMEWORK
+    grace_seconds: float | None = Field(default=None, ge=0, le=600)
+    """Overrides the task's ``kill_grace_seconds`` for this kill."""
 
 
 class AcknowledgeUpdates(Message):

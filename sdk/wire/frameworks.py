@@ -26,6 +26,7 @@ __all__ = [
     "Accept",
     "Acknowledge",
     "Acknowledged",
+    "Capability",
     "Decline",
     "DrainNotice",
     "Error",
@@ -57,6 +58,13 @@ __all__ = [
 # framework -> master, on CALLS
 
 
+class Capability(StrEnum):
+    """What a framework declares it understands (Mesos's FrameworkInfo.Capability)."""
+
+    PARTITION_AWARE = "PARTITION_AWARE"
+    """Its tasks on a silent agent become UNREACHABLE (then RUNNING again, or GONE), not LOST."""
+
+
 class Subscribe(Message):
     """Register a framework. The answer (SUBSCRIBED or ERROR) goes to the AMQP ``reply_to`` queue."""
 
@@ -72,6 +80,7 @@ class Subscribe(Message):
     secret: str | None = Field(default=None, max_length=128)
     failover_timeout: float = Field(default=DEFAULT_FAILOVER_TIMEOUT, ge=0, le=7 * 24 * 3600)
     """Seconds a disconnected framework keeps its tasks before they are killed and it is removed."""
+    capabilities: tuple[Capability, ...] = Field(default=(), max_length=8)
 
 
 class FrameworkCall(Message):
@@ -105,6 +114,8 @@ class Kill(FrameworkCall):
 
     type: Literal["KILL_TASK"] = "KILL_TASK"
     task_id: Id
+    grace_seconds: float | None = Field(default=None, ge=0, le=600)
+    """Overrides the task's ``kill_grace_seconds`` for this kill."""
 
 
 class Acknowledged(_Frozen):

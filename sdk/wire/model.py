@@ -6,7 +6,7 @@ import time
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from meseta.sdk.wire.base import Id, Uuid, _Frozen, unique_hex
 from meseta.sdk.wire.resources import Resources
@@ -15,9 +15,11 @@ __all__ = [
     "AttributeConstraint",
     "ContainerSpec",
     "ExecutorInfo",
+    "HealthCheck",
     "Mount",
     "Offer",
     "OfferFilters",
+    "RegistryAuth",
     "RunningTask",
     "StatusReason",
     "TaskInfo",
@@ -38,6 +40,13 @@ class TaskState(StrEnum):
     KILLED = "KILLED"
     LOST = "LOST"
     ERROR = "ERROR"
+    UNREACHABLE = "UNREACHABLE"
+    """Its agent fell silent (a partition-aware framework's task): it may still run, and comes back
+    RUNNING if the agent returns within the master's ``unreachable_timeout``."""
+    GONE = "GONE"
+    """Its agent stayed unreachable past ``unreachable_timeout``: the task is killed if the agent returns."""
+    UNKNOWN = "UNKNOWN"
+    """A reconciliation answer to a partition-aware framework: the master has never heard of the task."""
 
     @property
     def terminal(self) -> bool:
@@ -46,7 +55,15 @@ class TaskState(StrEnum):
 
 
 _TERMINAL = frozenset(
-    {TaskState.FINISHED, TaskState.FAILED, TaskState.KILLED, TaskState.LOST, TaskState.ERROR}
+    {
+        TaskState.FINISHED,
+        TaskState.FAILED,
+        TaskState.KILLED,
+        TaskState.LOST,
+        TaskState.ERROR,
+        TaskState.GONE,
+        TaskState.UNKNOWN,
+    }
 )
 
 
@@ -74,6 +91,20 @@ class StatusReason(StrEnum):
     INVALID_OFFERS = "INVALID_OFFERS"
     """Its ACCEPT was refused for its offers (expired, used, another's): this master did not launch it.
     After a failover the deposed master may have (the accept then came again): reconcile to be sure."""
+    IMAGE_PULLING = "IMAGE_PULLING"
+    """STARTING: the agent is pulling the task's image (the message names it)."""
+    IMAGE_PULL_FAILED = "IMAGE_PULL_FAILED"
+    """ERROR: the image could not be pulled (the message gives the registry's answer, or the timeout)."""
+    HEALTH_CHANGED = "HEALTH_CHANGED"
+    """RUNNING again with a new ``healthy`` (Mesos's TASK_HEALTH_CHECK_STATUS_UPDATED)."""
+    READY = "READY"
+    """RUNNING again with ``ready`` true: its readiness check passed."""
+    HEALTH_CHECK_FAILED = "HEALTH_CHECK_FAILED"
+    """FAILED: it failed its health check ``max_consecutive_failures`` times in a row and was killed."""
+    AGENT_UNREACHABLE = "AGENT_UNREACHABLE"
+    """UNREACHABLE, then GONE: its agent fell silent past the agent timeout (then ``unreachable_timeout``)."""
+    AGENT_REREGISTERED = "AGENT_REREGISTERED"
+    """RUNNING again: its unreachable agent came back with the task still running."""
 
 
 class Mount(_Frozen):
@@ -99,6 +130,11 @@ class ContainerSpec(_Frozen):
     user: str | None = Field(default=None, pattern=r"^[0-9]{1,10}(:[0-9]{1,10})?$")
     """Run as this numeric ``uid[:gid]`` instead of the image's user (the agent's ``--task-user`` when
     unset); numeric, as an image need not have a passwd entry for it."""
+    pull: Literal["if-missing", "always", "never"] = "if-missing"
+    """When the agent pulls ``image`` from its registry: when the agent lacks it, before every launch,
+    or never (an image the agent lacks is then an ERROR)."""
+    registry_auth: RegistryAuth | None = None
+    """Credentials for the pull; the agent's own (``--registry-auth-file``) when unset."""
 
     def argv(self) -> tuple[str, ...]:
         """The full command line."""
@@ -108,6 +144,48 @@ class ContainerSpec(_Frozen):
     def shell(cls, image: str, script: str, env: dict[str, str] | None = None) -> ContainerSpec:
         """A container that runs ``script`` with ``sh -c``."""
         return cls(image=image, command=("sh", "-c", script), env=env or {})
+
+
+class RegistryAuth(_Frozen):
+    """Credentials for the registry a task's image is pulled from (kept out of logs and the state API)."""
+
+    username: str = Field(min_length=1, max_length=256)
+    password: str = Field(min_length=1, max_length=4096, repr=False)
+
+
+class HealthCheck(_Frozen):
+    """A check the agent runs against a running task, as Mesos's HealthCheck and Nomad's check.
+
+    ``command`` runs inside the task's container (exit 0 is healthy); ``http`` GETs ``path`` on the task's
+    port (2xx and 3xx are healthy); ``tcp`` connects to it. The port is ``port``, or the task's
+    ``port_index``-th port when unset. Failures in the first ``grace_period_seconds`` do not count (the
+    grace ends early at the first success).
+    """
+
+    kind: Literal["command", "http", "tcp"]
+    command: tuple[str, ...] = Field(default=(), max_length=64)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    port_index: int = Field(default=0, ge=0, le=1023)
+    path: str = Field(default="/", pattern=r"^/", max_length=1024)
+    delay_seconds: float = Field(default=0.0, ge=0, le=3600)
+    """Before the first check."""
+    interval_seconds: float = Field(default=10.0, ge=0.1, le=3600)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    grace_period_seconds: float = Field(default=10.0, ge=0, le=3600)
+    max_consecutive_failures: int = Field(default=3, ge=1, le=1000)
+
+    @field_validator("command")
+    @classmethod
+    def _command_for_command_checks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(len(part) > 4096 for part in v):
+            raise ValueError("a health check's command words are at most 4096 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _command_given(self) -> HealthCheck:
+        if self.kind == "command" and not self.command:
+            raise ValueError("a command health check needs a command")
+        return self
 
 
 class ExecutorInfo(_Frozen):
@@ -125,8 +203,8 @@ class ExecutorInfo(_Frozen):
 class TaskInfo(_Frozen):
     """A task a framework asks to launch on one agent.
 
-    With ``executor`` unset it is a command task: one container of its own. ``kill_grace_seconds`` is the
-    time between SIGTERM and SIGKILL when it is killed (the agent's default when unset).
+    With ``executor`` unset it is a command task: one container of its own. A kill sends ``kill_signal``,
+    waits ``kill_grace_seconds`` (the agent's default when unset), then sends SIGKILL.
     """
 
     task_id: Id
@@ -134,7 +212,12 @@ class TaskInfo(_Frozen):
     resources: Resources
     container: ContainerSpec
     kill_grace_seconds: float | None = Field(default=None, ge=0, le=600)
+    kill_signal: str = Field(default="SIGTERM", pattern=r"^SIG[A-Z0-9]{2,8}$")
     executor: ExecutorInfo | None = None
+    health_check: HealthCheck | None = None
+    """Run while the task runs: updates carry ``healthy``; too many failures in a row kill it (FAILED)."""
+    readiness_check: HealthCheck | None = None
+    """Run until it first passes: then one RUNNING update with ``ready`` true (reason READY)."""
 
     @field_validator("resources")
     @classmethod
@@ -153,6 +236,10 @@ class TaskStatus(_Frozen):
     reason: StatusReason | None = None
     message: str = ""
     exit_code: int | None = None
+    healthy: bool | None = None
+    """The health check's verdict (None: the task has none, or it has not answered yet)."""
+    ready: bool | None = None
+    """The readiness check's verdict (None: the task has none); once true it stays true."""
     uuid: Uuid = Field(default_factory=lambda: unique_hex())
     timestamp: float = Field(default_factory=time.time)
 

@@ -7,6 +7,7 @@ launches never starves the event loop's default executor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -73,8 +74,10 @@ class Containerizer(Protocol):
     async def create(self, launch: Launch) -> str: ...
     async def start(self, container_id: str) -> None: ...
     async def wait(self, container_id: str) -> Exit: ...
-    async def stop(self, container_id: str, grace_seconds: float) -> None: ...
+    async def stop(self, container_id: str, grace_seconds: float, stop_signal: str = "SIGTERM") -> None: ...
     async def logs(self, container_id: str, tail_bytes: int) -> tuple[str, str]: ...
+    async def exec(self, container_id: str, argv: tuple[str, ...]) -> int: ...
+    async def address(self, container_id: str) -> str: ...
     async def find(self, framework_id: str, task_id: str) -> str | None: ...
     async def remove(self, container_id: str) -> None: ...
     async def collect_garbage(self, retention_seconds: float) -> int: ...
@@ -211,13 +214,49 @@ class DockerContainerizer:
             oom_killed = await asyncio.to_thread(oom_killed_in_kernel_log, str(container.id))
         return Exit(code=code, oom_killed=oom_killed)
 
-    async def stop(self, container_id: str, grace_seconds: float) -> None:
-        """SIGTERM, then SIGKILL after the grace period."""
+    async def stop(self, container_id: str, grace_seconds: float, stop_signal: str = "SIGTERM") -> None:
+        """``stop_signal``, then SIGKILL if the container still runs after the grace period.
+
+        Not Docker's stop: its grace is whole seconds and its signal the image's, and the call holds one of
+        the pool's threads for the whole grace; here the waiting is done in slices.
+        """
         try:
             container = await self._call(self._client.containers.get, container_id)
-            await self._call(container.stop, timeout=max(0, round(grace_seconds)))
+            try:
+                await self._call(container.kill, signal=stop_signal)
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:  # not running (any more)
+                    return
+                raise
+            deadline = time.monotonic() + grace_seconds
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    await self._call(container.wait, timeout=min(left, _WAIT_SLICE))
+                    return
+                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                    continue
+            with contextlib.suppress(docker.errors.APIError):  # it may just have ended
+                await self._call(container.kill, signal="SIGKILL")
         except docker.errors.NotFound:
             pass
+
+    async def exec(self, container_id: str, argv: tuple[str, ...]) -> int:
+        """Run ``argv`` inside the running container (a command health check); its exit code."""
+        container = await self._call(self._client.containers.get, container_id)
+        result = await self._call(container.exec_run, list(argv), stdout=False, stderr=False)
+        return int(result.exit_code if result.exit_code is not None else -1)
+
+    async def address(self, container_id: str) -> str:
+        """Where the agent reaches the task's ports: its container's address on its network (the task
+        binds PORTn inside), or the loopback for a container on the host's network."""
+        container = await self._call(self._client.containers.get, container_id)
+        if container.attrs.get("HostConfig", {}).get("NetworkMode") == "host":
+            return "127.0.0.1"
+        settings = container.attrs.get("NetworkSettings", {})
+        found = settings.get("IPAddress") or next(
+            (n["IPAddress"] for n in (settings.get("Networks") or {}).values() if n.get("IPAddress")), ""
+        )
+        return str(found) or "127.0.0.1"
 
     async def logs(self, container_id: str, tail_bytes: int) -> tuple[str, str]:
         """The last ``tail_bytes`` of the container's stdout and stderr."""

@@ -72,10 +72,16 @@ class NoopContainerizer:
         # Shielded: a cancelled waiter (the agent stopping) must not cancel the container's exit.
         return await asyncio.shield(self._containers[container_id].run())
 
-    async def stop(self, container_id: str, grace_seconds: float) -> None:
+    async def stop(self, container_id: str, grace_seconds: float, stop_signal: str = "SIGTERM") -> None:
         if (fake := self._containers.get(container_id)) is not None:
             fake.run()
             fake.end(Exit(_KILLED_EXIT, oom_killed=False))
+
+    async def exec(self, container_id: str, argv: tuple[str, ...]) -> int:
+        return 0
+
+    async def address(self, container_id: str) -> str:
+        return "127.0.0.1"
 
     async def logs(self, container_id: str, tail_bytes: int) -> tuple[str, str]:
         return "", ""

@@ -121,17 +121,39 @@ class ProcessContainerizer:
                 return int(fields.get("oom_kill", "0")) > 0
         return False
 
-    async def stop(self, container_id: str, grace_seconds: float) -> None:
+    async def stop(self, container_id: str, grace_seconds: float, stop_signal: str = "SIGTERM") -> None:
         proc = self._procs.get(container_id)
         if proc is None or proc.process is None or proc.process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.process.pid, signal.SIGTERM)
+            os.killpg(proc.process.pid, signal.Signals[stop_signal])
         try:
             await asyncio.wait_for(proc.process.wait(), grace_seconds)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.process.pid, signal.SIGKILL)
+
+    async def exec(self, container_id: str, argv: tuple[str, ...]) -> int:
+        """Run ``argv`` beside the task (same environment and directory): its exit code."""
+        proc = self._procs[container_id]
+        task = proc.launch.task
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **task_env(proc.launch)}
+        child = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=task.container.working_dir or proc.sandbox,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            return await child.wait()
+        except asyncio.CancelledError:  # the check's timeout: leave nothing behind
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            raise
+
+    async def address(self, container_id: str) -> str:
+        return "127.0.0.1"
 
     async def logs(self, container_id: str, tail_bytes: int) -> tuple[str, str]:
         sandbox = self._procs[container_id].sandbox

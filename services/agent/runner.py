@@ -18,6 +18,7 @@ from meseta.agent.checkpoint import Checkpoint
 from meseta.agent.confinement import Confinement
 from meseta.agent.containerizer import Containerizer, ImageMissing, Launch
 from meseta.agent.executors import Executors
+from meseta.agent.health import Checks
 from meseta.agent.settings import AgentSettings
 from meseta.agent.tasks import LocalTask, TaskKey
 from meseta.agent.updates import StatusUpdater
@@ -49,6 +50,7 @@ class TaskRunner:
         """Checked here for every containerizer: the process isolator must not mount what Docker may not."""
         self.tasks: dict[TaskKey, LocalTask] = {}
         self.executors = Executors(self, bus)
+        self.checks = Checks(containerizer, self._report_check, self._kill_unhealthy)
         self._runners: set[asyncio.Task[None]] = set()
         self._tracer = tracing.tracer("agent")
 
@@ -113,8 +115,20 @@ class TaskRunner:
             reason=reason,
             message=message,
             exit_code=exit_code,
+            healthy=local.healthy,
+            ready=local.ready,
         )
         await self.updates.send(local.framework_id, status)
+
+    async def _report_check(
+        self, local: LocalTask, state: TaskState, reason: StatusReason, text: str
+    ) -> None:
+        if local.kill_reason is None:  # a verdict that lands after a kill began says nothing new
+            await self.report(local, state, reason, text)
+
+    async def _kill_unhealthy(self, local: LocalTask, reason: StatusReason) -> None:
+        grace = local.info.kill_grace_seconds
+        await self.stop_task(local, reason, self.settings.kill_grace_seconds if grace is None else grace)
 
     async def run(self, local: LocalTask) -> None:
         """A task in a container, from STARTING to its end."""
@@ -128,6 +142,7 @@ class TaskRunner:
         with self._tracer.start_as_current_span("agent launch", attributes=attributes) as span:
             started = await self._start_container(local, span)
         if started:
+            self.checks.start(local)
             await self._watch(local)
         else:
             await self._forget(local)
@@ -167,7 +182,10 @@ class TaskRunner:
         """Wait for the container to end, report how, forget the task (also after an agent restart)."""
         assert local.container_id is not None
         exit_info = await self.containerizer.wait(local.container_id)
-        if local.kill_reason is not None:
+        if local.kill_reason == StatusReason.HEALTH_CHECK_FAILED:
+            text = "killed: it failed its health check too many times in a row"
+            await self.report(local, TaskState.FAILED, local.kill_reason, text, exit_info.code)
+        elif local.kill_reason is not None:
             await self.report(local, TaskState.KILLED, local.kill_reason, exit_code=exit_info.code)
         elif exit_info.oom_killed:
             # Any kill by the memory limit fails the task, even when its main process survived it.
@@ -185,6 +203,7 @@ class TaskRunner:
 
         Not reached when the agent stops mid-task: the checkpoint stays, and a restarted agent resumes.
         """
+        self.checks.stop(local)
         self.tasks.pop(local.key, None)
         self.checkpoint.drop_task(local.framework_id, local.info.task_id)
         if local.is_executor and local.executor is not None:
@@ -195,7 +214,9 @@ class TaskRunner:
     # --- kill --------------------------------------------------------------------------------------------
 
     async def kill(self, message: wire.KillTask) -> None:
-        """Stop a task (SIGTERM, SIGKILL after its grace); LOST (UNKNOWN_TASK) when it is not here."""
+        """Stop a task: KILLING now, its kill signal, SIGKILL after its grace, KILLED when it has ended;
+        LOST (UNKNOWN_TASK) when it is not here. The waiting runs in the background: a long grace never
+        holds up the agent's other commands."""
         local = self.tasks.get((message.framework_id, message.task_id))
         if local is None:
             status = TaskStatus(
@@ -207,14 +228,29 @@ class TaskRunner:
             )
             await self.updates.send(message.framework_id, status)
             return
-        local.kill_reason = message.reason
-        grace = local.info.kill_grace_seconds
+        grace = message.grace_seconds
+        grace = local.info.kill_grace_seconds if grace is None else grace
         grace = self.settings.kill_grace_seconds if grace is None else grace
+        await self.stop_task(local, message.reason, grace)
+
+    async def stop_task(self, local: LocalTask, reason: StatusReason, grace: float) -> None:
+        """Kill a task for ``reason`` (its terminal update carries it). A second kill while the first
+        waits starts another with its own grace: a shorter one ends the wait sooner."""
+        again = local.kill_reason is not None
+        if not again:
+            local.kill_reason = reason
         if local.executor is not None and not local.is_executor:
             await self.executors.kill(local, grace)
             return
-        if local.container_id is not None:
-            await self.containerizer.stop(local.container_id, grace)
+        if local.container_id is None:
+            return  # not created yet: the launch sees kill_reason and reports KILLED before start
+        if not again:
+            text = f"{local.info.kill_signal}, then SIGKILL after {grace:g} s"
+            await self.report(local, TaskState.KILLING, reason, text)
+        self.start_runner(
+            self.containerizer.stop(local.container_id, grace, local.info.kill_signal),
+            f"{local.info.task_id}:kill",
+        )
 
     # --- restart -----------------------------------------------------------------------------------------
 
@@ -235,13 +271,17 @@ class TaskRunner:
                     framework_id,
                     local.container_id[:12],
                 )
+                self.checks.start(local)
                 self.start_runner(self._watch(local), info.task_id)
 
     async def stop(self) -> None:
         """Stop watching (the containers run on; a restarted agent finds them again)."""
+        for local in self.tasks.values():
+            self.checks.stop(local)
         for runner in self._runners:
             runner.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
+        await self.checks.close()
 
     # --- logs and retention ------------------------------------------------------------------------------
 

@@ -28,6 +28,16 @@ class LocalTask:
     """This is an executor's own container, not a task."""
     launch_env: tuple[tuple[str, str], ...] = ()
     host_network: bool = False
+    healthy: bool | None = None
+    """Its health check's last verdict (None: no check, or no answer yet)."""
+    ready: bool | None = None
+    """False until its readiness check passes, then True (None: it has no readiness check)."""
+    checks: list[asyncio.Task[None]] = field(default_factory=list)
+    """Its running health and readiness checks (meseta.agent.health)."""
+
+    def __post_init__(self) -> None:
+        if self.info.readiness_check is not None:
+            self.ready = False
 
     @property
     def key(self) -> TaskKey:

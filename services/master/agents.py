@@ -218,6 +218,7 @@ def _apply(m: MasterCore, update: wire.StatusUpdate, task: TaskEntry | None) -> 
         return
     status = update.status
     task.state = status.state
+    task.healthy, task.ready = status.healthy, status.ready
     if status.state.terminal:
         m.cluster.end_task((update.framework_id, status.task_id))
         if update.framework_id in m.cluster.frameworks:

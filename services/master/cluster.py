@@ -183,6 +183,9 @@ class TaskEntry:
     list once it has read that far, never arrived."""
     sequence: int = 0
     """Its launch's mark in its agent's queue (this master's term; 0: not launched by this master)."""
+    healthy: bool | None = None
+    """Its health check's last verdict, as its agent reported it (None: no check, or no verdict yet)."""
+    ready: bool | None = None
 
     @property
     def owner(self) -> str:

@@ -131,7 +131,7 @@ async def kill(m: MasterCore, msg: wire.Kill, ctx: Call) -> None:
         return
     task.state = wire.TaskState.KILLING
     await m.outbox.kill_on(
-        task.agent_id, msg.framework_id, msg.task_id, wire.StatusReason.KILLED_BY_FRAMEWORK
+        task.agent_id, msg.framework_id, msg.task_id, wire.StatusReason.KILLED_BY_FRAMEWORK, msg.grace_seconds
     )
 
 

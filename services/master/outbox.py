@@ -102,10 +102,21 @@ class Outbox:
     # --- what is said often ------------------------------------------------------------------------------
 
     async def kill_on(
-        self, agent_id: str, framework_id: str, task_id: str, reason: wire.StatusReason
+        self,
+        agent_id: str,
+        framework_id: str,
+        task_id: str,
+        reason: wire.StatusReason,
+        grace_seconds: float | None = None,
     ) -> None:
-        """Tell an agent to kill a task, and why."""
-        kill = wire.KillTask(agent_id=agent_id, framework_id=framework_id, task_id=task_id, reason=reason)
+        """Tell an agent to kill a task, and why (``grace_seconds`` overrides the task's own)."""
+        kill = wire.KillTask(
+            agent_id=agent_id,
+            framework_id=framework_id,
+            task_id=task_id,
+            reason=reason,
+            grace_seconds=grace_seconds,
+        )
         await self.to_agent(agent_id, kill)
 
     async def statuses(

@@ -71,6 +71,8 @@ class TaskView(_View):
     agent_id: str
     state: wire.TaskState
     resources: Resources
+    healthy: bool | None = None
+    ready: bool | None = None
 
 
 class OfferView(_View):
@@ -196,6 +198,8 @@ def tasks(cluster: Cluster) -> list[TaskView]:
             agent_id=t.agent_id,
             state=t.state,
             resources=t.resources,
+            healthy=t.healthy,
+            ready=t.ready,
         )
         for t in cluster.tasks.values()
     ]

@@ -122,6 +122,7 @@ async def test_the_runner_runs_kills_and_refuses_what_is_not_there(tmp_path: Pat
         assert [s for t, s in states if t == "long"] == [
             TaskState.STARTING,
             TaskState.RUNNING,
+            TaskState.KILLING,
             TaskState.KILLED,
         ]
         assert ("nope", TaskState.LOST) in states

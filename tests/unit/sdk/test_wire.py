@@ -153,7 +153,38 @@ def test_resource_arithmetic_rounds_and_handles_ports() -> None:
 
 
 def test_terminal_states() -> None:
-    assert {s for s in wire.TaskState if s.terminal} == {"FINISHED", "FAILED", "KILLED", "LOST", "ERROR"}
+    terminal = {"FINISHED", "FAILED", "KILLED", "LOST", "ERROR", "GONE", "UNKNOWN"}
+    assert {s for s in wire.TaskState if s.terminal} == terminal
+    # UNREACHABLE is not: the task may still run, and comes back RUNNING with its agent.
+    assert not wire.TaskState.UNREACHABLE.terminal and not wire.TaskState.KILLING.terminal
+
+
+def test_health_checks_refuse_what_cannot_run() -> None:
+    with pytest.raises(ValueError, match="needs a command"):
+        wire.HealthCheck(kind="command")
+    for bad in (
+        {"kind": "http", "path": "no-slash"},
+        {"kind": "tcp", "port": 0},
+        {"kind": "udp"},
+        {"kind": "http", "interval_seconds": 0},
+        {"kind": "tcp", "max_consecutive_failures": 0},
+    ):
+        with pytest.raises(ValueError):
+            wire.HealthCheck.model_validate(bad)
+    with pytest.raises(ValueError):
+        wire.ContainerSpec(image="x", pull="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        short = wire.TaskInfo.model_validate(
+            {
+                "task_id": "t",
+                "resources": {"cpus": 1, "mem": 1},
+                "container": {"image": "x"},
+                "kill_signal": "TERM",
+            }
+        )
+        del short
+    auth = wire.RegistryAuth(username="u", password="hunter2")
+    assert "hunter2" not in repr(auth)
 
 
 def test_protocol_2_has_one_message_per_concept() -> None:
