@@ -28,6 +28,8 @@ install_packages() {
   command -v docker-compose >/dev/null || missing+=(docker-compose)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v chromium >/dev/null || missing+=(chromium)
+  # Image pulls (tests/e2e/lifecycle): the CNCF distribution registry, on loopback ports.
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     apt-get update -qq
@@ -160,6 +162,56 @@ build_task_image() {
   fi
 }
 
+# Two registries on loopback ports (Docker pulls from 127.0.0.0/8 over plain HTTP): an open one, and one
+# behind htpasswd credentials. Each holds the task image as meseta-task:latest. The tests push their own
+# repositories next to it. Debian's package ships a systemd unit; without systemd they start here.
+REGISTRY_PORT=${MESETA_REGISTRY_PORT:-5005}
+AUTH_REGISTRY_PORT=${MESETA_AUTH_REGISTRY_PORT:-5006}
+REGISTRY_USER=meseta
+REGISTRY_PASSWORD=meseta-registry-password  # a test fixture on a loopback port, not a secret
+start_registry() {  # start_registry NAME PORT AUTH(yes|no)
+  local name=$1 port=$2 auth=$3 dir="$RUN_DIR/registry-$1"
+  if curl -s -o /dev/null "http://127.0.0.1:$port/v2/"; then return 0; fi
+  mkdir -p "$dir/data"
+  {
+    echo "version: 0.1"
+    echo "log: {level: warn}"
+    echo "storage: {filesystem: {rootdirectory: $dir/data}, delete: {enabled: true}}"
+    echo "http: {addr: 127.0.0.1:$port}"
+    if [ "$auth" = yes ]; then
+      python3 - "$REGISTRY_USER" "$REGISTRY_PASSWORD" >"$dir/htpasswd" <<'PY'
+import sys, warnings
+warnings.simplefilter("ignore")
+import crypt
+print(f"{sys.argv[1]}:{crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH))}")
+PY
+      echo "auth: {htpasswd: {realm: meseta, path: $dir/htpasswd}}"
+    fi
+  } >"$dir/config.yml"
+  log "starting the $name registry on 127.0.0.1:$port"
+  nohup docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+  wait_for 30 "the $name registry" curl -s -o /dev/null "http://127.0.0.1:$port/v2/"
+}
+
+push_task_image() {  # push_task_image PORT [USER PASSWORD]
+  local ref="127.0.0.1:$1/meseta-task:latest" code
+  code=$(curl -s -o /dev/null -w '%{http_code}' ${2:+-u "$2:$3"} "http://127.0.0.1:$1/v2/meseta-task/manifests/latest" \
+    -H 'Accept: application/vnd.docker.distribution.manifest.v2+json')
+  [ "$code" = 200 ] && return 0
+  log "pushing $TASK_IMAGE to 127.0.0.1:$1"
+  docker tag "$TASK_IMAGE" "$ref"
+  if [ -n "${2:-}" ]; then
+    # A login of its own, gone afterwards: no pull on this host may find these credentials.
+    local config; config=$(mktemp -d)
+    printf '%s' "$3" | docker --config "$config" login -u "$2" --password-stdin "127.0.0.1:$1" >/dev/null 2>&1
+    docker --config "$config" push -q "$ref" >/dev/null
+    rm -rf "$config"
+  else
+    docker push -q "$ref" >/dev/null
+  fi
+  docker rmi "$ref" >/dev/null
+}
+
 install_python() {
   local stamp=.venv/.meseta-installed sum
   sum=$(sha256sum pyproject.toml | cut -d' ' -f1)
@@ -186,6 +238,10 @@ install_gpu_shim
 start_dockerd
 install_python
 build_task_image
+start_registry open "$REGISTRY_PORT" no
+start_registry auth "$AUTH_REGISTRY_PORT" yes
+push_task_image "$REGISTRY_PORT"
+push_task_image "$AUTH_REGISTRY_PORT" "$REGISTRY_USER" "$REGISTRY_PASSWORD"
 # Wait for RabbitMQ's start only: a bare `wait` would also wait for the daemons started above.
 wait "$rabbitmq_job"
-log "ready: rabbitmq :5672 (management :15672), etcd :2379, dockerd, image $TASK_IMAGE, .venv"
+log "ready: rabbitmq :5672 (management :15672), etcd :2379, dockerd, image $TASK_IMAGE, registries :$REGISTRY_PORT :$AUTH_REGISTRY_PORT, .venv"

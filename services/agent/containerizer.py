@@ -23,8 +23,9 @@ import docker.types
 import requests
 
 from meseta.agent.confinement import Confinement
+from meseta.agent.images import ImagePuller, Progress
 from meseta.agent.kmsg import follow_kernel_log, oom_killed_in_kernel_log
-from meseta.sdk.wire import TaskInfo
+from meseta.sdk.wire import ContainerSpec, RegistryAuth, TaskInfo
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ _SIGKILLED = 128 + 9
 
 
 class ImageMissing(Exception):
-    """The task's image is not on this host (no registry is consulted)."""
+    """The task's image is not on this host (and its pull policy is ``never``)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Containerizer(Protocol):
     """What the agent needs from a container runtime (Docker, or plain processes)."""
 
     async def ping(self) -> None: ...
+    async def ensure_image(self, spec: ContainerSpec, progress: Progress) -> None: ...
     async def create(self, launch: Launch) -> str: ...
     async def start(self, container_id: str) -> None: ...
     async def wait(self, container_id: str) -> Exit: ...
@@ -123,6 +125,8 @@ class DockerContainerizer:
         base_url: str | None = None,
         threads: int = 64,
         confinement: Confinement | None = None,
+        pull_timeout: float = 600.0,
+        registry_auth: dict[str, RegistryAuth] | None = None,
     ) -> None:
         self.cluster = cluster
         self.agent_id = agent_id
@@ -132,6 +136,7 @@ class DockerContainerizer:
         self._client = (
             docker.DockerClient(base_url=base_url, **kwargs) if base_url else docker.from_env(**kwargs)
         )
+        self.images = ImagePuller(self._client, self._call, pull_timeout, registry_auth or {})
         follow_kernel_log()  # from now on, so no OOM record of this agent's tasks is overwritten unread
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -141,6 +146,10 @@ class DockerContainerizer:
     async def ping(self) -> None:
         """Fail early when no engine answers."""
         await self._call(self._client.ping)
+
+    async def ensure_image(self, spec: ContainerSpec, progress: Progress) -> None:
+        """Pull the task's image as its policy says (meseta.agent.images); PullFailed when it cannot be."""
+        await self.images.ensure(spec, progress)
 
     def labels(self, framework_id: str, task_id: str) -> dict[str, str]:
         """The labels that let the agent find a task's container again."""

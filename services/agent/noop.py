@@ -12,6 +12,8 @@ import itertools
 from dataclasses import dataclass
 
 from meseta.agent.containerizer import Exit, Launch
+from meseta.agent.images import Progress
+from meseta.sdk.wire import ContainerSpec
 
 DURATION_ENV = "MESETA_NOOP_SECONDS"
 _KILLED_EXIT = 143  # SIGTERM, as a container stopped in its grace period reports
@@ -57,6 +59,9 @@ class NoopContainerizer:
 
     async def ping(self) -> None:
         return None
+
+    async def ensure_image(self, spec: ContainerSpec, progress: Progress) -> None:
+        """Nothing to pull: this isolator ignores the image."""
 
     async def create(self, launch: Launch) -> str:
         env = dict(launch.task.container.env)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meseta.agent.containerizer import Exit, Launch, task_env
+from meseta.agent.images import Progress
+from meseta.sdk.wire import ContainerSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,9 @@ class ProcessContainerizer:
 
     async def ping(self) -> None:
         await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
+
+    async def ensure_image(self, spec: ContainerSpec, progress: Progress) -> None:
+        """Nothing to pull: this isolator ignores the image."""
 
     async def create(self, launch: Launch) -> str:
         proc_id = f"proc-{uuid.uuid4().hex[:12]}"

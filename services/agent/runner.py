@@ -8,6 +8,7 @@ the :class:`~meseta.agent.updates.StatusUpdater`. Tasks that name a custom execu
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -19,6 +20,7 @@ from meseta.agent.confinement import Confinement
 from meseta.agent.containerizer import Containerizer, ImageMissing, Launch
 from meseta.agent.executors import Executors
 from meseta.agent.health import Checks
+from meseta.agent.images import PullFailed
 from meseta.agent.settings import AgentSettings
 from meseta.agent.tasks import LocalTask, TaskKey
 from meseta.agent.updates import StatusUpdater
@@ -159,6 +161,13 @@ class TaskRunner:
                 )
                 await self.report(local, TaskState.ERROR, StatusReason.INVALID_TASK, text)
                 return False
+            try:
+                await self.containerizer.ensure_image(
+                    local.info.container, functools.partial(self._pulling, local)
+                )
+            except PullFailed as exc:
+                await self.report(local, TaskState.ERROR, StatusReason.IMAGE_PULL_FAILED, str(exc))
+                return False
             launch = Launch(
                 local.info, local.framework_id, local.gpu_ids, local.launch_env, local.host_network
             )
@@ -177,6 +186,9 @@ class TaskRunner:
         span.set_attribute("meseta.container_id", local.container_id)
         await self.report(local, TaskState.RUNNING, message=f"container {local.container_id[:12]}")
         return True
+
+    async def _pulling(self, local: LocalTask, text: str) -> None:
+        await self.report(local, TaskState.STARTING, StatusReason.IMAGE_PULLING, text)
 
     async def _watch(self, local: LocalTask) -> None:
         """Wait for the container to end, report how, forget the task (also after an agent restart)."""

@@ -17,6 +17,7 @@ from meseta.agent.confinement import Confinement
 from meseta.agent.containerizer import Containerizer, DockerContainerizer
 from meseta.agent.gpus import discover_gpus
 from meseta.agent.handlers import AgentDispatcher
+from meseta.agent.images import read_auth_file
 from meseta.agent.noop import NoopContainerizer
 from meseta.agent.process import ProcessContainerizer
 from meseta.agent.runner import TaskRunner
@@ -40,7 +41,12 @@ def make_containerizer(settings: AgentSettings, confinement: Confinement) -> Con
     """The runtime the settings name."""
     if settings.isolator == "docker":
         return DockerContainerizer(
-            settings.cluster, settings.agent_id, settings.docker_url, confinement=confinement
+            settings.cluster,
+            settings.agent_id,
+            settings.docker_url,
+            confinement=confinement,
+            pull_timeout=settings.pull_timeout,
+            registry_auth=read_auth_file(settings.registry_auth_file),
         )
     if settings.isolator == "process":
         return ProcessContainerizer(settings.agent_id, settings.work_dir)

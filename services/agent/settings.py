@@ -46,6 +46,10 @@ class AgentSettings:
     """Seconds an exited task's container (and its logs) is kept before it is removed."""
     gc_interval: float = 5.0
     kill_grace_seconds: float = DEFAULT_KILL_GRACE
+    pull_timeout: float = 600.0
+    """Seconds an image pull may take (apart from the task's start): past it the task is an ERROR."""
+    registry_auth_file: Path | None = None
+    """JSON: registry host -> {"username", "password"}, for pulls whose task gives no credentials."""
     """SIGTERM-to-SIGKILL time for tasks that do not set their own."""
     isolator: str = "docker"
     """``docker`` (default) or ``process`` (subprocesses with cgroup/rlimit limits, no Docker needed)."""

@@ -237,6 +237,19 @@ def agent(
             envvar="MESETA_KILL_GRACE", help="SIGTERM-to-SIGKILL seconds for tasks without their own."
         ),
     ] = default(AgentSettings, "kill_grace_seconds"),
+    pull_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_PULL_TIMEOUT", help="Seconds an image pull may take before the task errs."
+        ),
+    ] = default(AgentSettings, "pull_timeout"),
+    registry_auth_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MESETA_REGISTRY_AUTH_FILE",
+            help='JSON {"registry host": {"username": ..., "password": ...}} for pulls without their own.',
+        ),
+    ] = None,
     work_dir: Annotated[
         Path,
         typer.Option(
@@ -313,6 +326,8 @@ def agent(
         gpu_ids=None if gpu_ids is None else tuple(filter(None, gpu_ids.split(","))),
         container_retention=container_retention,
         kill_grace_seconds=kill_grace,
+        pull_timeout=pull_timeout,
+        registry_auth_file=registry_auth_file,
         work_dir=work_dir,
         allowed_mounts=tuple(allow_mount or ()),
         pids_limit=pids_limit,

@@ -103,6 +103,8 @@ async def local_cluster(
     launch_timeout: float = 30.0,
     queue_type: str | None = None,
     operator_token: str | None = None,
+    pull_timeout: float = 600.0,
+    registry_auth_file: Path | None = None,
 ) -> AsyncIterator[Cluster]:
     """Start allocator, master and agents; stop them and remove their containers afterwards.
 
@@ -192,6 +194,8 @@ async def local_cluster(
                 status_retry_interval=1.0,
                 allowed_mounts=allowed_mounts,
                 task_user=task_user,
+                pull_timeout=pull_timeout,
+                registry_auth_file=registry_auth_file,
             )
         )
         for i in range(len(per_agent))

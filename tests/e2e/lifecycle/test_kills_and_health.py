@@ -15,9 +15,7 @@ from meseta.testing.watcher import TaskWatcher
 pytestmark = pytest.mark.e2e
 
 
-def task(
-    task_id: str, script: str, port: int | None = None, **kwargs: object
-) -> wire.TaskInfo:
+def task(task_id: str, script: str, port: int | None = None, **kwargs: object) -> wire.TaskInfo:
     ports = (wire.PortRange(begin=port, end=port),) if port else ()
     return wire.TaskInfo.model_validate(
         {
