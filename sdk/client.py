@@ -92,6 +92,7 @@ class FrameworkClient:
         framework_id: str | None = None,
         secret: str | None = None,
         failover_timeout: float = wire.DEFAULT_FAILOVER_TIMEOUT,
+        partition_aware: bool = False,
     ) -> None:
         self.name = name
         self.role = role
@@ -103,6 +104,9 @@ class FrameworkClient:
         self.secret: str | None = secret
         """Given by the master at subscription; keep it to re-subscribe after a failover."""
         self.failover_timeout = failover_timeout
+        self.partition_aware = partition_aware
+        """Declare PARTITION_AWARE: tasks on a silent agent are UNREACHABLE (then RUNNING again, or GONE),
+        not LOST; reconciliation answers UNKNOWN for a task the master never heard of."""
         self._heartbeats: asyncio.Task[None] | None = None
         self._reply_queue: str | None = None
         self.stats = FrameworkStats()
@@ -139,6 +143,7 @@ class FrameworkClient:
             framework_id=self.framework_id,
             secret=self.secret,
             failover_timeout=self.failover_timeout,
+            capabilities=(wire.Capability.PARTITION_AWARE,) if self.partition_aware else (),
         )
         deadline = asyncio.get_running_loop().time() + timeout
         answer: wire.Message | None = None

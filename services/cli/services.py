@@ -101,6 +101,13 @@ def master(
             help="Seconds a task may stay STAGING unlisted by its agent before it is LOST.",
         ),
     ] = default(MasterSettings, "launch_timeout"),
+    unreachable_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="MESETA_UNREACHABLE_TIMEOUT",
+            help="Seconds partition-aware tasks on a silent agent stay UNREACHABLE before they are GONE.",
+        ),
+    ] = default(MasterSettings, "unreachable_timeout"),
     state_sync_interval: Annotated[
         float,
         typer.Option(
@@ -152,6 +159,7 @@ def master(
         dev=dev,
         acl_file=acl,
         launch_timeout=launch_timeout,
+        unreachable_timeout=unreachable_timeout,
         state_sync_interval=state_sync_interval,
         api_advertise=api_advertise,
         operator_token=operator_token_file.read_text().strip() if operator_token_file else None,

@@ -46,13 +46,17 @@ async def register_agent(m: MasterCore, msg: wire.RegisterAgent, _: Call) -> Non
         interval = wire.HeartbeatInterval(agent_id=msg.agent_id, seconds=m.pacer.advertised)
         await m.outbox.to_agent(msg.agent_id, interval)
     running = msg.running_tasks
+    back: list[wire.RunningTask] = []
     if msg.agent_id in m.cluster.lost_agents:
         # Back from the dead: its frameworks were told these tasks are LOST and have replaced them
-        # (whichever master told them: the set is kept in etcd, and a new leader loads it).
+        # (whichever master told them: the set is kept in etcd, and a new leader loads it). Partition-aware
+        # frameworks' tasks are the exception while within their unreachable timeout: they run on.
+        back = _back_from_unreachable(m, msg.agent_id, running)
         for task in running:
-            reason = wire.StatusReason.AGENT_REMOVED
-            await m.outbox.kill_on(msg.agent_id, task.framework_id, task.task_id, reason)
-        running = ()
+            if task not in back:
+                reason = wire.StatusReason.AGENT_REMOVED
+                await m.outbox.kill_on(msg.agent_id, task.framework_id, task.task_id, reason)
+        running = tuple(back)
         m.cluster.lost_agents.discard(msg.agent_id)
         await m.registry.agent_back(msg.agent_id)
     # A master that restarted learns the agent's running tasks from it; they hold resources.
@@ -74,11 +78,50 @@ async def register_agent(m: MasterCore, msg: wire.RegisterAgent, _: Call) -> Non
         msg.resources,
         len(running),
     )
+    for framework_id in sorted({t.framework_id for t in back}):
+        text = f"agent {msg.agent_id} is reachable again"
+        statuses = [
+            wire.TaskStatus(
+                task_id=t.task_id,
+                state=wire.TaskState.RUNNING,
+                agent_id=msg.agent_id,
+                reason=wire.StatusReason.AGENT_REREGISTERED,
+                message=text,
+            )
+            for t in back
+            if t.framework_id == framework_id
+        ]
+        log.info(
+            "agent %s back: %d unreachable tasks of %s RUNNING again",
+            msg.agent_id,
+            len(statuses),
+            framework_id,
+        )
+        await m.outbox.statuses(framework_id, statuses)
     if running:
         # Its tasks are held by frameworks: the allocator must see them as allocated, not free.
         await m.outbox.to_allocator(m.cluster.state_sync())
         return
     await m.outbox.to_allocator(agent.as_event(msg.agent_id in m.cluster.drains))
+
+
+def _back_from_unreachable(
+    m: MasterCore, agent_id: str, running: Iterable[wire.RunningTask]
+) -> list[wire.RunningTask]:
+    """The running tasks of a returning agent that were UNREACHABLE and may run on (their framework is
+    partition-aware and still here, and the agent is back within the unreachable timeout). Whatever else
+    it had waiting is forgotten: a task that ended meanwhile reports that itself."""
+    since = m.cluster.unreachable.pop(agent_id, None)
+    waiting = {k: t for k, t in m.cluster.unreachable_tasks.items() if t.agent_id == agent_id}
+    for key in waiting:
+        del m.cluster.unreachable_tasks[key]
+    if since is None:
+        return []
+    return [
+        t
+        for t in running
+        if (t.framework_id, t.task_id) in waiting and t.framework_id in m.cluster.frameworks
+    ]
 
 
 async def heartbeat(m: MasterCore, msg: wire.Heartbeat, _: Call) -> None:
@@ -234,8 +277,10 @@ def _attributes(update: wire.StatusUpdate) -> dict[str, str]:
     }
 
 
-async def remove_agent(m: MasterCore, agent: AgentInfo, why: str) -> None:
-    """Forget an agent: rescind its offers, report its tasks LOST, tell frameworks and allocator."""
+async def remove_agent(m: MasterCore, agent: AgentInfo, why: str, *, partition: bool = True) -> None:
+    """Forget an agent: rescind its offers, report its tasks LOST, tell frameworks and allocator. With
+    ``partition`` (it fell silent, rather than being marked gone), partition-aware frameworks' tasks are
+    UNREACHABLE instead: they may come back with the agent."""
     log.warning("agent %s lost: %s", agent.agent_id, why)
     # Durable before anyone is told: a master that dies after telling frameworks these tasks are LOST
     # leaves the next one knowing to kill them if the agent returns (else they would run twice).
@@ -245,9 +290,14 @@ async def remove_agent(m: MasterCore, agent: AgentInfo, why: str) -> None:
         rescind = wire.Rescind(framework_id=offer.framework_id, offer_id=offer.offer_id)
         await m.outbox.to_framework(offer.framework_id, rescind)
     text = f"agent {agent.agent_id} lost: {why}"
-    lost = _end_lost(
-        m, agent.agent_id, sorted(agent.tasks), wire.StatusReason.AGENT_REMOVED, text, recover=False
-    )
+    aware = sorted(k for k in agent.tasks if partition and _partition_aware(m, k[0]))
+    others = sorted(k for k in agent.tasks if k not in set(aware))
+    lost = _end_lost(m, agent.agent_id, others, wire.StatusReason.AGENT_REMOVED, text, recover=False)
+    if aware:
+        m.cluster.unreachable[agent.agent_id] = time.time()
+        until = f"; RUNNING again if it returns within {m.unreachable_timeout:g} s"
+        for framework_id, statuses in _end_unreachable(m, aware, text + until).items():
+            lost.setdefault(framework_id, []).extend(statuses)
     for framework_id, statuses in lost.items():
         await m.outbox.statuses(framework_id, statuses)
     m.cluster.remove_agent(agent.agent_id)
@@ -269,8 +319,71 @@ async def mark_gone(m: MasterCore, agent_id: str) -> bool:
     await m.registry.agent_gone(agent_id, time.time())  # kept before anyone is told
     m.cluster.gone_agents.add(agent_id)
     if agent is not None:
-        await remove_agent(m, agent, "marked gone by an operator")
+        await remove_agent(m, agent, "marked gone by an operator", partition=False)
+    m.cluster.unreachable.pop(agent_id, None)
+    for key in [k for k, t in m.cluster.unreachable_tasks.items() if t.agent_id == agent_id]:
+        task = m.cluster.unreachable_tasks.pop(key)
+        status = wire.TaskStatus(
+            task_id=task.task_id,
+            state=wire.TaskState.GONE,
+            agent_id=agent_id,
+            reason=wire.StatusReason.AGENT_REMOVED,
+            message=f"agent {agent_id} marked gone by an operator",
+        )
+        if task.framework_id in m.cluster.frameworks:
+            await m.outbox.statuses(task.framework_id, [status])
     return True
+
+
+def _partition_aware(m: MasterCore, framework_id: str) -> bool:
+    fw = m.cluster.frameworks.get(framework_id)
+    return fw is not None and fw.partition_aware
+
+
+def _end_unreachable(m: MasterCore, keys: Iterable[TaskKey], text: str) -> dict[str, list[wire.TaskStatus]]:
+    """Move these tasks to ``unreachable_tasks`` (UNREACHABLE): the statuses to tell, by framework."""
+    told: dict[str, list[wire.TaskStatus]] = {}
+    for key in keys:
+        task = m.cluster.end_task(key)
+        if task is None:
+            continue
+        m.cluster.finished.pop(key, None)  # not ended: it may come back
+        task.state = wire.TaskState.UNREACHABLE
+        m.cluster.unreachable_tasks[key] = task
+        status = wire.TaskStatus(
+            task_id=task.task_id,
+            state=wire.TaskState.UNREACHABLE,
+            agent_id=task.agent_id,
+            reason=wire.StatusReason.AGENT_UNREACHABLE,
+            message=text,
+        )
+        told.setdefault(task.framework_id, []).append(status)
+    return told
+
+
+async def expire_unreachable(m: MasterCore) -> None:
+    """Unreachable agents past the unreachable timeout: their tasks are GONE (killed if they return)."""
+    now = time.time()
+    for agent_id, since in sorted(m.cluster.unreachable.items()):
+        if now - since <= m.unreachable_timeout:
+            continue
+        del m.cluster.unreachable[agent_id]
+        text = f"agent {agent_id} unreachable for more than {m.unreachable_timeout:g} s: GONE"
+        log.warning("%s", text)
+        told: dict[str, list[wire.TaskStatus]] = {}
+        for key in sorted(k for k, t in m.cluster.unreachable_tasks.items() if t.agent_id == agent_id):
+            task = m.cluster.unreachable_tasks.pop(key)
+            status = wire.TaskStatus(
+                task_id=task.task_id,
+                state=wire.TaskState.GONE,
+                agent_id=agent_id,
+                reason=wire.StatusReason.AGENT_UNREACHABLE,
+                message=text,
+            )
+            if task.framework_id in m.cluster.frameworks:
+                told.setdefault(task.framework_id, []).append(status)
+        for framework_id, statuses in told.items():
+            await m.outbox.statuses(framework_id, statuses)
 
 
 async def pace_heartbeats(m: MasterCore) -> bool:

@@ -103,6 +103,8 @@ class FrameworkInfo:
     failover_timeout: float = wire.DEFAULT_FAILOVER_TIMEOUT
     principal: str | None = None
     """The framework principal that subscribed it (None in development mode): only it may call for it."""
+    partition_aware: bool = False
+    """Declared PARTITION_AWARE: its tasks on a silent agent are UNREACHABLE (then RUNNING or GONE)."""
     last_seen: float = field(default_factory=time.time)
     disconnected_at: float | None = None
     """When its heartbeats stopped; it keeps its tasks for ``failover_timeout`` after that."""
@@ -124,6 +126,7 @@ class FrameworkInfo:
             "secret_hash": self.secret_hash,
             "failover_timeout": self.failover_timeout,
             "principal": self.principal,
+            "partition_aware": self.partition_aware,
         }
 
     @classmethod
@@ -141,6 +144,7 @@ class FrameworkInfo:
             secret_hash=str(entry.get("secret_hash", "")),
             failover_timeout=float(entry.get("failover_timeout", wire.DEFAULT_FAILOVER_TIMEOUT)),  # type: ignore[arg-type]
             principal=None if entry.get("principal") is None else str(entry["principal"]),
+            partition_aware=bool(entry.get("partition_aware", False)),
         )
 
     def holds_secret(self, secret: str | None) -> bool:
@@ -243,6 +247,11 @@ class Cluster:
     offers: dict[str, wire.Offer] = field(default_factory=dict)
     revocations: list[ScheduledRevocation] = field(default_factory=list)
     lost_agents: set[str] = field(default_factory=set)
+    unreachable: dict[str, float] = field(default_factory=dict)
+    """Lost agents with tasks of partition-aware frameworks that may still come back: agent id -> when
+    (wall clock) it was lost. Their tasks wait in ``unreachable_tasks`` until ``unreachable_timeout``."""
+    unreachable_tasks: dict[TaskKey, TaskEntry] = field(default_factory=dict)
+    """Tasks UNREACHABLE on a lost agent: RUNNING again if it returns in time, GONE otherwise."""
     """Agents removed for silence: their frameworks were told their tasks are LOST."""
     gone_agents: set[str] = field(default_factory=set)
     """Agents an operator marked gone: never registered again."""

@@ -73,6 +73,8 @@ class MasterCore:
     """This master's term as leader (0 until it leads)."""
     launch_timeout: float = 30.0
     """Seconds after which a task still STAGING that its agent's heartbeat does not list is LOST."""
+    unreachable_timeout: float = 300.0
+    """Seconds partition-aware tasks on a lost agent stay UNREACHABLE before they are GONE."""
     authority: Authority = field(default_factory=lambda: Authority(None))
     """Who may send what (development mode, nothing checked, unless the service gives principals)."""
     deaf_until: float = 0.0

@@ -46,6 +46,7 @@ async def subscribe(m: MasterCore, msg: wire.Subscribe, ctx: Call) -> None:
         secret_hash=hash_secret(secret),
         failover_timeout=msg.failover_timeout,
         principal=ctx.principal,
+        partition_aware=wire.Capability.PARTITION_AWARE in msg.capabilities,
     )
     framework_id = fw.framework_id
     await m.registry.save_framework(framework_id, fw.registry_entry())
@@ -74,6 +75,7 @@ async def _resubscribe(m: MasterCore, msg: wire.Subscribe, ctx: Call) -> None:
         await m.outbox.to_caller(ctx.reply_to, error)
         return
     fw.failover_timeout = msg.failover_timeout
+    fw.partition_aware = wire.Capability.PARTITION_AWARE in msg.capabilities
     await m.registry.save_framework(fw.framework_id, fw.registry_entry())
     await m.outbox.open_framework_queue(fw.framework_id)
     await reconnect(m, fw)
@@ -104,18 +106,22 @@ async def reconnect(m: MasterCore, fw: FrameworkInfo) -> None:
 
 
 async def reconcile(m: MasterCore, msg: wire.Reconcile, ctx: Call) -> None:
-    """Answer with each task's state as the master knows it (LOST when it does not)."""
+    """Answer with each task's state as the master knows it: UNREACHABLE on a lost agent that may return;
+    for a task it has never heard of, UNKNOWN to a partition-aware framework, LOST to the others."""
     if not await m.known(msg, ctx):
         return
     fw = m.cluster.frameworks[msg.framework_id]
-    task_ids = msg.task_ids or tuple(sorted(tid for _, tid in fw.tasks))
+    unreachable = {tid for fid, tid in m.cluster.unreachable_tasks if fid == fw.framework_id}
+    task_ids = msg.task_ids or tuple(sorted({tid for _, tid in fw.tasks} | unreachable))
+    unknown = wire.TaskState.UNKNOWN if fw.partition_aware else wire.TaskState.LOST
     statuses = []
     for task_id in task_ids:
-        task = m.cluster.tasks.get((fw.framework_id, task_id))
+        key = (fw.framework_id, task_id)
+        task = m.cluster.tasks.get(key) or m.cluster.unreachable_tasks.get(key)
         statuses.append(
             wire.TaskStatus(
                 task_id=task_id,
-                state=task.state if task is not None else wire.TaskState.LOST,
+                state=task.state if task is not None else unknown,
                 agent_id=task.agent_id if task is not None else None,
                 reason=wire.StatusReason.RECONCILIATION,
                 message="known to the master" if task is not None else "unknown to the master",

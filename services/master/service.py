@@ -11,7 +11,7 @@ import time
 from meseta.allocator.config import write_policy, write_role
 from meseta.master import draining, prometheus, sweeps, views
 from meseta.master.activity import Activity
-from meseta.master.agents import pace_heartbeats
+from meseta.master.agents import expire_unreachable, pace_heartbeats
 from meseta.master.api import StateApi
 from meseta.master.authority import Acl, Authority
 from meseta.master.cluster import Cluster, Drain, FrameworkInfo, Window
@@ -61,6 +61,7 @@ class MasterService(Service):
             HeartbeatPacer(settings.heartbeat_rate),
             MasterMetrics(self.cluster, lambda: self.leading.is_set()),
             launch_timeout=settings.launch_timeout,
+            unreachable_timeout=settings.unreachable_timeout,
             authority=self.authority,
         )
         self.dispatcher = Dispatcher(self.core)
@@ -194,6 +195,7 @@ class MasterService(Service):
             await guarded("offer expiry", sweeps.expire_offers(core))
             await guarded("revocation", sweeps.kill_revoked(core))
             await guarded("drains", draining.sweep(core))
+            await guarded("unreachable agents", expire_unreachable(core))
             waiting = await self._unread_heartbeats()
             if waiting and not backlogged:
                 backlogged, backlog_since = True, time.monotonic()

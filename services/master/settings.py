@@ -55,6 +55,9 @@ class MasterSettings:
     launch_timeout: float = 30.0
     """Seconds after which a task still STAGING, that its agent's heartbeats do not list, is LOST (its
     launch never arrived: the agent's queue was lost with a broker node, say)."""
+    unreachable_timeout: float = 300.0
+    """Seconds a lost agent's partition-aware tasks stay UNREACHABLE: back within it, they are RUNNING
+    again; past it, GONE (and killed if the agent returns)."""
     state_sync_interval: float = 30.0
     """Seconds between the master's whole view sent to the allocator (STATE_SYNC), so capacity an event
     lost in a broker fault held never stays leaked."""

@@ -6,6 +6,7 @@ from what is served.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -201,7 +202,7 @@ def tasks(cluster: Cluster) -> list[TaskView]:
             healthy=t.healthy,
             ready=t.ready,
         )
-        for t in cluster.tasks.values()
+        for t in itertools.chain(cluster.tasks.values(), cluster.unreachable_tasks.values())
     ]
 
 
