@@ -30,9 +30,9 @@ async def run_example(
 ) -> str:
     """Run until the example is done (a service: up, then held ``hold`` seconds and scaled to 0)."""
     scheduler = build(name, hosts, size, delay)
-    client = FrameworkClient(
-        amqp_url, name, filters=scheduler.filters() if isinstance(scheduler, ServiceApp) else None
-    )
+    filters = scheduler.filters() if isinstance(scheduler, ServiceApp) else None
+    aware = isinstance(scheduler, ServiceApp) and scheduler.partition_aware
+    client = FrameworkClient(amqp_url, name, filters=filters, partition_aware=aware)
     await client.subscribe(timeout=30)
     loop = asyncio.create_task(run(client, scheduler))
     try:

@@ -39,7 +39,9 @@ async def start_cluster(cluster: ProcessCluster) -> None:
     await cluster.master(0)
     for i, (hostname, attributes) in enumerate(AGENTS):
         flags = [f"--attribute={k}={v}" for k, v in attributes.items()]
-        await cluster.agent(i, hostname, "--cpus=2", "--mem=1024", *flags)
+        # Ports of its own: the service's copies publish theirs on this one host.
+        ports = f"--ports={31000 + 1000 * i}-{31999 + 1000 * i}"
+        await cluster.agent(i, hostname, "--cpus=2", "--mem=1024", ports, *flags)
 
 
 def _live_table(clients: list[tuple[FrameworkClient, TrackedScheduler]], started: float) -> Table:
@@ -123,7 +125,9 @@ async def run_demo(batch_tasks: int, service_tasks: int, image: str, timeout: fl
     async with cluster:
         # The frameworks' users exist once the cluster is entered (provisioned).
         batch_client = FrameworkClient(cluster.framework_url("batch"), "batch")
-        service_client = FrameworkClient(cluster.framework_url("service"), "service")
+        service_client = FrameworkClient(
+            cluster.framework_url("service"), "service", partition_aware=ServiceApp.partition_aware
+        )
         clients += [(batch_client, batch), (service_client, service)]
         await start_cluster(cluster)
         console.print(

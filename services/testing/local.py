@@ -28,7 +28,7 @@ from meseta.runtime.defaults import TASK_IMAGE
 from meseta.runtime.rabbitmq import Management
 from meseta.sdk import FrameworkClient, wire
 from meseta.sdk.helpers import first_fit
-from meseta.testing.processes import remove_containers
+from meseta.testing.processes import free_port, remove_containers
 
 AGENT_RESOURCES = wire.Resources(cpus=2, mem=1024, disk=4096, ports=(wire.PortRange(begin=31000, end=31099),))
 
@@ -114,6 +114,10 @@ async def local_cluster(
     """
     hex_id = uuid.uuid4().hex[:10]
     name = f"test-{hex_id}"
+    if agent_resources is None and resources is AGENT_RESOURCES:
+        # Ports of each agent's own, free on this host now: tasks publish their ports on the host, and
+        # agents of parallel tests (or of one cluster) offering the same numbers would collide there.
+        agent_resources = [resources.model_copy(update={"ports": _free_ports(4)}) for _ in range(agents)]
     per_agent = agent_resources or [resources] * agents
     agent_ids = [f"{name}-agent-{i}" for i in range(len(per_agent))]
     p = wire.Principals(f"t{hex_id}")
@@ -227,6 +231,10 @@ def _reach(url: str, host: str | None) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.rpartition("@")
     return parts._replace(netloc=f"{netloc[0]}@{host}:{parts.port or 5672}").geturl()
+
+
+def _free_ports(count: int) -> tuple[wire.PortRange, ...]:
+    return tuple(wire.PortRange(begin=p, end=p) for p in sorted({free_port() for _ in range(count)}))
 
 
 def short_task(

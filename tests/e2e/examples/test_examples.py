@@ -101,6 +101,7 @@ async def test_service_restores_its_instances_after_an_agent_dies(amqp_url: str,
         await wait_for(lambda: service.states.get(victim_task) == wire.TaskState.LOST, 10, "the LOST update")
         await wait_for(lambda: service.running == 2 and len(service.placed) == 2, 30, "two instances again")
         assert victim_agent not in service.placed.values()
+        assert [(t, s) for t, s, _ in service.replaced] == [(victim_task, wire.TaskState.LOST)]
         # Scaling works both ways.
         await service.scale(client, 1)
         await asyncio.wait_for(service.done.wait(), 30)
@@ -117,7 +118,8 @@ async def test_all_three_share_one_cluster(amqp_url: str, etcd_prefix: str) -> N
         await asyncio.wait_for(asyncio.gather(batch.done.wait(), gang.done.wait(), service.done.wait()), 120)
         assert batch.counts() == {"FINISHED": 15}
         assert gang.counts()["FINISHED"] == 3
-        assert service.running == 2
+        assert service.running == 2 and len(service.ready) == 2
+        assert not service.replaced  # every copy served and passed its checks: none ended unasked
 
 
 async def test_meseta_example_runs_from_the_command_line(amqp_url: str, etcd_prefix: str) -> None:
