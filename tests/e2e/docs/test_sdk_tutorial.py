@@ -48,9 +48,18 @@ async def test_the_tutorial_runs(amqp_url: str, etcd_prefix: str) -> None:
 
 
 async def test_the_failover_example_runs(amqp_url: str, etcd_prefix: str) -> None:
-    _, failover = code_blocks(ROOT / "docs" / "SDK.md", "python")
+    failover = code_blocks(ROOT / "docs" / "SDK.md", "python")[1]
     async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
         text = await run_program(failover, amqp_url)
         framework_id = text.split("back as ")[1].split()[0]
         # It came back as itself, then tore itself down.
         assert framework_id not in cluster.master.cluster.frameworks
+
+
+async def test_the_health_and_kill_example_runs(amqp_url: str, etcd_prefix: str) -> None:
+    _, _, checked = code_blocks(ROOT / "docs" / "SDK.md", "python")
+    async with local_cluster(amqp_url, etcd_prefix, agents=1):
+        text = await run_program(checked, amqp_url)
+    assert "web-1: RUNNING healthy=True healthy" in text, text
+    assert "web-1: KILLING healthy=True SIGTERM, then SIGKILL after 5 s" in text, text
+    assert "web-1: KILLED" in text, text
