@@ -35,9 +35,10 @@ class TaskWatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
 
-    async def launch(self, task: wire.TaskInfo, agent_id: str | None = None) -> None:
-        """Launch ``task`` on the next offer that fits (from ``agent_id``, when given)."""
-        self._queue.append((task, agent_id))
+    async def launch(self, *tasks: wire.TaskInfo, on: str | None = None) -> None:
+        """Launch ``tasks`` on the next offers that fit (from agent ``on``, when given); tasks given in one
+        call that fit one offer go in one ACCEPT, so the agent launches them together."""
+        self._queue.extend((task, on) for task in tasks)
         await self.client.revive()
 
     def states(self, task_id: str) -> list[wire.TaskState]:

@@ -59,20 +59,23 @@ async def test_a_missing_image_is_pulled_once_for_two_tasks(amqp_url: str, etcd_
         async with local_cluster(amqp_url, etcd_prefix, agents=1) as cluster:
             async with TaskWatcher(await cluster.framework("puller")) as w:
                 agent = cluster.agents[0].agent_id
-                await w.launch(task("first", image), agent)
-                await w.launch(task("second", image), agent)
+                await w.launch(task("first", image), task("second", image), on=agent)
                 for task_id in ("first", "second"):
-                    pulling = await w.until(
-                        task_id, lambda s: s.reason == StatusReason.IMAGE_PULLING, 30, "pulling"
-                    )
-                    assert pulling.state == TaskState.STARTING and f"pulling image {image}" in pulling.message
                     await w.until_state(task_id, TaskState.FINISHED, 60)
+                told = [
+                    s
+                    for t in ("first", "second")
+                    for s in w.history[t]
+                    if s.reason == StatusReason.IMAGE_PULLING
+                ]
+                assert told and all(s.state == TaskState.STARTING for s in told)
+                assert all(f"pulling image {image}" in s.message for s in told)
                 assert pulls(cluster) == 1  # launched together: one pull, shared
                 # Present now: if-missing does not pull again; always does.
-                await w.launch(task("third", image), agent)
+                await w.launch(task("third", image), on=agent)
                 await w.until_state("third", TaskState.FINISHED, 30)
                 assert StatusReason.IMAGE_PULLING not in [s.reason for s in w.history["third"]]
-                await w.launch(task("fourth", image, pull="always"), agent)
+                await w.launch(task("fourth", image, pull="always"), on=agent)
                 await w.until_state("fourth", TaskState.FINISHED, 30)
                 assert pulls(cluster) == 2
 

@@ -45,10 +45,10 @@ async def test_a_kill_is_killing_then_its_signal_then_sigkill_after_the_grace(
         client = await cluster.framework("killer")
         async with TaskWatcher(client) as w:
             # Ignores SIGTERM: it ends by SIGKILL after its 4 s grace.
-            await w.launch(task("stubborn", IGNORES_TERM, kill_grace_seconds=4), agent)
+            await w.launch(task("stubborn", IGNORES_TERM, kill_grace_seconds=4), on=agent)
             # Exits 7 on its own kill signal, SIGUSR1: the signal comes first, and it was the task's.
             polite = "trap 'exit 7' USR1; while true; do sleep 0.1; done"
-            await w.launch(task("polite", polite, kill_signal="SIGUSR1", kill_grace_seconds=30), agent)
+            await w.launch(task("polite", polite, kill_signal="SIGUSR1", kill_grace_seconds=30), on=agent)
             await w.until_state("stubborn", TaskState.RUNNING)
             await w.until_state("polite", TaskState.RUNNING)
 
@@ -56,7 +56,7 @@ async def test_a_kill_is_killing_then_its_signal_then_sigkill_after_the_grace(
             killing = await w.until_state("stubborn", TaskState.KILLING, 10)
             assert "SIGTERM, then SIGKILL after 4 s" in killing.message
             # The agent's commands go on during the grace: another task launches on it meanwhile.
-            await w.launch(task("meanwhile", "sleep 30"), agent)
+            await w.launch(task("meanwhile", "sleep 30"), on=agent)
             running = await w.until_state("meanwhile", TaskState.RUNNING, 10)
             killed = await w.until_state("stubborn", TaskState.KILLED, 20)
             assert running.timestamp < killed.timestamp
@@ -69,7 +69,7 @@ async def test_a_kill_is_killing_then_its_signal_then_sigkill_after_the_grace(
             assert killed.exit_code == 7  # its trap ran: SIGUSR1 arrived, and before any SIGKILL
 
             # A kill's own grace overrides the task's: SIGKILL after 0 s, not 4.
-            await w.launch(task("hurried", IGNORES_TERM, kill_grace_seconds=60), agent)
+            await w.launch(task("hurried", IGNORES_TERM, kill_grace_seconds=60), on=agent)
             await w.until_state("hurried", TaskState.RUNNING)
             started = time.monotonic()
             await client.kill("hurried", grace_seconds=0)
@@ -84,10 +84,10 @@ async def test_http_tcp_and_command_checks_and_readiness(amqp_url: str, etcd_pre
         client = await cluster.framework("checker")
         fast = {"interval_seconds": 0.3, "timeout_seconds": 1, "grace_period_seconds": 0}
         async with TaskWatcher(client) as w:
-            # httpd serves /www; the health file goes away after 3 s, the readiness file comes after 2 s.
+            # httpd serves /www; the readiness file comes after 2 s, the health file goes away after 6 s.
             web = (
                 "mkdir -p /www; echo ok > /www/health; "
-                "(sleep 2; echo ok > /www/ready) & (sleep 3; rm /www/health) & "
+                "(sleep 2; echo ok > /www/ready) & (sleep 6; rm /www/health) & "
                 "exec httpd -f -p $PORT0 -h /www"
             )
             http = HealthCheck(kind="http", path="/health", max_consecutive_failures=3, **fast)
@@ -96,9 +96,9 @@ async def test_http_tcp_and_command_checks_and_readiness(amqp_url: str, etcd_pre
             # Listens for good: healthy, and stays so.
             tcp = HealthCheck(kind="tcp", max_consecutive_failures=2, **fast)
             await w.launch(task("listener", "httpd -f -p $PORT0 -h /", ports[1], health_check=tcp))
-            # Its check file goes after 2 s.
+            # Its check file goes after 5 s.
             command = HealthCheck(kind="command", command=("test", "-f", "/tmp/ok"), **fast)
-            cmd = "touch /tmp/ok; (sleep 2; rm /tmp/ok) & sleep 600"
+            cmd = "touch /tmp/ok; (sleep 5; rm /tmp/ok) & sleep 600"
             await w.launch(task("commanded", cmd, health_check=command))
             # Nothing listens on its port: failures count only after its 1 s grace period.
             grace = {**fast, "grace_period_seconds": 1.0}
@@ -111,7 +111,7 @@ async def test_http_tcp_and_command_checks_and_readiness(amqp_url: str, etcd_pre
             assert healthy.state == TaskState.RUNNING and healthy.reason == StatusReason.HEALTH_CHANGED
             became_ready = await w.until("web", lambda s: s.ready is True, 10, "ready")
             assert became_ready.reason == StatusReason.READY
-            unhealthy = await w.until("web", lambda s: s.healthy is False, 10, "unhealthy")
+            unhealthy = await w.until("web", lambda s: s.healthy is False, 15, "unhealthy")
             assert "answered 404" in unhealthy.message
             failed = await w.until_state("web", TaskState.FAILED, 15)
             assert failed.reason == StatusReason.HEALTH_CHECK_FAILED
@@ -130,8 +130,8 @@ async def test_http_tcp_and_command_checks_and_readiness(amqp_url: str, etcd_pre
             assert first_check.timestamp - running.timestamp >= 0.9  # not before its grace period
 
             listener = w.history["listener"]
-            assert [s.healthy for s in listener if s.healthy is not None] == [True]
-            assert listener[-1].state == TaskState.RUNNING
+            assert next(s.healthy for s in listener if s.healthy is not None) is True
+            assert listener[-1].state == TaskState.RUNNING and listener[-1].healthy is True
             # The master keeps the verdicts: the state API shows them.
             tasks = {t.task_id: t for t in cluster.master.state().tasks}
             assert tasks["listener"].healthy is True and tasks["listener"].ready is None
