@@ -72,7 +72,7 @@ class Containerizer(Protocol):
     """What the agent needs from a container runtime (Docker, or plain processes)."""
 
     async def ping(self) -> None: ...
-    async def ensure_image(self, spec: ContainerSpec, progress: Progress) -> None: ...
+    async def pull(self, spec: ContainerSpec, progress: Progress) -> None: ...
     async def create(self, launch: Launch) -> str: ...
     async def start(self, container_id: str) -> None: ...
     async def wait(self, container_id: str) -> Exit: ...
@@ -147,9 +147,9 @@ class DockerContainerizer:
         """Fail early when no engine answers."""
         await self._call(self._client.ping)
 
-    async def ensure_image(self, spec: ContainerSpec, progress: Progress) -> None:
-        """Pull the task's image as its policy says (meseta.agent.images); PullFailed when it cannot be."""
-        await self.images.ensure(spec, progress)
+    async def pull(self, spec: ContainerSpec, progress: Progress) -> None:
+        """Pull the task's image (meseta.agent.images); PullFailed when it cannot be."""
+        await self.images.pull(spec, progress)
 
     def labels(self, framework_id: str, task_id: str) -> dict[str, str]:
         """The labels that let the agent find a task's container again."""
@@ -198,7 +198,9 @@ class DockerContainerizer:
         try:
             container = await self._call(self._client.containers.create, spec.image, **kwargs)
         except docker.errors.ImageNotFound as exc:
-            raise ImageMissing(f"image {spec.image!r} is not on this agent: {exc.explanation}") from None
+            raise ImageMissing(
+                f"image {spec.image!r} is not on this agent (pull: {spec.pull}): {exc.explanation}"
+            ) from None
         return str(container.id)
 
     async def start(self, container_id: str) -> None:

@@ -68,6 +68,7 @@ class Checks:
                     await self.report(local, TaskState.RUNNING, StatusReason.HEALTH_CHANGED, "healthy")
             elif passed_once or time.monotonic() - started >= check.grace_period_seconds:
                 failures += 1
+                local.health_failure = why
                 if local.healthy is not False:
                     local.healthy = False
                     await self.report(
@@ -97,6 +98,13 @@ class Checks:
     async def probe(self, local: LocalTask, check: HealthCheck) -> tuple[bool, str]:
         """One run of ``check``: whether it passed, and if not, why."""
         assert local.container_id is not None
+        if check.kind != "command" and local.address is None:
+            # Once per task, and outside the check's time limit: an engine slow to answer an inspect is
+            # not the task failing its check.
+            try:
+                local.address = await self.containerizer.address(local.container_id)
+            except Exception as exc:
+                return False, f"{check.kind}: its container's address is unknown ({exc})"
         try:
             async with asyncio.timeout(check.timeout_seconds):
                 if check.kind == "command":
@@ -105,7 +113,7 @@ class Checks:
                 port = _port(local, check)
                 if port is None:
                     return False, f"the task has no port {check.port_index}"
-                host = await self.containerizer.address(local.container_id)
+                host = local.address or "127.0.0.1"
                 if check.kind == "tcp":
                     _, writer = await asyncio.open_connection(host, port)
                     writer.close()

@@ -1,6 +1,7 @@
 """Pulling a task's image from its registry before the container is created.
 
-The pull follows the task's ``pull`` policy (``if-missing``, ``always``, ``never``), with the task's
+The task runner asks for a pull as the task's ``pull`` policy says (``always``: before every launch;
+``if-missing``: once the engine lacks the image; ``never``: not at all). A pull uses the task's
 registry credentials or else the agent's (``--registry-auth-file``: ``{"registry host": {"username": ...,
 "password": ...}}``), under a time limit of its own (``--pull-timeout``), apart from the task's start.
 Concurrent launches of one image share one pull. A pull that fails names the registry's answer.
@@ -32,6 +33,19 @@ class PullFailed(Exception):
     """The image could not be pulled: the registry's answer, or the time limit."""
 
 
+Pulls = dict[tuple[str, str], "asyncio.Future[None]"]
+"""Pulls in flight by (image, registry user)."""
+
+
+def _forget(inflight: Pulls, key: tuple[str, str]) -> Callable[[asyncio.Future[None]], None]:
+    def done(pull: asyncio.Future[None]) -> None:
+        inflight.pop(key, None)
+        if not pull.cancelled():
+            pull.exception()  # retrieved: a pull nobody waits for any more logs nothing at exit
+
+    return done
+
+
 def read_auth_file(path: Path | None) -> dict[str, RegistryAuth]:
     """The agent's registry credentials, by registry host (``127.0.0.1:5000``, ``registry.example``)."""
     if path is None:
@@ -61,14 +75,10 @@ class ImagePuller:
         self.auth = auth
         self.pulls = 0
         """Pulls started (not shared ones): what the tests and metrics read."""
-        self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._inflight: Pulls = {}
 
-    async def ensure(self, spec: ContainerSpec, progress: Progress) -> None:
-        """Make ``spec.image`` present as its pull policy says; PullFailed when it cannot be."""
-        if spec.pull == "never":
-            return  # an absent image is the create's ImageMissing
-        if spec.pull == "if-missing" and await self._present(spec.image):
-            return
+    async def pull(self, spec: ContainerSpec, progress: Progress) -> None:
+        """Pull ``spec.image`` (joining a pull of it already in flight); PullFailed when it cannot be."""
         auth = spec.registry_auth or self.auth.get(registry_of(spec.image))
         key = (spec.image, auth.username if auth is not None else "")
         pull = self._inflight.get(key)
@@ -77,18 +87,11 @@ class ImagePuller:
             self.pulls += 1
             pull = asyncio.ensure_future(self._pull(spec.image, auth))
             self._inflight[key] = pull
-            pull.add_done_callback(lambda _: self._inflight.pop(key, None))
+            pull.add_done_callback(_forget(self._inflight, key))
             await progress(f"pulling image {spec.image}")
         else:
             await progress(f"pulling image {spec.image} (one pull for this agent's tasks of it)")
         await asyncio.shield(pull)
-
-    async def _present(self, image: str) -> bool:
-        try:
-            await self._call(self._client.images.get, image)
-            return True
-        except docker.errors.ImageNotFound:
-            return False
 
     async def _pull(self, image: str, auth: RegistryAuth | None) -> None:
         repository, tag = docker.utils.parse_repository_tag(image)

@@ -60,7 +60,7 @@ class NoopContainerizer:
     async def ping(self) -> None:
         return None
 
-    async def ensure_image(self, spec: ContainerSpec, progress: Progress) -> None:
+    async def pull(self, spec: ContainerSpec, progress: Progress) -> None:
         """Nothing to pull: this isolator ignores the image."""
 
     async def create(self, launch: Launch) -> str:

@@ -70,7 +70,7 @@ class ProcessContainerizer:
     async def ping(self) -> None:
         await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
 
-    async def ensure_image(self, spec: ContainerSpec, progress: Progress) -> None:
+    async def pull(self, spec: ContainerSpec, progress: Progress) -> None:
         """Nothing to pull: this isolator ignores the image."""
 
     async def create(self, launch: Launch) -> str:

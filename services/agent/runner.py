@@ -161,17 +161,14 @@ class TaskRunner:
                 )
                 await self.report(local, TaskState.ERROR, StatusReason.INVALID_TASK, text)
                 return False
-            try:
-                await self.containerizer.ensure_image(
-                    local.info.container, functools.partial(self._pulling, local)
-                )
-            except PullFailed as exc:
-                await self.report(local, TaskState.ERROR, StatusReason.IMAGE_PULL_FAILED, str(exc))
-                return False
             launch = Launch(
                 local.info, local.framework_id, local.gpu_ids, local.launch_env, local.host_network
             )
-            local.container_id = await self.containerizer.create(launch)
+            try:
+                local.container_id = await self._create(local, launch)
+            except PullFailed as exc:
+                await self.report(local, TaskState.ERROR, StatusReason.IMAGE_PULL_FAILED, str(exc))
+                return False
             if local.kill_reason is not None:
                 await self.report(local, TaskState.KILLED, local.kill_reason, "killed before start")
                 return False
@@ -187,6 +184,22 @@ class TaskRunner:
         await self.report(local, TaskState.RUNNING, message=f"container {local.container_id[:12]}")
         return True
 
+    async def _create(self, local: LocalTask, launch: Launch) -> str:
+        """The task's container, its image pulled first as its policy says: before every launch under
+        ``always``; under ``if-missing`` only once the engine says it lacks the image (as ``docker run``
+        does: a launch of a present image costs no extra call). ImageMissing under ``never``."""
+        spec = local.info.container
+        progress = functools.partial(self._pulling, local)
+        if spec.pull == "always":
+            await self.containerizer.pull(spec, progress)
+        try:
+            return await self.containerizer.create(launch)
+        except ImageMissing:
+            if spec.pull == "never":
+                raise
+        await self.containerizer.pull(spec, progress)
+        return await self.containerizer.create(launch)
+
     async def _pulling(self, local: LocalTask, text: str) -> None:
         await self.report(local, TaskState.STARTING, StatusReason.IMAGE_PULLING, text)
 
@@ -195,7 +208,10 @@ class TaskRunner:
         assert local.container_id is not None
         exit_info = await self.containerizer.wait(local.container_id)
         if local.kill_reason == StatusReason.HEALTH_CHECK_FAILED:
-            text = "killed: it failed its health check too many times in a row"
+            checks = local.info.health_check.max_consecutive_failures if local.info.health_check else 0
+            text = (
+                f"killed: it failed its health check {checks} times in a row (last: {local.health_failure})"
+            )
             await self.report(local, TaskState.FAILED, local.kill_reason, text, exit_info.code)
         elif local.kill_reason is not None:
             await self.report(local, TaskState.KILLED, local.kill_reason, exit_code=exit_info.code)

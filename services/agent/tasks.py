@@ -32,6 +32,10 @@ class LocalTask:
     """Its health check's last verdict (None: no check, or no answer yet)."""
     ready: bool | None = None
     """False until its readiness check passes, then True (None: it has no readiness check)."""
+    health_failure: str = ""
+    """Why its health check last failed: the FAILED update after too many failures says it."""
+    address: str | None = None
+    """Where its ports are reached from the agent (its container's address), once a check asked."""
     checks: list[asyncio.Task[None]] = field(default_factory=list)
     """Its running health and readiness checks (meseta.agent.health)."""
 

@@ -245,10 +245,33 @@ class ProcessCluster:
                 await proc.wait()
 
 
+# Ports for tests' listeners and tasks' published ports come from below the kernel's ephemeral range
+# (32768 and up): a port picked there could be taken, before its user binds it, as the local port of
+# any outgoing connection on this host. Each pytest worker has a block of its own and walks it in turn,
+# so parallel tests never pick one port and a port just released (a container's proxy may still hold
+# it) is not picked again soon.
+_PORTS_LOW, _PORTS_BLOCK, _PORTS_BLOCKS = 10_000, 1_000, 22
+_next_port: int | None = None
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on every address of this host now, apart from other tests' ports."""
+    global _next_port
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    block = int(worker[2:]) % (_PORTS_BLOCKS - 1) if worker[2:].isdigit() else _PORTS_BLOCKS - 1
+    low = _PORTS_LOW + block * _PORTS_BLOCK
+    if _next_port is None:
+        _next_port = os.getpid() % _PORTS_BLOCK  # two runs of one block at once start apart
+    for _ in range(_PORTS_BLOCK):
+        port = low + _next_port
+        _next_port = (_next_port + 1) % _PORTS_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue  # in use here (or by a run outside this scheme)
+            return port
+    raise RuntimeError(f"no free port in {low}..{low + _PORTS_BLOCK - 1}")
 
 
 def remove_containers(run_id: str) -> None:

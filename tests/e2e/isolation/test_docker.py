@@ -273,10 +273,10 @@ async def test_invalid_task_specs_get_errors_and_launch_nothing(amqp_url: str, e
         error = await next_event(client, wire.Error)
         assert error.code == wire.ErrorCode.INVALID_TASK and "cpus > 0" in error.message
         assert cluster.master.cluster.tasks == {}
-        # An image the agent does not have: TASK_ERROR, nothing runs.
-        missing = short_task("no-image").model_copy(
-            update={"container": wire.ContainerSpec(image="meseta-no-such-image:1", command=("true",))}
-        )
+        # An image the agent does not have and may not pull: TASK_ERROR, nothing runs. (Pulls, and a pull
+        # that fails: tests/e2e/lifecycle/test_image_pulls.py, against this machine's registries.)
+        spec = wire.ContainerSpec(image="meseta-no-such-image:1", command=("true",), pull="never")
+        missing = short_task("no-image").model_copy(update={"container": spec})
         await client.accept([offer.offer_id], [missing])
         status = await terminal(client, "no-image")
         assert status.state == wire.TaskState.ERROR

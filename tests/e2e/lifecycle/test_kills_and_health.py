@@ -82,7 +82,7 @@ async def test_http_tcp_and_command_checks_and_readiness(amqp_url: str, etcd_pre
     resources = agent_with_ports(ports)
     async with local_cluster(amqp_url, etcd_prefix, agents=1, resources=resources) as cluster:
         client = await cluster.framework("checker")
-        fast = {"interval_seconds": 0.3, "timeout_seconds": 1, "grace_period_seconds": 0}
+        fast = {"interval_seconds": 0.3, "timeout_seconds": 2, "grace_period_seconds": 0}
         async with TaskWatcher(client) as w:
             # httpd serves /www; the readiness file comes after 2 s, the health file goes away after 6 s.
             web = (
@@ -94,7 +94,7 @@ async def test_http_tcp_and_command_checks_and_readiness(amqp_url: str, etcd_pre
             ready = HealthCheck(kind="http", path="/ready", interval_seconds=0.3, timeout_seconds=1)
             await w.launch(task("web", web, ports[0], health_check=http, readiness_check=ready))
             # Listens for good: healthy, and stays so.
-            tcp = HealthCheck(kind="tcp", max_consecutive_failures=2, **fast)
+            tcp = HealthCheck(kind="tcp", max_consecutive_failures=5, **fast)
             await w.launch(task("listener", "httpd -f -p $PORT0 -h /", ports[1], health_check=tcp))
             # Its check file goes after 5 s.
             command = HealthCheck(kind="command", command=("test", "-f", "/tmp/ok"), **fast)
@@ -112,9 +112,11 @@ async def test_http_tcp_and_command_checks_and_readiness(amqp_url: str, etcd_pre
             became_ready = await w.until("web", lambda s: s.ready is True, 10, "ready")
             assert became_ready.reason == StatusReason.READY
             unhealthy = await w.until("web", lambda s: s.healthy is False, 15, "unhealthy")
-            assert "answered 404" in unhealthy.message
+            assert unhealthy.message.startswith("unhealthy: ")
             failed = await w.until_state("web", TaskState.FAILED, 15)
             assert failed.reason == StatusReason.HEALTH_CHECK_FAILED
+            # The FAILED update names the last failure: the file removed, httpd answers 404.
+            assert "3 times in a row (last: GET /health answered 404)" in failed.message
             assert w.states("web")[-2:] == [TaskState.KILLING, TaskState.FAILED]
             # Readiness flipped once: one READY update, however long it ran.
             assert [s.reason for s in w.history["web"]].count(StatusReason.READY) == 1
