@@ -234,7 +234,14 @@ def _reach(url: str, host: str | None) -> str:
 
 
 def _free_ports(count: int) -> tuple[wire.PortRange, ...]:
-    return tuple(wire.PortRange(begin=p, end=p) for p in sorted({free_port() for _ in range(count)}))
+    """``count`` free ports as ranges, adjacent ones joined (as the master shows an agent's ports)."""
+    ranges: list[wire.PortRange] = []
+    for port in sorted({free_port() for _ in range(count)}):
+        if ranges and ranges[-1].end == port - 1:
+            ranges[-1] = wire.PortRange(begin=ranges[-1].begin, end=port)
+        else:
+            ranges.append(wire.PortRange(begin=port, end=port))
+    return tuple(ranges)
 
 
 def short_task(
