@@ -182,16 +182,6 @@ def test_compose_stack_runs_the_example(stack: Stack) -> None:
     out = stack.run("run", "--rm", "example", timeout=300)
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("batch: 24 maps, 6 reduces in"), out
-
-    # Prometheus scrapes every Meseta service of this stack too, after the losses, and has the example's
-    # round trips; compose's health checks (each service's /ready) find every Meseta service healthy.
-    wait_prometheus(
-        ha_stack, lambda r: len(r) == 7 and all(x["value"][1] == "1" for x in r), "up", 90, "every target up"
-    )
-    trips = prometheus_query(ha_stack, 'sum(meseta_offer_round_trip_seconds_count{decision="accept"})')
-    assert trips and float(trips[0]["value"][1]) > 0, trips  # type: ignore[index]
-    for service in ("master-1", "master-2", "allocator-1", "allocator-2", "agent-1", "agent-2", "agent-3"):
-        wait_healthy(ha_stack, service, 90)
     assert "locality" in summary
 
     # The terminal view of the same cluster.
