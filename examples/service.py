@@ -12,6 +12,7 @@ GPUs, and scales on command.
 from __future__ import annotations
 
 import itertools
+import random
 import time
 
 from meseta.examples.common import TrackedScheduler
@@ -121,7 +122,9 @@ class ServiceApp(TrackedScheduler):
                 continue
             resources = self.resources
             if self.checks:
-                port = offer.resources.ports[0].begin
+                # A port at random, as Marathon assigns them: a copy whose port turns out taken on the
+                # host (its launch fails) is not retried on that same port.
+                port = random.choice([p for r in offer.resources.ports for p in range(r.begin, r.end + 1)])
                 resources = resources.model_copy(update={"ports": (PortRange(begin=port, end=port),)})
             task = TaskInfo(
                 task_id=f"web-{next(self._ids)}",

@@ -30,8 +30,11 @@ from meseta.runtime.etcd import EtcdStore
 from meseta.testing.processes import ProcessCluster, remove_containers
 
 PORTS_PER_AGENT = 1000
-"""Each agent offers its own host ports (31000-31999, 32000-32999, ...): agents that share a host must
+"""Each agent offers its own host ports (21000-21999, 22000-22999, ...): agents that share a host must
 not offer the same port to two tasks."""
+FIRST_PORT = 21000
+"""Below the kernel's ephemeral range (32768 on): a port there may be taken by any outgoing connection
+on the host by the time a task publishes it."""
 
 
 class NotReady(RuntimeError):
@@ -142,7 +145,7 @@ async def start(cluster: DevCluster, settings: UpSettings) -> None:
         f"--operator-token-file={settings.directory / defaults.OPERATOR_TOKEN_NAME}",
     )
     for i in range(settings.agents):
-        first = 31000 + i * PORTS_PER_AGENT
+        first = FIRST_PORT + i * PORTS_PER_AGENT
         await cluster.agent(
             i,
             f"host-{i}",

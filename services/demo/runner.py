@@ -40,7 +40,7 @@ async def start_cluster(cluster: ProcessCluster) -> None:
     for i, (hostname, attributes) in enumerate(AGENTS):
         flags = [f"--attribute={k}={v}" for k, v in attributes.items()]
         # Ports of its own: the service's copies publish theirs on this one host.
-        ports = f"--ports={31000 + 1000 * i}-{31999 + 1000 * i}"
+        ports = f"--ports={21000 + 1000 * i}-{21999 + 1000 * i}"
         await cluster.agent(i, hostname, "--cpus=2", "--mem=1024", ports, *flags)
 
 

@@ -16,7 +16,7 @@ from meseta.agent.containerizer import LABEL_CLUSTER, LABEL_TASK
 from meseta.examples.service import ServiceApp
 from meseta.sdk import FrameworkClient, run
 from meseta.sdk.wire import StatusReason, TaskState
-from meseta.testing.processes import ProcessCluster
+from meseta.testing.processes import ProcessCluster, free_port
 from meseta.testing.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(300)]
@@ -36,7 +36,9 @@ async def procs(infrastructure: None, tmp_path: Path) -> AsyncIterator[ProcessCl
         await cluster.allocator(0)
         await cluster.master(0)
         for i in range(3):
-            ports = f"--ports={41000 + 100 * i}-{41099 + 100 * i}"
+            # Ports of its own, below the ephemeral range (meseta.testing.processes.free_port): the copies
+            # publish theirs on this one host.
+            ports = "--ports=" + ",".join(str(free_port()) for _ in range(8))
             await cluster.agent(i, f"host-{i}", "--cpus=2", "--mem=1024", ports)
         yield cluster
 
