@@ -395,9 +395,15 @@ class FrameworkClient:
         """Tell the agent we have this update, so it stops keeping it (sent in a batch within a few ms)."""
         if status.agent_id is None:
             return
+        await self.acknowledge_update(
+            wire.Acknowledged(agent_id=status.agent_id, task_id=status.task_id, uuid=status.uuid)
+        )
+
+    async def acknowledge_update(self, ack: wire.Acknowledged) -> None:
+        """:meth:`acknowledge` by the update's agent, task and uuid (what a Mesos ACKNOWLEDGE names)."""
         if not self.auto_acknowledge:
-            _remember(self._acknowledged, status.uuid)
-        self._acks.add(wire.Acknowledged(agent_id=status.agent_id, task_id=status.task_id, uuid=status.uuid))
+            _remember(self._acknowledged, ack.uuid)
+        self._acks.add(ack)
 
     async def _send_acks(self, acks: list[wire.Acknowledged]) -> None:
         await self._call(wire.Acknowledge(framework_id=self._id, acks=tuple(acks)))

@@ -1,4 +1,4 @@
-"""``meseta master | allocator | agent | collector``: run one service until SIGINT or SIGTERM."""
+"""``meseta master | allocator | agent | gateway | collector``: run one service until SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ from meseta.cli.common import (
     serve,
     setup,
 )
+from meseta.gateway.settings import DEFAULT_PORT as DEFAULT_GATEWAY_PORT
+from meseta.gateway.settings import GatewaySettings
 from meseta.master.settings import DEFAULT_API_PORT, MasterSettings
 from meseta.runtime import defaults
 from meseta.sdk import eventloop
@@ -350,6 +352,74 @@ def agent(
         hostname=hostname or socket.gethostname(),
     )
     serve(build("agent", lambda: AgentService(settings)))
+
+
+@app.command()
+def gateway(
+    amqp_url: AmqpUrl = DEFAULT_AMQP_URL,
+    amqp_user: AmqpUser = None,
+    credentials: CredentialsFile = DEFAULT_CREDENTIALS,
+    etcd_endpoint: EtcdEndpoint = defaults.ETCD_ENDPOINT,
+    etcd_prefix: EtcdPrefix = defaults.ETCD_PREFIX,
+    host: Annotated[str, typer.Option(envvar="MESETA_GATEWAY_HOST", help="Address to serve on.")] = default(
+        GatewaySettings, "host"
+    ),
+    port: Annotated[
+        int, typer.Option(envvar="MESETA_GATEWAY_PORT", help="Port (Mesos's 5050); 0: any free one.")
+    ] = DEFAULT_GATEWAY_PORT,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MESETA_GATEWAY_ADVERTISE",
+            help="This gateway's URL as frameworks reach it (a standby sends them to the leader's).",
+        ),
+    ] = None,
+    principals: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MESETA_GATEWAY_PRINCIPALS",
+            help="JSON: each Mesos principal's password, AMQP URL and role (docs/MESOS_API.md).",
+        ),
+    ] = None,
+    default_image: Annotated[
+        str, typer.Option(envvar="MESETA_GATEWAY_DEFAULT_IMAGE", help="Image of a task that names none.")
+    ] = default(GatewaySettings, "default_image"),
+    heartbeat_interval: Annotated[
+        float, typer.Option(envvar="MESETA_GATEWAY_HEARTBEAT", help="Seconds between HEARTBEAT events.")
+    ] = default(GatewaySettings, "heartbeat_interval"),
+    name: Annotated[str | None, typer.Option(envvar="MESETA_GATEWAY_NAME", help="Candidate name.")] = None,
+    lease_ttl: Annotated[
+        int, typer.Option(envvar="MESETA_LEASE_TTL", help="Leader lease, seconds.")
+    ] = defaults.LEASE_TTL,
+    dev: Dev = False,
+    log_level: LogLevel = "INFO",
+    trace_exporter: TraceExporter = "none",
+    otlp_endpoint: OtlpEndpoint = None,
+) -> None:
+    """Run a Mesos v1 scheduler API gateway (existing Mesos frameworks subscribe to it)."""
+    from meseta.gateway.service import GatewayService
+
+    setup("gateway", log_level, trace_exporter, otlp_endpoint)
+    settings = GatewaySettings(
+        amqp_url=login(amqp_url, amqp_user, credentials),
+        etcd_endpoint=etcd_endpoint,
+        etcd_prefix=etcd_prefix,
+        host=host,
+        port=port,
+        advertise=advertise,
+        principals_file=principals,
+        dev=dev,
+        default_image=default_image,
+        heartbeat_interval=heartbeat_interval,
+        lease_ttl=lease_ttl,
+    )
+    settings = dataclasses.replace(settings, name=name) if name else settings
+    try:
+        service = GatewayService(settings)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"meseta gateway: {exc}", err=True)
+        raise typer.Exit(2) from None
+    serve(service)
 
 
 @app.command()
