@@ -144,7 +144,7 @@ async def subscribe(
 
 
 def scalar(offer: Json, name: str) -> float:
-    return sum(r["scalar"]["value"] for r in offer["resources"] if r["name"] == name)
+    return float(sum(r["scalar"]["value"] for r in offer["resources"] if r["name"] == name))
 
 
 def task_info(
