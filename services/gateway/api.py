@@ -347,7 +347,8 @@ class SchedulerApi:
                     status = translate.gateway_status(task_id, "TASK_ERROR", "REASON_TASK_INVALID", str(exc))
                     session.push(translate.event("UPDATE", {"status": status}))
         if tasks:
-            await session.client.accept(offer_ids, tasks, refuse_seconds=refuse)
+            message_id = await session.client.accept(offer_ids, tasks, refuse_seconds=refuse)
+            session.accepted(message_id, offer_ids, refuse)
         else:
             await session.client.decline(offer_ids, refuse_seconds=refuse)
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from meseta.gateway import translate
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 10_000
 """Events held for a slow framework; past it the stream is ended (the framework re-subscribes and
 reconciles) rather than the gateway's memory growing without bound."""
+
+ACCEPTS_KEPT = 1024
+"""Recent ACCEPTs remembered to decline their offers if refused (a refusal comes within a round trip)."""
 
 FORWARDED_ERRORS = frozenset({wire.ErrorCode.UNKNOWN_FRAMEWORK, wire.ErrorCode.UNAUTHORIZED})
 """Meseta errors that Mesos would send as ERROR (the framework is removed or not allowed). A refused
@@ -42,6 +46,8 @@ class Session:
     stream_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     events: asyncio.Queue[Json | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     ended: bool = False
+    accepts: OrderedDict[str, tuple[list[str], float]] = field(default_factory=OrderedDict)
+    """ACCEPT calls not yet known valid, by message id: their offers and the unused part's filter."""
     _pump: asyncio.Task[None] | None = None
 
     @property
@@ -52,6 +58,12 @@ class Session:
     def start(self) -> None:
         """Begin turning Meseta's events into Mesos's (after the client subscribed)."""
         self._pump = asyncio.create_task(self._forward(), name=f"gateway:{self.framework_id}")
+
+    def accepted(self, message_id: str, offer_ids: list[str], refuse_seconds: float) -> None:
+        """An ACCEPT was sent: should the master refuse it, its offers are declined (below)."""
+        self.accepts[message_id] = (offer_ids, refuse_seconds)
+        if len(self.accepts) > ACCEPTS_KEPT:
+            self.accepts.popitem(last=False)
 
     def push(self, event: Json) -> None:
         """Queue an event for the framework's stream; a framework too slow to read ends its stream."""
@@ -96,6 +108,17 @@ class Session:
                         continue
                 case wire.Failure():
                     self.push(translate.event("FAILURE", {"agent_id": translate.wrap(event.agent_id)}))
+                case wire.Error() if event.correlation_id in self.accepts:
+                    # Mesos consumes an ACCEPT's offers whatever becomes of it, and a Mesos framework
+                    # never names them again; Meseta's master leaves a refused ACCEPT's offers with the
+                    # framework. Declined here, they go back to the pool at once, not at their expiry.
+                    offer_ids, refuse = self.accepts.pop(event.correlation_id)
+                    log.info(
+                        "framework %s: ACCEPT refused (%s), its offers declined",
+                        self.framework_id,
+                        event.code,
+                    )
+                    await self.client.decline(offer_ids, refuse_seconds=refuse)
                 case wire.Error() if event.code in FORWARDED_ERRORS:
                     self.push(translate.event("ERROR", {"message": f"{event.code}: {event.message}"}))
                 case wire.Error():
