@@ -112,7 +112,7 @@ class Session:
                     # Mesos consumes an ACCEPT's offers whatever becomes of it, and a Mesos framework
                     # never names them again; Meseta's master leaves a refused ACCEPT's offers with the
                     # framework. Declined here, they go back to the pool at once, not at their expiry.
-                    offer_ids, refuse = self.accepts.pop(event.correlation_id)
+                    offer_ids, refuse = self.accepts.pop(event.correlation_id or "")
                     log.info(
                         "framework %s: ACCEPT refused (%s), its offers declined",
                         self.framework_id,
