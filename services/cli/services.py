@@ -408,6 +408,7 @@ def gateway(
         port=port,
         advertise=advertise,
         principals_file=principals,
+        credentials_file=credentials,
         dev=dev,
         default_image=default_image,
         heartbeat_interval=heartbeat_interval,

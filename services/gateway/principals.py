@@ -1,10 +1,14 @@
 """Who may subscribe through the gateway: HTTP Basic principals mapped to Meseta principals and roles.
 
-The file (``--principals``, JSON, readable by the gateway only) maps each Mesos principal to its password,
-the AMQP URL the gateway logs in with on its behalf (the Meseta framework principal's own, as ``meseta
-users provision`` made it) and the role it allocates under::
+The file (``--principals``, JSON, readable by the gateway only) maps each Mesos principal to the Meseta
+framework user the gateway logs in as on its behalf and the role it allocates under. The user is named
+either as a whole AMQP URL (``amqp_url``) or as a user of the cluster's credentials file (``amqp_user``,
+as ``meseta users provision`` wrote it). The principal's HTTP password is ``password``, or, where none is
+given, that user's own broker password (the framework is told one secret, not two)::
 
-    {"spark": {"password": "s3cret", "amqp_url": "amqp://meseta.fw.spark:...@host/vhost", "role": "batch"}}
+    {"spark": {"amqp_user": "meseta.framework.spark", "role": "batch"},
+     "legacy": {"password": "s3cret", "amqp_url": "amqp://meseta.framework.legacy:pw@host/vhost",
+                "role": "*"}}
 
 Without a file (``--dev``) every request is let in and frameworks share the gateway's own AMQP URL.
 """
@@ -17,6 +21,8 @@ import hmac
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from meseta.ops.users import Credentials
 
 
 @dataclass(frozen=True)
@@ -31,18 +37,27 @@ class Unauthorized(Exception):
     """No credentials, or wrong ones: 401."""
 
 
-def load(path: Path) -> dict[str, Principal]:
+def load(path: Path, credentials: Credentials | None = None) -> dict[str, Principal]:
     data = json.loads(path.read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object of principals")
     found = {}
     for name, entry in data.items():
-        try:
-            found[name] = Principal(name, str(entry["password"]), str(entry["amqp_url"]), str(entry["role"]))
-        except (KeyError, TypeError) as exc:
-            raise ValueError(
-                f"{path}: principal {name!r} needs password, amqp_url and role ({exc})"
-            ) from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("role"), str):
+            raise ValueError(f"{path}: principal {name!r} needs a role")
+        if isinstance(entry.get("amqp_url"), str):
+            url, user_password = entry["amqp_url"], None
+        elif isinstance(entry.get("amqp_user"), str):
+            user = entry["amqp_user"]
+            if credentials is None or user not in credentials.passwords:
+                raise ValueError(f"{path}: principal {name!r}: no user {user!r} in the credentials file")
+            url, user_password = credentials.url(user), credentials.passwords[user]
+        else:
+            raise ValueError(f"{path}: principal {name!r} needs amqp_url or amqp_user")
+        password = entry.get("password", user_password)
+        if not isinstance(password, str) or not password:
+            raise ValueError(f"{path}: principal {name!r} needs a password")
+        found[name] = Principal(name, password, url, entry["role"])
     return found
 
 

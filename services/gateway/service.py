@@ -19,6 +19,7 @@ from meseta.gateway import principals
 from meseta.gateway.api import SchedulerApi
 from meseta.gateway.secrets import Secrets
 from meseta.gateway.settings import GatewaySettings
+from meseta.ops.users import Credentials
 from meseta.runtime import prometheus
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.leader import Leadership
@@ -41,7 +42,11 @@ class GatewayService(Service):
         self.store = EtcdStore(settings.etcd_endpoint, settings.etcd_prefix)
         self.leadership = Leadership(self.store, "gateway", settings.name, ttl=settings.lease_ttl)
         self.leading = asyncio.Event()
-        known = principals.load(settings.principals_file) if settings.principals_file is not None else None
+        known = None
+        if settings.principals_file is not None:
+            found = settings.credentials_file
+            credentials = Credentials.load(found) if found is not None and found.exists() else None
+            known = principals.load(settings.principals_file, credentials)
         self.api = SchedulerApi(settings, Secrets(self.store), known, self.leading.is_set, self._leader_url)
         self.probes = Probes("gateway", self._readiness, self._families)
         self._runner: web.AppRunner | None = None

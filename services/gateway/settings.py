@@ -25,6 +25,8 @@ class GatewaySettings:
     advertise_host: str | None = None
     """The hostname SUBSCRIBED's master_info names (default: this host's name)."""
     principals_file: Path | None = None
+    credentials_file: Path | None = None
+    """The cluster's credentials (``meseta users provision``): where ``amqp_user`` principals log in."""
     dev: bool = False
     name: str = field(default_factory=lambda: f"gateway-{socket.gethostname()}")
     lease_ttl: int = defaults.LEASE_TTL

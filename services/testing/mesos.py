@@ -7,6 +7,7 @@ record that spanned several HTTP chunks. It does nothing for the caller: no ackn
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import time
 import uuid
@@ -31,6 +32,8 @@ class Subscription:
     session: aiohttp.ClientSession
     response: aiohttp.ClientResponse
     framework_id: str = ""
+    auth: tuple[str, str] | None = None
+    """(principal, password) it subscribed as."""
     events: list[Json] = field(default_factory=list)
     chunks: int = 0
     """HTTP chunks read so far."""
@@ -93,15 +96,21 @@ class Subscription:
     def _reader_alive(self) -> bool:
         return self._reader is not None and not self._reader.done()
 
-    async def call(self, kind: str, body: Json | None = None, **headers: str) -> aiohttp.ClientResponse:
-        """POST one call on this subscription's stream; returns the (read) response."""
+    async def call(
+        self, kind: str, body: Json | None = None, auth: tuple[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
+        """POST one call on this subscription's stream (as ``auth``, else as it subscribed); returns the
+        (read) response."""
         call: Json = {"type": kind, "framework_id": {"value": self.framework_id}}
         if body is not None:
             call[kind.lower()] = body
-        sent = {"Mesos-Stream-Id": self.stream_id, **headers}
-        async with self.session.post(
-            f"{self.base_url}/api/v1/scheduler", json=call, headers=sent
-        ) as response:
+        url = f"{self.base_url}/api/v1/scheduler"
+        headers = {"Mesos-Stream-Id": self.stream_id}
+        if auth is not None:
+            headers["Authorization"] = basic(*auth)
+        elif self.auth is not None:
+            headers["Authorization"] = basic(*self.auth)
+        async with self.session.post(url, json=call, headers=headers) as response:
             await response.read()
             return response
 
@@ -119,17 +128,17 @@ async def subscribe(
     base_url: str,
     framework_info: Json,
     framework_id: str | None = None,
-    auth: aiohttp.BasicAuth | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> Subscription | aiohttp.ClientResponse:
-    """SUBSCRIBE; the stream on 200, else the (read, closed) refusal."""
-    session = aiohttp.ClientSession(auth=auth, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+    """SUBSCRIBE (as ``auth``: principal, password); the stream on 200, else the (read, closed) refusal."""
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
     body: Json = {"type": "SUBSCRIBE", "subscribe": {"framework_info": framework_info}}
     if framework_id is not None:
         body["framework_id"] = {"value": framework_id}
     response = await session.post(
         f"{base_url}/api/v1/scheduler",
         json=body,
-        headers={"Accept": "application/json"},
+        headers={"Accept": "application/json", **({"Authorization": basic(*auth)} if auth else {})},
         allow_redirects=False,
     )
     if response.status != 200:
@@ -137,10 +146,15 @@ async def subscribe(
         response.release()
         await session.close()
         return response
-    sub = Subscription(base_url, session, response)
+    sub = Subscription(base_url, session, response, auth=auth)
     sub.start()
     await sub.wait(lambda e: e.get("type") == "SUBSCRIBED", 10, "SUBSCRIBED")
     return sub
+
+
+def basic(principal: str, password: str) -> str:
+    """An ``Authorization`` header's value for HTTP Basic."""
+    return "Basic " + base64.b64encode(f"{principal}:{password}".encode()).decode()
 
 
 def scalar(offer: Json, name: str) -> float:
