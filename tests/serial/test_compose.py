@@ -5,6 +5,7 @@ killed, the example still runs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -16,12 +17,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from meseta.master.views import StateView
 from meseta.ops.state_client import NoLeader, fetch_state
 from meseta.ops.trace_report import cycles, read_spans
 from meseta.testing.local import remove_containers
+from meseta.testing.mesos import Subscription, subscribe
 from meseta.testing.processes import free_port
 
 # Image builds are cached; a first build on a fresh machine (debootstrap, apt, wheels) takes minutes.
@@ -64,6 +67,7 @@ class Stack:
         self.otel.mkdir()
         self.api_ports = (free_port(), free_port())
         self.prometheus_port = free_port()
+        self.gateway_port = free_port()
         self.env = {
             **os.environ,
             "MESETA_IMAGE": "meseta:local",
@@ -77,6 +81,7 @@ class Stack:
             "MESETA_RABBITMQ_UI_PORT": str(free_port()),
             "PROMETHEUS_IMAGE": "meseta-prometheus:bookworm",
             "MESETA_PROMETHEUS_PORT": str(self.prometheus_port),
+            "MESETA_GATEWAY_PORT": str(self.gateway_port),
         }
         self.base = [*compose_command(), "-p", self.project, "-f", str(compose_file), "--profile", "example"]
 
@@ -169,6 +174,19 @@ def meseta(*args: str) -> str:
     return done.stdout
 
 
+async def _mesos_framework_subscribes(gateway: str, password: str) -> None:
+    refused = await subscribe(gateway, {"name": "compose-mesos"})
+    assert isinstance(refused, aiohttp.ClientResponse) and refused.status == 401
+    sub = await subscribe(gateway, {"name": "compose-mesos"}, auth=("mesos", password))
+    assert isinstance(sub, Subscription), sub
+    try:
+        offers = await sub.wait(lambda e: e["type"] == "OFFERS", 60, "an offer through the gateway")
+        assert {o["hostname"] for o in offers["offers"]["offers"]} <= {"host-a", "host-b", "host-c"}
+        assert (await sub.call("TEARDOWN")).status == 202
+    finally:
+        await sub.close()
+
+
 def test_compose_stack_runs_the_example(stack: Stack) -> None:
     state = wait_state(stack.apis, lambda s: len(s.agents) == 3, 120, "a leader with three agents")
     assert {a.hostname for a in state.agents} == {"host-a", "host-b", "host-c"}
@@ -183,6 +201,14 @@ def test_compose_stack_runs_the_example(stack: Stack) -> None:
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("batch: 24 maps, 6 reduces in"), out
     assert "locality" in summary
+
+    # The Mesos API gateway: refuses a framework without credentials, and subscribes one as "mesos" with
+    # its broker password (from the credentials the provision service wrote): SUBSCRIBED, then offers.
+    gateway = f"http://127.0.0.1:{stack.gateway_port}"
+    wait_healthy(stack, "gateway", 90)
+    written = stack.run("exec", "-T", "gateway", "cat", "/credentials/meseta-credentials.json")
+    password = json.loads(written)["passwords"]["meseta.framework.mesos"]
+    asyncio.run(_mesos_framework_subscribes(gateway, password))
 
     # The terminal view of the same cluster.
     api = ",".join(stack.apis)
