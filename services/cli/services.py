@@ -365,7 +365,7 @@ def gateway(
         GatewaySettings, "host"
     ),
     port: Annotated[
-        int, typer.Option(envvar="MESETA_GATEWAY_PORT", help="Port (Mesos's 5050); 0: any free one.")
+        int, typer.Option(envvar="MESETA_GATEWAY_PORT", help="Port; 0: any free one.")
     ] = DEFAULT_GATEWAY_PORT,
     advertise: Annotated[
         str | None,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from meseta.runtime import defaults
 
-DEFAULT_PORT = 5050
-"""Mesos's master port: frameworks' configurations name it."""
+DEFAULT_PORT = 5052
+"""Beside the master's state API (5050, Mesos's master port): a gateway and a master share a host."""
 
 
 @dataclass(frozen=True)

@@ -1,73 +1,86 @@
-"""An unmodified pymesos (0.3.15, from PyPI) scheduler runs Docker tasks on Meseta through the gateway."""
+"""docs/MESOS_API.md's pymesos blocks as written: a gateway process, then an unmodified pymesos (0.3.15,
+from PyPI) scheduler that runs 20 Docker tasks on Meseta through it, acknowledges and tears down."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
+import os
+import signal
+import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from meseta.runtime.defaults import TASK_IMAGE
 from meseta.testing.local import local_cluster
-from meseta.testing.mesos import running_gateway
+from meseta.testing.processes import free_port
 from meseta.testing.waiting import wait_for
+from tests.snippets import ROOT, code_blocks
 
 pytestmark = pytest.mark.timeout(400)
 
-ROOT = Path(__file__).resolve().parents[2]
-SCHEDULER = Path(__file__).with_name("pymesos_scheduler.py")
-VENV = ROOT / "build" / "pymesos-venv"
+PAGE = ROOT / "docs" / "MESOS_API.md"
 TASKS = 20
 
 
-@pytest.fixture(scope="module")
-def pymesos_python() -> Path:
-    """The virtual environment with pymesos, made once (scripts/pymesos-venv.sh: PyPI, then cached)."""
-    made = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "pymesos-venv.sh"), str(VENV)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert made.returncode == 0, made.stdout + made.stderr
-    return VENV / "bin" / "python"
+def _calls(port: int) -> Counter[tuple[str, str]]:
+    """The gateway's meseta_gateway_calls, by (call, HTTP answer), from its /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    found: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(text):
+        if family.name == "meseta_gateway_calls":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    found[(sample.labels["call"], sample.labels["code"])] += int(sample.value)
+    return found
 
 
-async def test_pymesos_runs_twenty_docker_tasks_and_tears_down(
-    amqp_url: str, etcd_prefix: str, pymesos_python: Path
-) -> None:
-    async with (
-        local_cluster(amqp_url, etcd_prefix, agents=2) as cluster,
-        running_gateway(amqp_url, etcd_prefix) as gateway,
-    ):
-        proc = await asyncio.create_subprocess_exec(
-            str(pymesos_python),
-            str(SCHEDULER),
-            f"127.0.0.1:{gateway.port}",
-            str(TASKS),
-            TASK_IMAGE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 300)
-        log = err.decode()[-4000:]
-        assert proc.returncode == 0, log
-        report = json.loads(out.decode().strip().splitlines()[-1])
-        assert report["finished"], log
-        assert Counter(report["final"].values()) == {"TASK_FINISHED": TASKS}, report["final"]
-        # Each task was seen starting and running before it finished, through pymesos's own parsing.
-        seen = Counter(report["seen"])
-        assert seen["TASK_RUNNING"] >= TASKS and seen["TASK_FINISHED"] == TASKS
-        framework_id = report["framework_id"]
-        assert framework_id and framework_id.startswith("fw-")
-        # pymesos acknowledged every update (implicitly, with the uuids it was given), then tore down:
-        # no agent keeps an update for the framework, and the master has forgotten it.
-        acks = gateway.api.calls[("ACKNOWLEDGE", "202")]
-        assert acks >= 2 * TASKS, gateway.api.calls
-        assert gateway.api.calls[("TEARDOWN", "202")] == 1
-        await wait_for(lambda: all(a.updates.pending[framework_id] == 0 for a in cluster.agents), 20, "acks")
-        await wait_for(lambda: framework_id not in cluster.master.cluster.frameworks, 20, "the teardown")
-        assert gateway.api.frameworks == {}  # its subscription ended with the teardown
+async def test_pymesos_runs_twenty_docker_tasks_through_the_gateway(amqp_url: str, etcd_prefix: str) -> None:
+    start, run = code_blocks(PAGE, "sh")
+    assert start.strip().endswith("&") and "127.0.0.1:5052" in run and f" {TASKS} " in run
+    port = free_port()
+    env = {
+        **os.environ,
+        "MESETA_AMQP_URL": amqp_url,
+        "MESETA_ETCD_PREFIX": etcd_prefix,
+        "MESETA_GATEWAY_PORT": str(port),
+    }
+    async with local_cluster(amqp_url, etcd_prefix, agents=2) as cluster:
+        # The first block, in the foreground of a process of its own (the page sends it to the background).
+        gateway = await asyncio.create_subprocess_exec(
+            "bash", "-c", "exec " + start.strip().removesuffix("&"), cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            scheduler = await asyncio.create_subprocess_exec(
+                "bash", "-euo", "pipefail", "-c", run.replace("127.0.0.1:5052", f"127.0.0.1:{port}"),
+                cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(scheduler.communicate(), 360)
+            log = err.decode()[-4000:]
+            assert scheduler.returncode == 0, log
+            report = json.loads(out.decode().strip().splitlines()[-1])
+            assert report["finished"], log
+            assert Counter(report["final"].values()) == {"TASK_FINISHED": TASKS}, report["final"]
+            # Each task was seen running before it finished, through pymesos's own parsing of the stream.
+            seen = Counter(report["seen"])
+            assert seen["TASK_RUNNING"] >= TASKS and seen["TASK_FINISHED"] == TASKS
+            framework_id = report["framework_id"]
+            assert framework_id and framework_id.startswith("fw-")
+            # pymesos acknowledged every update (implicitly, with the uuids it was given), then tore down:
+            # no agent keeps an update for the framework, and the master has forgotten it.
+            calls = await asyncio.to_thread(_calls, port)
+            assert calls[("ACKNOWLEDGE", "202")] >= 2 * TASKS and calls[("TEARDOWN", "202")] == 1, calls
+            assert calls[("SUBSCRIBE", "200")] == 1 and not [
+                c for c in calls if c[1] != "200" and c[1] != "202"
+            ]
+            await wait_for(
+                lambda: all(a.updates.pending[framework_id] == 0 for a in cluster.agents), 20, "acks"
+            )
+            await wait_for(lambda: framework_id not in cluster.master.cluster.frameworks, 20, "the teardown")
+        finally:
+            if gateway.returncode is None:
+                gateway.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(gateway.communicate(), 30)
+        assert gateway.returncode == 0, output.decode()[-3000:]
