@@ -82,3 +82,11 @@ def test_broker_floor_smoke(tmp_path: Path) -> None:
         f"{c}_{p}" for c in ("aio-pika", "meseta-bus") for p in ("back_to_back", "every_10ms")
     }
     assert all(0 < h["p50_ms"] <= h["p99_ms"] for h in hops.values())
+
+
+def test_gateway_smoke(tmp_path: Path) -> None:
+    result = run(tmp_path, "gateway.py", "--tasks", "8")
+    assert result["tasks"] == 8
+    for path in ("sdk", "gateway"):
+        figures = result[path]
+        assert isinstance(figures, dict) and 0 < figures["p50_ms"] <= figures["p99_ms"], result
