@@ -20,7 +20,7 @@ SLOTS = 8
 """Two agents of 2 cpus, 1024 MiB and 4096 MiB of disk; tasks of a quarter of each. A full agent has
 nothing left to offer: a leftover (memory, say) offered to one framework would count in its share while
 it holds the offer, and tilt where freed cpus go."""
-TASK_SECONDS = 4
+TASK_SECONDS = 2
 """Short: as tasks end, DRF gives what they free to the framework with the lower share."""
 
 
