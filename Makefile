@@ -1,5 +1,5 @@
 # The two commands of the README. Both install and start what is missing first.
-.PHONY: demo test infra venv lint typecheck unit bench bench-scale bench-scale-50k bench-failover bench-failover-replicated compose-images compose-test compose-up compose-down compose-ha-up compose-ha-down
+.PHONY: demo test infra venv lint typecheck unit bench bench-scale bench-scale-50k bench-failover bench-failover-replicated bench-peers compose-images compose-test compose-up compose-down compose-ha-up compose-ha-down
 
 PY := .venv/bin/python
 
@@ -48,6 +48,11 @@ bench-scale: infra
 
 bench-scale-50k: infra
 	cd bench && ../$(PY) scale.py --sizes 50000 --duration 20 --merge
+
+# Meseta beside Slurm and Docker Swarm on the same jobs (docs/BENCHMARKS.md), about 6 minutes.
+bench-peers: infra
+	bash scripts/infra.sh peers
+	cd bench && ../$(PY) peers.py
 
 bench-failover: infra
 	$(PY) bench/failover.py --kills 10

@@ -224,6 +224,19 @@ install_python() {
   fi
 }
 
+if [ "${1:-}" = peers ]; then  # `make bench-peers`: Slurm and munge besides (Swarm is docker.io's own)
+  peers=()
+  command -v slurmctld >/dev/null || peers+=(slurm-wlm)
+  command -v munged >/dev/null || peers+=(munge)
+  if ((${#peers[@]})); then
+    log "installing ${peers[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "${peers[@]}" >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q "${peers[@]}" >/dev/null; }
+  fi
+  log "ready: slurm-wlm, munge (bench/peers.py configures and starts them itself)"
+  exit 0
+fi
+
 if [ "${1:-}" = python ]; then  # `make venv`: the package alone, for unit tests and linters
   install_python
   log "ready: .venv"

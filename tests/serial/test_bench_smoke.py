@@ -90,3 +90,27 @@ def test_gateway_smoke(tmp_path: Path) -> None:
     for path in ("sdk", "gateway"):
         figures = result[path]
         assert isinstance(figures, dict) and 0 < figures["p50_ms"] <= figures["p99_ms"], result
+
+
+def test_peers_smoke(tmp_path: Path) -> None:
+    result = run(
+        tmp_path, "peers.py", "--jobs", "10", "--containers", "4", "--in-a-row", "2", "--concurrency", "2"
+    )
+    # Meseta and both floors always run; a peer either ran or says why not (Slurm is not installed by
+    # `make test`: `make bench-peers` installs it).
+    for workload, names in (
+        ("W1", ("floor (fork/exec)", "meseta (process)")),
+        ("W2", ("floor (docker API)", "meseta (docker)")),
+        ("W3", ("meseta (holding an offer)", "meseta (no offer held)")),
+    ):
+        section = result[workload]
+        assert isinstance(section, dict)
+        for name in names:
+            assert "error" not in section[name] and section[name]["p50_ms"] > 0, (workload, name, section)
+    peers = result["peers"]
+    assert isinstance(peers, dict) and set(peers) == {"slurm", "swarm"}
+    for peer, said in peers.items():
+        assert said == "ran" or said.startswith("not run: "), (peer, said)
+        rows = {n: f for w in ("W1", "W2", "W3") for n, f in result[w].items() if n.startswith(peer)}  # type: ignore[union-attr]
+        assert bool(rows) == (said == "ran"), (peer, said, rows)
+        assert not [n for n, f in rows.items() if "error" in f], rows
