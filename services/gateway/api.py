@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from meseta.gateway import recordio, translate
 from meseta.gateway.principals import Principal, Unauthorized, authenticate, basic
@@ -184,7 +185,10 @@ class SchedulerApi:
         timeout = info.get("failover_timeout", 0.0)
         if not isinstance(timeout, int | float) or not 0 <= timeout <= 7 * 24 * 3600:
             raise Refused(400, "failover_timeout must be seconds between 0 and a week")
-        capabilities = {c.get("type") for c in info.get("capabilities", []) if isinstance(c, dict)}
+        listed = info.get("capabilities")
+        capabilities = (
+            {c.get("type") for c in listed if isinstance(c, dict)} if isinstance(listed, list) else set()
+        )
         secret = None
         if framework_id is not None:
             kept = await self.secrets.get(framework_id)
@@ -328,6 +332,8 @@ class SchedulerApi:
             await handler(self, session, section)
         except Invalid as exc:
             raise Refused(400, f"{kind}: {exc}") from None
+        except ValidationError as exc:  # an id or value the wire contract refuses (length, characters)
+            raise Refused(400, f"{kind}: {translate.first_error(exc)}") from None
 
     async def _accept(self, session: Session, accept: Json) -> None:
         offer_ids = _ids(accept.get("offer_ids"), "offer_ids")
@@ -337,7 +343,7 @@ class SchedulerApi:
             kind = operation.get("type") if isinstance(operation, dict) else None
             if kind != "LAUNCH":
                 raise Invalid(f"operation {kind} is not supported (LAUNCH only)")
-            listed = operation.get("launch", {}).get("task_infos", [])
+            listed = translate.get(operation, "launch", "task_infos") or []
             for raw in listed if isinstance(listed, list) else []:
                 try:
                     tasks.append(translate.task(raw, self.settings.default_image))

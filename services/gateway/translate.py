@@ -217,7 +217,7 @@ def task_resources(listed: Any) -> wire.Resources:
             ports=tuple(ports),
         )
     except ValidationError as exc:
-        raise Invalid(f"resources: {_first_error(exc)}") from None
+        raise Invalid(f"resources: {first_error(exc)}") from None
 
 
 def _seconds(obj: Any) -> float | None:
@@ -244,7 +244,8 @@ def _health_check(hc: Any) -> wire.HealthCheck:
             command = hc.get("command", {})
             value = command.get("value", "") if isinstance(command, dict) else ""
             if command.get("shell", True) is False:
-                argv = tuple(command.get("arguments") or (value,))
+                listed = command.get("arguments")
+                argv = tuple(str(a) for a in listed) if isinstance(listed, list) and listed else (str(value),)
             else:
                 argv = ("sh", "-c", value)
             return wire.HealthCheck(kind="command", command=argv, **common)
@@ -255,7 +256,7 @@ def _health_check(hc: Any) -> wire.HealthCheck:
                 return wire.HealthCheck(kind="http", port=port, path=spec.get("path", "/"), **common)
             return wire.HealthCheck(kind="tcp", port=port, **common)
     except (ValidationError, TypeError, AttributeError) as exc:
-        text = _first_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        text = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
         raise Invalid(f"health_check: {text}") from None
     raise Invalid(f"health_check type {kind or '(none)'} is not supported (COMMAND, HTTP, TCP)")
 
@@ -266,7 +267,7 @@ def _container(task: Json, default_image: str) -> wire.ContainerSpec:
         raise Invalid("a task needs a command (custom executors are not supported)")
     value = command.get("value", "")
     env = {}
-    variables = _get(command, "environment", "variables") or []
+    variables = get(command, "environment", "variables") or []
     for var in variables if isinstance(variables, list) else ():
         if isinstance(var, dict) and isinstance(var.get("name"), str):
             env[var["name"]] = str(var.get("value", ""))
@@ -276,18 +277,19 @@ def _container(task: Json, default_image: str) -> wire.ContainerSpec:
     else:
         # Mesos's arguments include argv[0]; Meseta's command is argv[0] and its arguments the rest.
         argv = (str(value),)
-        arguments = tuple(str(a) for a in (command.get("arguments") or [])[1:])
+        listed = command.get("arguments")
+        arguments = tuple(str(a) for a in listed[1:]) if isinstance(listed, list) else ()
     image: Any = default_image
     pull: Literal["if-missing", "always"] = "if-missing"
     container = task.get("container")
     if isinstance(container, dict):
         kind = container.get("type", "MESOS")
         if kind == "DOCKER":
-            image = _get(container, "docker", "image")
-            if _get(container, "docker", "force_pull_image") is True:
+            image = get(container, "docker", "image")
+            if get(container, "docker", "force_pull_image") is True:
                 pull = "always"
         elif kind == "MESOS":
-            image = _get(container, "mesos", "image", "docker", "name") or default_image
+            image = get(container, "mesos", "image", "docker", "name") or default_image
         else:
             raise Invalid(f"container type {kind!r} is not supported (DOCKER, MESOS)")
         if not isinstance(image, str) or not image:
@@ -295,7 +297,7 @@ def _container(task: Json, default_image: str) -> wire.ContainerSpec:
     try:
         return wire.ContainerSpec(image=image, command=argv, arguments=arguments, env=env, pull=pull)
     except ValidationError as exc:
-        raise Invalid(f"command: {_first_error(exc)}") from None
+        raise Invalid(f"command: {first_error(exc)}") from None
 
 
 def task(t: Any, default_image: str) -> wire.TaskInfo:
@@ -307,7 +309,7 @@ def task(t: Any, default_image: str) -> wire.TaskInfo:
     if t.get("executor") is not None:
         raise Invalid("custom executors are not supported through the gateway")
     res = task_resources(t.get("resources", []))
-    grace = _seconds(_get(t, "kill_policy", "grace_period"))
+    grace = _seconds(get(t, "kill_policy", "grace_period"))
     try:
         return wire.TaskInfo(
             task_id=task_id,
@@ -318,7 +320,7 @@ def task(t: Any, default_image: str) -> wire.TaskInfo:
             health_check=_health_check(t["health_check"]) if t.get("health_check") is not None else None,
         )
     except ValidationError as exc:
-        raise Invalid(f"task {task_id}: {_first_error(exc)}") from None
+        raise Invalid(f"task {task_id}: {first_error(exc)}") from None
 
 
 def task_id_of(t: Any) -> str | None:
@@ -335,7 +337,7 @@ def refuse_seconds(filters: Any, default: float) -> float:
     return default
 
 
-def _get(obj: Any, *keys: str) -> Any:
+def get(obj: Any, *keys: str) -> Any:
     """``obj[k1][k2]...``, or None where a level is missing or not an object."""
     for key in keys:
         if not isinstance(obj, dict):
@@ -344,7 +346,7 @@ def _get(obj: Any, *keys: str) -> Any:
     return obj
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(p) for p in error.get("loc", ()))
     return f"{where}: {error.get('msg', '')}" if where else str(error.get("msg", ""))

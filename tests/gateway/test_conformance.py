@@ -127,6 +127,9 @@ async def test_stream_framing_calls_and_failover(amqp_url: str, etcd_prefix: str
         unsupported = {"offer_ids": [offer["id"]], "operations": [{"type": "RESERVE"}]}
         response = await sub.call("ACCEPT", unsupported)
         assert response.status == 400
+        # An id the wire contract refuses (too long): 400 with the reason, nothing sent to the master.
+        response = await sub.call("DECLINE", {"offer_ids": [{"value": "o" * 5000}]})
+        assert response.status == 400 and "offer_ids" in await response.text()
 
         # DECLINE with refuse_seconds: that agent is not offered again for 3 s.
         mark = len(sub.events)
