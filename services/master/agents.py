@@ -321,18 +321,25 @@ async def mark_gone(m: MasterCore, agent_id: str) -> bool:
     if agent is not None:
         await remove_agent(m, agent, "marked gone by an operator", partition=False)
     m.cluster.unreachable.pop(agent_id, None)
-    for key in [k for k, t in m.cluster.unreachable_tasks.items() if t.agent_id == agent_id]:
+    text = f"agent {agent_id} marked gone by an operator"
+    for framework_id, statuses in _gone(m, agent_id, wire.StatusReason.AGENT_REMOVED, text).items():
+        await m.outbox.statuses(framework_id, statuses)
+    return True
+
+
+def _gone(
+    m: MasterCore, agent_id: str, reason: wire.StatusReason, text: str
+) -> dict[str, list[wire.TaskStatus]]:
+    """Forget the agent's unreachable tasks: GONE, the statuses to tell, by (known) framework."""
+    told: dict[str, list[wire.TaskStatus]] = {}
+    for key in sorted(k for k, t in m.cluster.unreachable_tasks.items() if t.agent_id == agent_id):
         task = m.cluster.unreachable_tasks.pop(key)
         status = wire.TaskStatus(
-            task_id=task.task_id,
-            state=wire.TaskState.GONE,
-            agent_id=agent_id,
-            reason=wire.StatusReason.AGENT_REMOVED,
-            message=f"agent {agent_id} marked gone by an operator",
+            task_id=task.task_id, state=wire.TaskState.GONE, agent_id=agent_id, reason=reason, message=text
         )
         if task.framework_id in m.cluster.frameworks:
-            await m.outbox.statuses(task.framework_id, [status])
-    return True
+            told.setdefault(task.framework_id, []).append(status)
+    return told
 
 
 def _partition_aware(m: MasterCore, framework_id: str) -> bool:
@@ -370,19 +377,7 @@ async def expire_unreachable(m: MasterCore) -> None:
         del m.cluster.unreachable[agent_id]
         text = f"agent {agent_id} unreachable for more than {m.unreachable_timeout:g} s: GONE"
         log.warning("%s", text)
-        told: dict[str, list[wire.TaskStatus]] = {}
-        for key in sorted(k for k, t in m.cluster.unreachable_tasks.items() if t.agent_id == agent_id):
-            task = m.cluster.unreachable_tasks.pop(key)
-            status = wire.TaskStatus(
-                task_id=task.task_id,
-                state=wire.TaskState.GONE,
-                agent_id=agent_id,
-                reason=wire.StatusReason.AGENT_UNREACHABLE,
-                message=text,
-            )
-            if task.framework_id in m.cluster.frameworks:
-                told.setdefault(task.framework_id, []).append(status)
-        for framework_id, statuses in told.items():
+        for framework_id, statuses in _gone(m, agent_id, wire.StatusReason.AGENT_UNREACHABLE, text).items():
             await m.outbox.statuses(framework_id, statuses)
 
 

@@ -15,19 +15,13 @@ from meseta.agent.containerizer import LABEL_CLUSTER, LABEL_TASK
 from meseta.sdk import FrameworkClient
 from meseta.sdk.wire import StatusReason, TaskState
 from meseta.testing.local import short_task
-from meseta.testing.processes import ProcessCluster
+from meseta.testing.processes import ProcessCluster, quick_failures
 from meseta.testing.watcher import TaskWatcher
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(300)]
 
 UNREACHABLE_TIMEOUT = 8.0
-FAST = {
-    "MESETA_HEARTBEAT_INTERVAL": "0.5",
-    "MESETA_AGENT_TIMEOUT": "2",
-    "MESETA_UNREACHABLE_TIMEOUT": str(UNREACHABLE_TIMEOUT),
-    "MESETA_LEASE_TTL": "2",
-    "MESETA_KILL_GRACE": "1",
-}
+FAST = quick_failures(UNREACHABLE_TIMEOUT)
 
 
 @pytest.fixture

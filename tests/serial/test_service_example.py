@@ -16,18 +16,12 @@ from meseta.agent.containerizer import LABEL_CLUSTER, LABEL_TASK
 from meseta.examples.service import ServiceApp
 from meseta.sdk import FrameworkClient, run
 from meseta.sdk.wire import StatusReason, TaskState
-from meseta.testing.processes import ProcessCluster, free_port
+from meseta.testing.processes import ProcessCluster, free_port, quick_failures
 from meseta.testing.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(300)]
 
-FAST = {
-    "MESETA_HEARTBEAT_INTERVAL": "0.5",
-    "MESETA_AGENT_TIMEOUT": "2",
-    "MESETA_UNREACHABLE_TIMEOUT": "60",
-    "MESETA_LEASE_TTL": "2",
-    "MESETA_KILL_GRACE": "1",
-}
+FAST = quick_failures(60)
 
 
 @pytest.fixture
