@@ -117,7 +117,10 @@ async def local_cluster(
     if agent_resources is None and resources is AGENT_RESOURCES:
         # Ports of each agent's own, free on this host now: tasks publish their ports on the host, and
         # agents of parallel tests (or of one cluster) offering the same numbers would collide there.
-        agent_resources = [resources.model_copy(update={"ports": _free_ports(4)}) for _ in range(agents)]
+        # Validated (not model_copy'd): Resources joins adjacent ports into one range, as the master shows.
+        agent_resources = [
+            wire.Resources.model_validate({**dict(resources), "ports": _free_ports(4)}) for _ in range(agents)
+        ]
     per_agent = agent_resources or [resources] * agents
     agent_ids = [f"{name}-agent-{i}" for i in range(len(per_agent))]
     p = wire.Principals(f"t{hex_id}")
@@ -234,14 +237,7 @@ def _reach(url: str, host: str | None) -> str:
 
 
 def _free_ports(count: int) -> tuple[wire.PortRange, ...]:
-    """``count`` free ports as ranges, adjacent ones joined (as the master shows an agent's ports)."""
-    ranges: list[wire.PortRange] = []
-    for port in sorted({free_port() for _ in range(count)}):
-        if ranges and ranges[-1].end == port - 1:
-            ranges[-1] = wire.PortRange(begin=ranges[-1].begin, end=port)
-        else:
-            ranges.append(wire.PortRange(begin=port, end=port))
-    return tuple(ranges)
+    return tuple(wire.PortRange(begin=p, end=p) for p in sorted({free_port() for _ in range(count)}))
 
 
 def short_task(

@@ -254,19 +254,6 @@ _PORTS_LOW, _PORTS_BLOCK, _PORTS_BLOCKS = 10_000, 1_000, 22
 _next_port: int | None = None
 
 
-def quick_failures(unreachable_timeout: float) -> dict[str, str]:
-    """A ProcessCluster's settings under which a stopped agent is noticed within seconds (heartbeats
-    every 0.5 s, lost after 2 s), partition-aware tasks are GONE after ``unreachable_timeout``, and kills
-    wait 1 s: for the partition and service tests."""
-    return {
-        "MESETA_HEARTBEAT_INTERVAL": "0.5",
-        "MESETA_AGENT_TIMEOUT": "2",
-        "MESETA_UNREACHABLE_TIMEOUT": f"{unreachable_timeout:g}",
-        "MESETA_LEASE_TTL": "2",
-        "MESETA_KILL_GRACE": "1",
-    }
-
-
 def free_port() -> int:
     """A TCP port free on every address of this host now, apart from other tests' ports."""
     global _next_port
@@ -285,6 +272,19 @@ def free_port() -> int:
                 continue  # in use here (or by a run outside this scheme)
             return port
     raise RuntimeError(f"no free port in {low}..{low + _PORTS_BLOCK - 1}")
+
+
+def quick_failures(unreachable_timeout: float) -> dict[str, str]:
+    """A ProcessCluster's settings under which a stopped agent is noticed within seconds (heartbeats
+    every 0.5 s, lost after 2 s), partition-aware tasks are GONE after ``unreachable_timeout``, and kills
+    wait 1 s: for the partition and service tests."""
+    return {
+        "MESETA_HEARTBEAT_INTERVAL": "0.5",
+        "MESETA_AGENT_TIMEOUT": "2",
+        "MESETA_UNREACHABLE_TIMEOUT": f"{unreachable_timeout:g}",
+        "MESETA_LEASE_TTL": "2",
+        "MESETA_KILL_GRACE": "1",
+    }
 
 
 def remove_containers(run_id: str) -> None:
