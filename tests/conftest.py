@@ -8,6 +8,7 @@ Spans go to an in-memory exporter installed once per process and emptied before 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import urllib.request
 import uuid
@@ -61,6 +62,18 @@ def _ready(check: object, what: str, timeout: float = 30.0) -> None:
             last = exc
             time.sleep(0.5)
     pytest.exit(f"{what} is not ready ({last}); run `make test` or `bash scripts/infra.sh` first", 3)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Each test leaves the root logger as it found it. A command run in-process (CliRunner) configures
+    logging to the stderr it was given, which is closed when it returns: a later test in the same worker
+    then logged to a closed file, and the SDK handler that logged it failed (a drain notice lost, seen)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
