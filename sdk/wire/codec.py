@@ -61,3 +61,11 @@ def decode(body: bytes, channel: Channel) -> Message:
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         raise DecodeError(f"invalid {kind}: {errors}") from None
+
+
+def first_reason(exc: ValidationError, whole: str = "") -> str:
+    """The first of a validation's errors as ``field.path: message``; an error of the whole object is
+    named ``whole`` (or given bare when that is empty). For answers to a caller, one reason at a time."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or whole
+    return f"{where}: {first['msg']}" if where else str(first["msg"])

@@ -31,6 +31,7 @@ from meseta.gateway.settings import GatewaySettings
 from meseta.gateway.translate import Invalid, Json
 from meseta.sdk import wire
 from meseta.sdk.client import FrameworkClient, SubscribeError
+from meseta.sdk.wire.codec import first_reason
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ class SchedulerApi:
         except Invalid as exc:
             raise Refused(400, f"{kind}: {exc}") from None
         except ValidationError as exc:  # an id or value the wire contract refuses (length, characters)
-            raise Refused(400, f"{kind}: {translate.first_error(exc)}") from None
+            raise Refused(400, f"{kind}: {first_reason(exc)}") from None
 
     async def _accept(self, session: Session, accept: Json) -> None:
         offer_ids = _ids(accept.get("offer_ids"), "offer_ids")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from meseta.sdk import wire
+from meseta.sdk.wire.codec import first_reason
 
 Json = dict[str, Any]
 
@@ -217,7 +218,7 @@ def task_resources(listed: Any) -> wire.Resources:
             ports=tuple(ports),
         )
     except ValidationError as exc:
-        raise Invalid(f"resources: {first_error(exc)}") from None
+        raise Invalid(f"resources: {first_reason(exc)}") from None
 
 
 def _seconds(obj: Any) -> float | None:
@@ -256,7 +257,7 @@ def _health_check(hc: Any) -> wire.HealthCheck:
                 return wire.HealthCheck(kind="http", port=port, path=spec.get("path", "/"), **common)
             return wire.HealthCheck(kind="tcp", port=port, **common)
     except (ValidationError, TypeError, AttributeError) as exc:
-        text = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        text = first_reason(exc) if isinstance(exc, ValidationError) else str(exc)
         raise Invalid(f"health_check: {text}") from None
     raise Invalid(f"health_check type {kind or '(none)'} is not supported (COMMAND, HTTP, TCP)")
 
@@ -297,7 +298,7 @@ def _container(task: Json, default_image: str) -> wire.ContainerSpec:
     try:
         return wire.ContainerSpec(image=image, command=argv, arguments=arguments, env=env, pull=pull)
     except ValidationError as exc:
-        raise Invalid(f"command: {first_error(exc)}") from None
+        raise Invalid(f"command: {first_reason(exc)}") from None
 
 
 def task(t: Any, default_image: str) -> wire.TaskInfo:
@@ -320,7 +321,7 @@ def task(t: Any, default_image: str) -> wire.TaskInfo:
             health_check=_health_check(t["health_check"]) if t.get("health_check") is not None else None,
         )
     except ValidationError as exc:
-        raise Invalid(f"task {task_id}: {first_error(exc)}") from None
+        raise Invalid(f"task {task_id}: {first_reason(exc)}") from None
 
 
 def task_id_of(t: Any) -> str | None:
@@ -344,9 +345,3 @@ def get(obj: Any, *keys: str) -> Any:
             return None
         obj = obj.get(key)
     return obj
-
-
-def first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(p) for p in error.get("loc", ()))
-    return f"{where}: {error.get('msg', '')}" if where else str(error.get("msg", ""))

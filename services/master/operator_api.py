@@ -26,6 +26,7 @@ from meseta.master.core import MasterCore
 from meseta.master.frameworks import remove_framework
 from meseta.master.operator import kill_as_operator, live_task_keys
 from meseta.sdk import wire
+from meseta.sdk.wire.codec import first_reason
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class OperatorApi:
             try:
                 return await handler(request)
             except ValidationError as exc:
-                return _error(400, _reason(exc))
+                return _error(400, first_reason(exc, "body"))
             except ValueError as exc:  # a body that is not JSON
                 return _error(400, str(exc))
 
@@ -226,12 +227,6 @@ async def _json(request: web.Request) -> Any:
         return await request.json()
     except ValueError as exc:
         raise ValueError(f"the body is not JSON: {exc}") from None
-
-
-def _reason(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"
 
 
 def _error(status: int, message: str) -> web.Response:
