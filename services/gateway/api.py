@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import socket
@@ -86,6 +87,13 @@ class SchedulerApi:
         self.sessions.clear()
         self.frameworks.clear()
 
+    def _forget(self, session: Session) -> None:
+        """Drop ``session`` from both indexes, where it is still the one there (not its successor)."""
+        if self.sessions.get(session.stream_id) is session:
+            del self.sessions[session.stream_id]
+        if self.frameworks.get(session.framework_id) is session:
+            del self.frameworks[session.framework_id]
+
     # --- routes ------------------------------------------------------------------------------------------
 
     async def _version(self, _: web.Request) -> web.Response:
@@ -126,11 +134,10 @@ class SchedulerApi:
             raise Refused(
                 415, f"only application/json bodies are supported (not {request.content_type or 'none'})"
             )
-        if request.content_length is not None and request.content_length > self.settings.max_body_bytes:
-            raise Refused(413, f"a call may have at most {self.settings.max_body_bytes} bytes")
-        raw = await request.content.read(self.settings.max_body_bytes + 1)
-        if len(raw) > self.settings.max_body_bytes:
-            raise Refused(413, f"a call may have at most {self.settings.max_body_bytes} bytes")
+        try:
+            raw = await request.read()  # the whole body; over the app's client_max_size: 413
+        except web.HTTPRequestEntityTooLarge:
+            raise Refused(413, f"a call may have at most {self.settings.max_body_bytes} bytes") from None
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -170,9 +177,10 @@ class SchedulerApi:
                 raise Refused(403, f"principal {principal.name!r} may not use role {asked!r}")
             role, amqp_url, who = principal.role, principal.amqp_url, principal.name
         else:
-            given = (
-                basic(request.headers.get("Authorization")) if request.headers.get("Authorization") else None
-            )
+            try:
+                given = basic(request.headers.get("Authorization"))
+            except Unauthorized as exc:  # not asked for, but malformed: refused, not a 500
+                raise Refused(401, str(exc)) from None
             role, amqp_url = asked or "*", self.settings.amqp_url
             who = given[0] if given else str(info.get("principal") or "")
         try:
@@ -197,9 +205,9 @@ class SchedulerApi:
                 # Unknown here, or another principal's: the same answer, so ids cannot be probed.
                 raise Refused(403, f"framework {framework_id} is not one this principal subscribed here")
             secret = kept.secret
-            old = self.frameworks.pop(framework_id, None)
+            old = self.frameworks.get(framework_id)
             if old is not None:
-                self.sessions.pop(old.stream_id, None)
+                self._forget(old)
                 await old.end(translate.event("ERROR", {"message": "Framework failed over"}))
         client = FrameworkClient(
             amqp_url,
@@ -248,7 +256,7 @@ class SchedulerApi:
         subscribed = {
             "framework_id": translate.wrap(session.framework_id),
             "heartbeat_interval_seconds": self.settings.heartbeat_interval,
-            "master_info": self._master_info(),
+            "master_info": self._master_info,
         }
         try:
             await self._write(response, translate.event("SUBSCRIBED", subscribed))
@@ -270,10 +278,7 @@ class SchedulerApi:
         except (ConnectionError, RuntimeError) as exc:  # written to a closed connection
             log.info("stream %s of %s closed: %r", session.stream_id, session.framework_id, exc)
         finally:
-            if self.sessions.get(session.stream_id) is session:
-                del self.sessions[session.stream_id]
-            if self.frameworks.get(session.framework_id) is session:
-                del self.frameworks[session.framework_id]
+            self._forget(session)
             await session.end()
             log.info("stream %s of framework %s ended", session.stream_id, session.framework_id)
         return response
@@ -285,7 +290,10 @@ class SchedulerApi:
         for i in range(0, len(data), step):
             await response.write(data[i : i + step])
 
+    @functools.cached_property
     def _master_info(self) -> Json:
+        """What SUBSCRIBED says of this gateway: worked out once (a name lookup), at the first
+        subscription, when the port is bound."""
         host = self.settings.advertise_host or socket.gethostname()
         port = self.port or 0
         try:
@@ -371,11 +379,8 @@ class SchedulerApi:
 
     async def _kill(self, session: Session, kill: Json) -> None:
         task_id = translate.unwrap(kill.get("task_id"), "task_id")
-        policy = kill.get("kill_policy")
-        grace = None
-        if isinstance(policy, dict) and isinstance(policy.get("grace_period"), dict):
-            nanos = policy["grace_period"].get("nanoseconds")
-            grace = min(600.0, max(0.0, float(nanos) / 1e9)) if isinstance(nanos, int | float) else None
+        grace = translate.seconds(translate.get(kill, "kill_policy", "grace_period"))
+        grace = None if grace is None else min(600.0, max(0.0, grace))
         await session.client.kill(task_id, grace_seconds=grace)
 
     async def _acknowledge(self, session: Session, ack: Json) -> None:
@@ -413,8 +418,7 @@ class SchedulerApi:
     async def _teardown(self, session: Session, _: Json) -> None:
         await session.client.teardown()
         await self.secrets.forget(session.framework_id)
-        self.sessions.pop(session.stream_id, None)
-        self.frameworks.pop(session.framework_id, None)
+        self._forget(session)
         await session.end()
 
     async def _ignored(self, session: Session, _: Json) -> None:

@@ -65,7 +65,7 @@ class GatewayService(Service):
 
     async def _start(self) -> None:
         await self.store.connect()
-        app = web.Application(client_max_size=self.settings.max_body_bytes + 1024)
+        app = web.Application(client_max_size=self.settings.max_body_bytes)  # larger bodies: 413
         self.api.add_routes(app)
         self.probes.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)

@@ -73,19 +73,23 @@ class Session:
             self.events.put_nowait(event)
         except asyncio.QueueFull:
             log.warning("framework %s reads too slowly: ending its stream", self.framework_id)
-            self.ended = True
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.events.get_nowait()  # room for the end mark
-            self.events.put_nowait(None)
+            self._end_stream()
+
+    def _end_stream(self) -> None:
+        """Mark the stream's end (once): the stream writer stops there. A full queue loses its oldest
+        event to make room: an end mark that could not be queued would leave the stream open."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.events.full():
+            self.events.get_nowait()
+        self.events.put_nowait(None)
 
     async def end(self, last: Json | None = None) -> None:
         """Close the stream (after ``last``, if given) and the SDK client. Safe twice."""
         if last is not None:
             self.push(last)
-        if not self.ended:
-            self.ended = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self.events.put_nowait(None)
+        self._end_stream()
         if self._pump is not None and self._pump is not asyncio.current_task():
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -101,11 +105,9 @@ class Session:
                 case wire.Rescind():
                     self.push(translate.event("RESCIND", {"offer_id": translate.wrap(event.offer_id)}))
                 case wire.Update():
+                    # The framework acknowledges (ACKNOWLEDGE) what has a uuid; the master's updates
+                    # have none, as in Mesos.
                     self.push(translate.event("UPDATE", {"status": translate.status(event.status)}))
-                    if translate.from_master(event.status):
-                        # Mesos needs no acknowledgement of these (they have no uuid); the master's
-                        # updates are not kept by any agent, so nothing waits for one.
-                        continue
                 case wire.Failure():
                     self.push(translate.event("FAILURE", {"agent_id": translate.wrap(event.agent_id)}))
                 case wire.Error() if event.correlation_id in self.accepts:
@@ -132,7 +134,4 @@ class Session:
                     # Revocation and drain notices have no Mesos event a v1 scheduler reads (inverse
                     # offers are not sent): their tasks' KILLED updates follow.
                     log.info("framework %s: %s not forwarded (no Mesos event)", self.framework_id, event.type)
-        if not self.ended:
-            self.ended = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self.events.put_nowait(None)
+        self._end_stream()

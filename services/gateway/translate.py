@@ -221,7 +221,7 @@ def task_resources(listed: Any) -> wire.Resources:
         raise Invalid(f"resources: {first_reason(exc)}") from None
 
 
-def _seconds(obj: Any) -> float | None:
+def seconds(obj: Any) -> float | None:
     """A Mesos DurationInfo (``{"nanoseconds": n}``) in seconds."""
     if not isinstance(obj, dict):
         return None
@@ -310,7 +310,7 @@ def task(t: Any, default_image: str) -> wire.TaskInfo:
     if t.get("executor") is not None:
         raise Invalid("custom executors are not supported through the gateway")
     res = task_resources(t.get("resources", []))
-    grace = _seconds(get(t, "kill_policy", "grace_period"))
+    grace = seconds(get(t, "kill_policy", "grace_period"))
     try:
         return wire.TaskInfo(
             task_id=task_id,

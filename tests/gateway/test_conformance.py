@@ -43,7 +43,9 @@ async def next_offer(sub: Subscription, start: int = 0, agent: str | None = None
 async def test_stream_framing_calls_and_failover(amqp_url: str, etcd_prefix: str) -> None:
     async with (
         local_cluster(amqp_url, etcd_prefix, agents=2) as cluster,
-        running_gateway(amqp_url, etcd_prefix, heartbeat_interval=1.0, chunk_bytes=64) as gateway,
+        running_gateway(
+            amqp_url, etcd_prefix, heartbeat_interval=1.0, chunk_bytes=64, max_body_bytes=256 * 1024
+        ) as gateway,
     ):
         base = url_of(gateway)
         async with aiohttp.ClientSession() as http:
@@ -127,6 +129,17 @@ async def test_stream_framing_calls_and_failover(amqp_url: str, etcd_prefix: str
         unsupported = {"offer_ids": [offer["id"]], "operations": [{"type": "RESERVE"}]}
         response = await sub.call("ACCEPT", unsupported)
         assert response.status == 400
+        # A body near the limit is read whole (it comes in many reads); one over it is 413; a malformed
+        # credential is 401 even where none is asked for.
+        padded = {"offer_ids": [offer["id"]], "filters": {"refuse_seconds": 1}, "padding": "x" * 250_000}
+        assert (await sub.call("DECLINE", padded)).status == 202
+        padded["padding"] = "x" * 300_000
+        assert (await sub.call("DECLINE", padded)).status == 413
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": "Basic !!!"}
+            body = {"type": "SUBSCRIBE", "subscribe": {"framework_info": INFO}}
+            async with http.post(f"{base}/api/v1/scheduler", json=body, headers=headers) as response:
+                assert response.status == 401
         # An id the wire contract refuses (too long): 400 with the reason, nothing sent to the master.
         response = await sub.call("DECLINE", {"offer_ids": [{"value": "o" * 5000}]})
         assert response.status == 400 and "offer_ids" in await response.text()
