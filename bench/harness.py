@@ -110,9 +110,14 @@ def sample(pid: int) -> ProcSample:
     return ProcSample(cpu, rss)
 
 
+def pids_of(*names: str) -> list[int]:
+    """Processes whose command name is one of ``names``."""
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _command(p) in names]
+
+
 def broker_pids() -> list[int]:
     """RabbitMQ's Erlang VM (beam.smp), for its CPU time."""
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _command(p) == "beam.smp"]
+    return pids_of("beam.smp")
 
 
 def _command(proc: Path) -> str:

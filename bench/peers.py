@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from harness import RESULTS, cpu_seconds, summary, write_result
+from harness import RESULTS, broker_pids, cpu_seconds, pids_of, summary, write_result
 
 from meseta.runtime.defaults import TASK_IMAGE
 from meseta.sdk import FrameworkClient, wire
@@ -54,16 +54,6 @@ def latencies(submitted: float, starts: list[float], ends: list[float]) -> Figur
     figures["makespan_s"] = round(max(ends) - submitted, 3) if ends else float("nan")
     figures["jobs"] = len(starts)
     return figures
-
-
-def pids_of(*names: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (proc / "comm").read_text().strip() in names:
-                    found.append(int(proc.name))
-    return found
 
 
 # --- the floors --------------------------------------------------------------------------------------------
@@ -140,7 +130,7 @@ async def meseta(isolator: str, cpus: float) -> AsyncIterator[ProcessCluster]:
 
 
 def meseta_daemons(cluster: ProcessCluster) -> dict[str, list[int]]:
-    return {"meseta": [p.pid for p in cluster.procs.values()], "broker": pids_of("beam.smp")}
+    return {"meseta": [p.pid for p in cluster.procs.values()], "broker": broker_pids()}
 
 
 def job(task_id: str, image: str, cpus: float) -> wire.TaskInfo:
