@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 from aiohttp import web
 from prometheus_client.core import Metric
@@ -22,7 +21,7 @@ from meseta.gateway.settings import GatewaySettings
 from meseta.ops.users import Credentials
 from meseta.runtime import prometheus
 from meseta.runtime.etcd import EtcdStore
-from meseta.runtime.leader import Leadership
+from meseta.runtime.leader import Leadership, service_url
 from meseta.runtime.prometheus import Probes
 from meseta.runtime.service import Service
 
@@ -47,7 +46,9 @@ class GatewayService(Service):
             found = settings.credentials_file
             credentials = Credentials.load(found) if found is not None and found.exists() else None
             known = principals.load(settings.principals_file, credentials)
-        self.api = SchedulerApi(settings, Secrets(self.store), known, self.leading.is_set, self._leader_url)
+        self.api = SchedulerApi(
+            settings, Secrets(self.store), known, self.leading.is_set, self.leadership.leader_url
+        )
         self.probes = Probes("gateway", self._readiness, self._families)
         self._runner: web.AppRunner | None = None
 
@@ -57,11 +58,8 @@ class GatewayService(Service):
 
     @property
     def url(self) -> str:
-        if self.settings.advertise is not None:
-            return self.settings.advertise
-        host = self.settings.host
-        host = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
-        return f"http://{host}:{self.port}"
+        assert self.port is not None
+        return service_url(self.settings.host, self.port, self.settings.advertise)
 
     async def _start(self) -> None:
         await self.store.connect()
@@ -72,7 +70,7 @@ class GatewayService(Service):
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
         self.api.port = int(self._runner.addresses[0][1])
-        await self.store.put_json({"url": self.url}, "gateway", "api", self.settings.name)
+        await self.leadership.advertise(self.url)
         log.info(
             "Mesos scheduler API on http://%s:%d%s", self.settings.host, self.api.port, "/api/v1/scheduler"
         )
@@ -83,13 +81,6 @@ class GatewayService(Service):
         self.leading.set()
         log.info("gateway %s leads, epoch %d", self.settings.name, epoch)
         await self.leadership.keep()
-
-    async def _leader_url(self) -> str | None:
-        got = await self.store.client.get(self.leadership.key)
-        if got is None:
-            return None
-        found = await self.store.get_json("gateway", "api", bytes(got.value).decode())
-        return None if not isinstance(found, dict) else found.get("url")
 
     def _readiness(self) -> tuple[bool, dict[str, object]]:
         role = "leader" if self.leading.is_set() else "standby"
@@ -119,5 +110,5 @@ class GatewayService(Service):
         if self._runner is not None:
             await self._runner.cleanup()
         await self.leadership.resign()
-        await self.store.delete("gateway", "api", self.settings.name)
+        await self.leadership.withdraw()
         await self.store.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 
 from meseta.allocator.config import write_policy, write_role
@@ -25,7 +24,7 @@ from meseta.master.registry import Registry
 from meseta.master.settings import MasterSettings
 from meseta.master.starvation import assess
 from meseta.runtime.etcd import EtcdStore
-from meseta.runtime.leader import Leadership
+from meseta.runtime.leader import Leadership, service_url
 from meseta.runtime.principal import own_identity
 from meseta.runtime.prometheus import Probes
 from meseta.runtime.service import Service
@@ -73,7 +72,7 @@ class MasterService(Service):
             lambda: self.core,
             settings.operator_token,
             self.leading.is_set,
-            self._leader_api,
+            self.leadership.leader_url,
             lambda name: write_policy(self.store, name),
             lambda role, weight, quota: write_role(self.store, role, weight, quota),
         )
@@ -120,7 +119,9 @@ class MasterService(Service):
         if self.settings.api_port is not None:
             await self.api.start(self.settings.api_host, self.settings.api_port)
             # Where a standby sends operators (307): the leader's own API, as it advertises it.
-            await self.store.put_json({"url": self.api_url}, "master", "api", self.settings.name)
+            url = self.api_url
+            assert url is not None  # the API is bound now
+            await self.leadership.advertise(url)
         self.spawn(self._lead(), "leadership")
         log.info("master %s up, campaigning for leadership", self.settings.name)
 
@@ -230,19 +231,7 @@ class MasterService(Service):
         """This master's state and operator API as others reach it (None: it serves none)."""
         if self.api.port is None:
             return None
-        if self.settings.api_advertise is not None:
-            return self.settings.api_advertise
-        host = self.settings.api_host
-        host = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
-        return f"http://{host}:{self.api.port}"
-
-    async def _leader_api(self) -> str | None:
-        """The leading master's API URL, as it advertised it (None: no leader, or it serves none)."""
-        got = await self.store.client.get(self.leadership.key)
-        if got is None:
-            return None
-        found = await self.store.get_json("master", "api", got.value.decode())
-        return None if not isinstance(found, dict) else found.get("url")
+        return service_url(self.settings.api_host, self.api.port, self.settings.api_advertise)
 
     async def _unread_heartbeats(self) -> int:
         """Heartbeats (and registrations) queued at the broker for this master: under a backlog (the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -159,6 +160,29 @@ class Leadership:
         """Who leads now, if anyone."""
         got = await self.store.client.get(self.key)
         return None if got is None else bytes(got.value).decode()
+
+    async def advertise(self, url: str) -> None:
+        """Say where this candidate serves (``<prefix>/<role>/api/<candidate>``): a standby sends
+        callers to the leader's URL (307)."""
+        await self.store.put_json({"url": url}, self.role, "api", self.candidate)
+
+    async def withdraw(self) -> None:
+        await self.store.delete(self.role, "api", self.candidate)
+
+    async def leader_url(self) -> str | None:
+        """The leader's URL, as it advertised it (None: nobody leads, or the leader serves none)."""
+        name = await self.leader()
+        found = None if name is None else await self.store.get_json(self.role, "api", name)
+        url = found.get("url") if isinstance(found, dict) else None
+        return url if isinstance(url, str) else None
+
+
+def service_url(host: str, port: int, advertise: str | None) -> str:
+    """A service's HTTP URL as others reach it: ``advertise`` where given, else this host's name in place
+    of a wildcard address."""
+    if advertise is not None:
+        return advertise
+    return f"http://{socket.gethostname() if host in ('0.0.0.0', '::', '') else host}:{port}"
 
 
 class _Keeper(threading.Thread):
