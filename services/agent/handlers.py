@@ -17,7 +17,7 @@ Handler = Callable[["AgentService", Any], Awaitable[None]]
 
 
 async def _launch(agent: AgentService, msg: wire.LaunchTasks) -> None:
-    agent.runner.launch(msg)
+    await agent.runner.launch(msg)
     agent.read_to(msg.mark)  # after: a heartbeat that says read here lists these tasks
 
 

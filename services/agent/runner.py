@@ -62,11 +62,13 @@ class TaskRunner:
 
     # --- launch ------------------------------------------------------------------------------------------
 
-    def launch(self, message: wire.LaunchTasks) -> None:
-        """Start a runner per task (a launch of a task already here is ignored: a redelivery)."""
+    async def launch(self, message: wire.LaunchTasks) -> None:
+        """Start a runner per task (a launch of a task already here is ignored: a redelivery), once the
+        launch's tasks are checkpointed (one group commit): a restarted agent re-attaches to them."""
         if self.updates.over_cap(message.framework_id):
             self._refuse_over_cap(message)
             return
+        runs: list[LocalTask] = []
         for info in message.tasks:
             key = (message.framework_id, info.task_id)
             if key in self.tasks:
@@ -75,10 +77,12 @@ class TaskRunner:
             local = LocalTask(message.framework_id, info, message.gpu_assignments.get(info.task_id, ()))
             self.tasks[key] = local
             if info.executor is None:
-                self.checkpoint.save_task(message.framework_id, info, local.gpu_ids)
-                self.start_runner(self.run(local), info.task_id)
+                runs.append(local)
             else:
                 self.executors.launch(local, info.executor)
+        await self.checkpoint.save_tasks(message.framework_id, [(t.info, t.gpu_ids) for t in runs])
+        for local in runs:
+            self.start_runner(self.run(local), local.info.task_id)
 
     def _refuse_over_cap(self, message: wire.LaunchTasks) -> None:
         text = (

@@ -197,6 +197,8 @@ class AgentService(Service):
         await self.runner.stop()
         with contextlib.suppress(Exception):
             await self.updates.drain()
+        with contextlib.suppress(Exception):
+            await self.checkpoint.flush()
         if self._owns_bus:
             await self.bus.close()
         else:

@@ -65,7 +65,7 @@ class StatusUpdater:
         update = wire.StatusUpdate(
             agent_id=self.agent_id, framework_id=framework_id, status=status, trace=tracing.inject({})
         )
-        self.checkpoint.save_update(update)
+        await self.checkpoint.save_update(update)
         delay = self.retry_interval
         self._track(PendingUpdate(update, due=time.monotonic() + delay, delay=delay))
         self._batch.add(update)

@@ -104,8 +104,8 @@ async def test_the_runner_runs_kills_and_refuses_what_is_not_there(tmp_path: Pat
     runner = TaskRunner(settings, NoopContainerizer(seconds=0.2), updater, checkpoint, bus, Confinement())  # type: ignore[arg-type]
     try:
         launch = wire.LaunchTasks(agent_id="a1", framework_id="fw", tasks=(task("quick"), task("long")))
-        runner.launch(launch)
-        runner.launch(launch)  # a redelivered launch starts nothing twice
+        await runner.launch(launch)
+        await runner.launch(launch)  # a redelivered launch starts nothing twice
         assert runner.used() == Resources(cpus=1, mem=64)
         await wait_for(lambda: ("long", TaskState.RUNNING) in bus.states(), 5, "long to run")
         await runner.kill(wire.KillTask(agent_id="a1", framework_id="fw", task_id="long"))

@@ -46,11 +46,11 @@ async def test_a_framework_over_its_cap_of_unacknowledged_updates_has_its_launch
     runner = TaskRunner(settings, NoopContainerizer(seconds=0), updater, checkpoint, bus, Confinement())  # type: ignore[arg-type]
     try:
         # One task: STARTING, RUNNING, FINISHED, none acknowledged: three, the cap.
-        runner.launch(wire.LaunchTasks(agent_id="a1", framework_id="hoarder", tasks=(task("t1"),)))
+        await runner.launch(wire.LaunchTasks(agent_id="a1", framework_id="hoarder", tasks=(task("t1"),)))
         await wait_for(lambda: ("t1", TaskState.FINISHED) in bus.states(), 5, "t1 to finish")
         assert updater.over_cap("hoarder") and not updater.over_cap("polite")
-        runner.launch(wire.LaunchTasks(agent_id="a1", framework_id="hoarder", tasks=(task("t2"),)))
-        runner.launch(wire.LaunchTasks(agent_id="a1", framework_id="polite", tasks=(task("p1"),)))
+        await runner.launch(wire.LaunchTasks(agent_id="a1", framework_id="hoarder", tasks=(task("t2"),)))
+        await runner.launch(wire.LaunchTasks(agent_id="a1", framework_id="polite", tasks=(task("p1"),)))
         await wait_for(lambda: ("t2", TaskState.ERROR) in bus.states(), 5, "t2 to be refused")
         await wait_for(lambda: ("p1", TaskState.FINISHED) in bus.states(), 5, "another framework's task")
         refusal = next(
@@ -69,7 +69,7 @@ async def test_a_framework_over_its_cap_of_unacknowledged_updates_has_its_launch
         ]
         # Acknowledged, it launches again.
         updater.acknowledged(tuple(updater.unacknowledged), "hoarder")
-        runner.launch(wire.LaunchTasks(agent_id="a1", framework_id="hoarder", tasks=(task("t3"),)))
+        await runner.launch(wire.LaunchTasks(agent_id="a1", framework_id="hoarder", tasks=(task("t3"),)))
         await wait_for(lambda: ("t3", TaskState.FINISHED) in bus.states(), 5, "t3 to finish")
     finally:
         await runner.stop()
