@@ -114,7 +114,8 @@ class Recovered(_Frozen):
     agent_id: Id
     resources: Resources
     refuse_seconds: float = Field(default=0.0, ge=0, le=MAX_SECONDS)
-    """The framework is not offered this agent again for this long (a decline's filter)."""
+    """The framework is not offered these resources of this agent again for this long (a decline's
+    filter; a slice of the agent with more in it is offered)."""
 
 
 class ResourcesRecovered(Message):

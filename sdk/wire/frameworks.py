@@ -102,7 +102,8 @@ class Accept(FrameworkCall):
 
 
 class Decline(FrameworkCall):
-    """Give offers back; their agents are not re-offered to this framework for ``refuse_seconds``."""
+    """Give offers back; for ``refuse_seconds`` this framework is not offered what they held again (a slice
+    of one of their agents with more in it is offered: as Mesos's refusal filters)."""
 
     type: Literal["DECLINE"] = "DECLINE"
     offer_ids: tuple[Id, ...] = Field(min_length=1)

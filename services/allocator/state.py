@@ -67,15 +67,30 @@ class FrameworkEntry:
     by_agent: dict[str, Resources] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A decline filter, as in Mesos: until ``until``, the framework is not offered a slice of the agent
+    that ``resources`` (what it declined or left unused there) contains. A slice with more in it (a task
+    ended there since) is offered: the framework has not turned that down. Filtering the whole agent
+    instead held every freed cpu of a busy framework's agent back for the filter's length whenever it had
+    declined a leftover (memory with no cpus) meanwhile."""
+
+    until: float
+    resources: Resources
+
+    def refuses(self, slice_: Resources) -> bool:
+        return slice_.fits_in(self.resources)
+
+
 @dataclass
 class AllocatorState:
     """Everything a policy needs; mutated only by the allocator service between cycles."""
 
     agents: dict[str, AgentEntry] = field(default_factory=dict)
     frameworks: dict[str, FrameworkEntry] = field(default_factory=dict)
-    filters: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Agent id -> framework id -> time until which that agent is not offered to that framework (by agent:
-    a lost agent's filters go with it in one step, however many there are)."""
+    filters: dict[str, dict[str, Refusal]] = field(default_factory=dict)
+    """Agent id -> framework id -> the decline filter keeping what it refused there from it (by agent: a
+    lost agent's filters go with it in one step, however many there are)."""
     total: Resources = field(default_factory=Resources)
     roles: dict[str, RoleConfig] = field(default_factory=dict)
     revoking: dict[tuple[str, str], PendingRevocation] = field(default_factory=dict)
@@ -126,7 +141,8 @@ class AllocatorState:
 
     def filter_expiry(self, framework_id: str, agent_id: str) -> float:
         """When the decline filter of this framework on this agent ends (infinity: there is none)."""
-        return self.filters.get(agent_id, {}).get(framework_id, math.inf)
+        refusal = self.filters.get(agent_id, {}).get(framework_id)
+        return math.inf if refusal is None else refusal.until
 
     def role(self, name: str) -> RoleConfig:
         """A role's configuration (defaults for roles nobody configured)."""
@@ -233,18 +249,20 @@ class AllocatorState:
         agent.available = agent.available + resources
         self._touch(agent)
         if refuse_until is not None:
-            self.filters.setdefault(agent_id, {})[framework_id] = refuse_until
+            # The latest refusal on the agent replaces an earlier one (Mesos keeps both; a slice either
+            # contains is offered here at worst once more, and declined again).
+            self.filters.setdefault(agent_id, {})[framework_id] = Refusal(refuse_until, resources)
         return True
 
     def filtered(self, framework_id: str, agent_id: str, now: float) -> bool:
-        """Whether a decline filter keeps this agent from this framework at ``now``."""
+        """Whether a decline filter keeps this agent's slice from this framework at ``now``."""
         on_agent = self.filters.get(agent_id)
-        if on_agent is None or (until := on_agent.get(framework_id)) is None:
+        if on_agent is None or (refusal := on_agent.get(framework_id)) is None:
             return False
-        if until <= now:
+        if refusal.until <= now:
             del on_agent[framework_id]
             return False
-        return True
+        return refusal.refuses(self.agents[agent_id].available)
 
     def clear_filters(self, framework_id: str) -> None:
         """Drop a framework's decline filters (REVIVE)."""

@@ -10,7 +10,7 @@ import pytest
 from meseta.allocator import handlers
 from meseta.allocator.pipeline import Plan, plan_cycle
 from meseta.allocator.policy import DRF, Lottery, Policy, StrictPriority, WeightedFairShare, dominant_share
-from meseta.allocator.state import AllocatorState, PendingRevocation, RoleConfig
+from meseta.allocator.state import AllocatorState, PendingRevocation, Refusal, RoleConfig
 from meseta.sdk import wire
 from meseta.sdk.wire import AttributeConstraint, OfferFilters, Resources
 
@@ -236,7 +236,11 @@ def test_agents_nobody_can_have_are_parked_until_something_changes() -> None:
     add(state, "f2")
     # Every offer is declined: f1 for 10 s on each agent; f2 for 5 s on a000, for 20 s on the others.
     for agent_id in ("a000", "a001", "a002"):
-        state.filters[agent_id] = {"f1": 10.0, "f2": 5.0 if agent_id == "a000" else 20.0}
+        whole = state.agents[agent_id].available
+        state.filters[agent_id] = {
+            "f1": Refusal(10.0, whole),
+            "f2": Refusal(5.0 if agent_id == "a000" else 20.0, whole),
+        }
     assert cycle(state, DRF(), 1).grants == []
     assert state.parked == {"a000": 5.0, "a001": 10.0, "a002": 10.0}
     assert state.ready_agents(4) == []
@@ -265,3 +269,31 @@ def test_agents_nobody_can_have_are_parked_until_something_changes() -> None:
     assert state.parked["a001"] == 20.0
     assert cycle(state, DRF(), 21).grants == []
     assert state.parked["a001"] == float("inf")
+
+
+def test_a_decline_filter_refuses_what_was_declined_not_what_is_freed_later() -> None:
+    """Mesos's refusal filter: a slice the declined resources contain is not offered for the filter's
+    length; one with more in it (a task of the framework ended there since) is."""
+    state = cluster(1, Resources(cpus=2, mem=2048))
+    add(state, "f1")
+    cycle(state, DRF(), 0)  # f1 holds the whole agent, and launches a task of 2 cpus and 1 GiB
+
+    def recovered(resources: Resources, refuse_seconds: float, now: float) -> None:
+        item = wire.Recovered(
+            framework_id="f1", agent_id="a000", resources=resources, refuse_seconds=refuse_seconds
+        )
+        handlers.apply(state, wire.ResourcesRecovered(items=(item,)), now)
+
+    leftover = Resources(mem=1024)
+    recovered(leftover, 0, 0)  # the offer's unused part
+    assert [g.resources for g in cycle(state, DRF(), 1).grants] == [leftover]
+    recovered(leftover, 5, 1)  # declined: no cpus in it, and for 5 s f1 wants none of it
+    assert cycle(state, DRF(), 2).grants == []  # the same slice, filtered
+    # The task ends: its cpus and memory come back. The slice is more than was declined: offered now,
+    # not after the filter (before, the whole agent was filtered until 6 s).
+    recovered(Resources(cpus=2, mem=1024), 0, 3)
+    assert [g.resources for g in cycle(state, DRF(), 3).grants] == [Resources(cpus=2, mem=2048)]
+    # Declined whole, it is filtered whole, until the filter ends.
+    recovered(Resources(cpus=2, mem=2048), 5, 4)
+    assert cycle(state, DRF(), 8).grants == []
+    assert [g.framework_id for g in cycle(state, DRF(), 9.5).grants] == ["f1"]
