@@ -21,6 +21,7 @@ import docker
 import docker.errors
 import docker.types
 import requests
+from docker.models.containers import _create_container_args
 
 from meseta.agent.confinement import Confinement
 from meseta.agent.images import ImagePuller, Progress
@@ -195,34 +196,35 @@ class DockerContainerizer:
             kwargs["device_requests"] = [
                 docker.types.DeviceRequest(device_ids=list(launch.gpu_ids), capabilities=[["gpu"]])
             ]
+        # docker-py's own translation of these arguments, then the engine's create alone: the model's
+        # create() inspects the new container as well, one engine call a task the agent does not need.
+        kwargs.update(image=spec.image, version=self._client.api._version)
         try:
-            container = await self._call(self._client.containers.create, spec.image, **kwargs)
+            created = await self._call(self._client.api.create_container, **_create_container_args(kwargs))
         except docker.errors.ImageNotFound as exc:
             raise ImageMissing(
                 f"image {spec.image!r} is not on this agent (pull: {spec.pull}): {exc.explanation}"
             ) from None
-        return str(container.id)
+        return str(created["Id"])
 
     async def start(self, container_id: str) -> None:
-        """Start a created container."""
-        container = await self._call(self._client.containers.get, container_id)
-        await self._call(container.start)
+        """Start a created container (by id: no inspection first)."""
+        await self._call(self._client.api.start, container_id)
 
     async def wait(self, container_id: str) -> Exit:
         """Wait for the container to exit."""
-        container = await self._call(self._client.containers.get, container_id)
         while True:
             try:
-                result = await self._call(container.wait, timeout=_WAIT_SLICE)
+                result = await self._call(self._client.api.wait, container_id, timeout=_WAIT_SLICE)
                 break
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 continue
-        await self._call(container.reload)
+        state = (await self._call(self._client.api.inspect_container, container_id))["State"]
         code = int(result.get("StatusCode", -1))
-        oom_killed = bool(container.attrs["State"].get("OOMKilled"))
+        oom_killed = bool(state.get("OOMKilled"))
         if code == _SIGKILLED and not oom_killed:
             # Docker misses OOM kills that come before containerd watches the cgroup; the kernel does not.
-            oom_killed = await asyncio.to_thread(oom_killed_in_kernel_log, str(container.id))
+            oom_killed = await asyncio.to_thread(oom_killed_in_kernel_log, container_id)
         return Exit(code=code, oom_killed=oom_killed)
 
     async def stop(self, container_id: str, grace_seconds: float, stop_signal: str = "SIGTERM") -> None:
@@ -284,11 +286,8 @@ class DockerContainerizer:
 
     async def remove(self, container_id: str) -> None:
         """Remove a container (gone already is fine)."""
-        try:
-            container = await self._call(self._client.containers.get, container_id)
-            await self._call(container.remove, force=True)
-        except docker.errors.NotFound:
-            pass
+        with contextlib.suppress(docker.errors.NotFound):
+            await self._call(self._client.api.remove_container, container_id, force=True)
 
     async def collect_garbage(self, retention_seconds: float) -> int:
         """Remove this agent's exited containers older than the retention; returns how many."""
