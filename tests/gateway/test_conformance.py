@@ -144,8 +144,15 @@ async def test_stream_framing_calls_and_failover(amqp_url: str, etcd_prefix: str
         response = await sub.call("DECLINE", {"offer_ids": [{"value": "o" * 5000}]})
         assert response.status == 400 and "offer_ids" in await response.text()
 
-        # DECLINE with refuse_seconds: that agent is not offered again for 3 s.
+        # DECLINE with refuse_seconds: that agent is not offered again for 3 s. First every offer held is
+        # given back (refuse_seconds 0), so the one declined is a fresh one: the cpus t-good freed were
+        # offered at once (a filter refuses only what was declined), and that offer came before the mark.
         mark = len(sub.events)
+        held = [o["id"] for e in sub.events for o in offers_of(e) if o["id"] != offer["id"]]
+        if held:
+            assert (
+                await sub.call("DECLINE", {"offer_ids": held, "filters": {"refuse_seconds": 0}})
+            ).status == 202
         declined = await next_offer(sub, mark)
         agent = declined["agent_id"]["value"]
         declined_at = time.monotonic()
