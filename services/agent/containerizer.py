@@ -38,6 +38,7 @@ LABEL_FRAMEWORK: Final = "meseta.framework_id"
 LABEL_TASK: Final = "meseta.task_id"
 
 _WAIT_SLICE = 2  # seconds per blocking wait call, so stopping never hangs on a long task
+_EXEC_POLL = 0.05  # seconds between looks at an exec the engine still reports running
 _CPU_SHARES_PER_CPU = 1024
 _CFS_PERIOD_US = 100_000
 """The CFS period the cpu quota is a share of (the kernel's default, as Mesos uses)."""
@@ -254,10 +255,18 @@ class DockerContainerizer:
             pass
 
     async def exec(self, container_id: str, argv: tuple[str, ...]) -> int:
-        """Run ``argv`` inside the running container (a command health check); its exit code."""
-        container = await self._call(self._client.containers.get, container_id)
-        result = await self._call(container.exec_run, list(argv), stdout=False, stderr=False)
-        return int(result.exit_code if result.exit_code is not None else -1)
+        """Run ``argv`` inside the running container (a command health check); its exit code, once the
+        engine has one: the start call can return while the engine still reports the exec running with
+        no exit code (under load; docker-py's exec_run then gives None, which counted as a failed check
+        and killed healthy tasks). The caller bounds the wait (the check's timeout)."""
+        api = self._client.api
+        created = await self._call(api.exec_create, container_id, list(argv), stdout=False, stderr=False)
+        await self._call(api.exec_start, created["Id"])
+        while True:
+            state = await self._call(api.exec_inspect, created["Id"])
+            if not state.get("Running") and state.get("ExitCode") is not None:
+                return int(state["ExitCode"])
+            await asyncio.sleep(_EXEC_POLL)
 
     async def address(self, container_id: str) -> str:
         """Where the agent reaches the task's ports: its container's address on its network (the task
