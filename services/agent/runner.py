@@ -80,9 +80,14 @@ class TaskRunner:
                 runs.append(local)
             else:
                 self.executors.launch(local, info.executor)
-        await self.checkpoint.save_tasks(message.framework_id, [(t.info, t.gpu_ids) for t in runs])
+        # The tasks and their STARTING updates in one group commit (one fsync round, not two, before a
+        # task is started), before the launch counts as received.
+        await asyncio.gather(
+            self.checkpoint.save_tasks(message.framework_id, [(t.info, t.gpu_ids) for t in runs]),
+            *(self.report(local, TaskState.STARTING) for local in runs),
+        )
         for local in runs:
-            self.start_runner(self.run(local), local.info.task_id)
+            self.start_runner(self.run(local, starting_reported=True), local.info.task_id)
 
     def _refuse_over_cap(self, message: wire.LaunchTasks) -> None:
         text = (
@@ -136,9 +141,10 @@ class TaskRunner:
         grace = local.info.kill_grace_seconds
         await self.stop_task(local, reason, self.settings.kill_grace_seconds if grace is None else grace)
 
-    async def run(self, local: LocalTask) -> None:
-        """A task in a container, from STARTING to its end."""
-        await self.report(local, TaskState.STARTING)
+    async def run(self, local: LocalTask, starting_reported: bool = False) -> None:
+        """A task in a container, from STARTING (reported here unless the launch did) to its end."""
+        if not starting_reported:
+            await self.report(local, TaskState.STARTING)
         attributes = {
             "meseta.service": "agent",
             "meseta.task_id": local.info.task_id,
