@@ -46,8 +46,20 @@ async def test_process_isolator_enforces_memory(amqp_url: str, etcd_prefix: str)
         else:
             # RLIMIT_AS refused the allocation.
             assert status.reason == wire.StatusReason.CONTAINER_EXITED and "MemoryError" in logs.stderr
-        assert isinstance(cluster.agents[0].containerizer, ProcessContainerizer)
+        containerizer = cluster.agents[0].containerizer
+        assert isinstance(containerizer, ProcessContainerizer)
         assert cluster.master.cluster.tasks == {}
+        if cgroups_writable():
+            # Both tasks ended: their cgroups are gone already, though their sandboxes are kept (retention).
+            mine = [CGROUP_ROOT / c / "meseta" / containerizer.agent_id for c in ("memory", "cpu")]
+            assert [[c for c in group.iterdir() if c.is_dir()] for group in mine] == [[], []]
+            # What an earlier run of this agent left (stopped before its tasks' retention ran out) is
+            # removed when it starts again.
+            left = [group / "proc-left-behind" for group in mine]
+            for cgroup in left:
+                cgroup.mkdir()
+            await containerizer.ping()
+            assert not any(cgroup.exists() for cgroup in left)
 
 
 def cgroups_writable() -> bool:
