@@ -179,23 +179,43 @@ async def meseta_burst(cluster: ProcessCluster, jobs: int, image: str, cpus: flo
 
 async def meseta_in_a_row(cluster: ProcessCluster, times: int, hold: bool) -> Figures:
     """One job at a time: a framework holding an offer launches at once; one holding none revives first
-    (it had suppressed offers while idle) and launches on the first offer."""
+    (it had suppressed offers and given back every offer while idle) and launches on the first offer."""
     client = FrameworkClient(cluster.amqp_url, f"peers-row-{'hold' if hold else 'idle'}")
     await client.subscribe(timeout=60)
-    events = client.events()
+    # Pumped into a queue of our own: waiting on it with a time limit is safe (cancelling the SDK's
+    # iterator mid-wait would end it).
+    events: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def pump() -> None:
+        async for event in client.events():
+            events.put_nowait(event)
+
+    pumping = asyncio.create_task(pump())
     samples: list[float] = []
 
     async def next_offer() -> wire.Offer:
         while True:
-            event = await anext(events)
+            event = await events.get()
             if isinstance(event, wire.Offers):
                 return event.offers[0]
+
+    async def idle(seconds: float) -> None:
+        """Suppressed, every offer given back, until nothing has come for ``seconds`` (the job's end and
+        its resources' return included): the next job finds an idle cluster, and no offer held."""
+        await client.suppress()
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), seconds)
+            except TimeoutError:
+                return
+            if isinstance(event, wire.Offers):
+                await client.decline([o.offer_id for o in event.offers], refuse_seconds=0)
 
     try:
         offer = await next_offer()
         if not hold:
             await client.decline([offer.offer_id], refuse_seconds=0)
-            await client.suppress()
+            await idle(0.1)
         for i in range(times):
             submitted = time.time()
             if not hold:
@@ -203,16 +223,20 @@ async def meseta_in_a_row(cluster: ProcessCluster, times: int, hold: bool) -> Fi
                 offer = await next_offer()
             await client.accept([offer.offer_id], [job(f"r{i}", TASK_IMAGE, 0.1)])
             while True:
-                event = await anext(events)
+                event = await events.get()
                 if isinstance(event, wire.Update) and event.status.task_id == f"r{i}":
                     if event.status.state == wire.TaskState.RUNNING or event.status.state.terminal:
                         samples.append((event.status.timestamp - submitted) * 1000)
                         break
+                elif isinstance(event, wire.Offers) and not hold:
+                    # What the launch left of the offer, offered back before the framework suppresses.
+                    await client.decline([o.offer_id for o in event.offers], refuse_seconds=0)
             if hold:
                 offer = await next_offer()  # what it holds for the next job
             else:
-                await client.suppress()
+                await idle(0.1)
     finally:
+        pumping.cancel()
         await client.teardown()
         await client.close()
     return summary(samples)

@@ -3,6 +3,7 @@ offer suppression and filters, messages to executors, teardown."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -165,8 +166,13 @@ async def revive(m: MasterCore, msg: wire.Revive, ctx: Call) -> None:
     if await m.known(msg, ctx):
         fw = m.cluster.frameworks[msg.framework_id]
         fw.suppressed = False
-        await m.registry.save_framework(fw.framework_id, fw.registry_entry())
-        await m.outbox.to_allocator(wire.OffersRevived(framework_id=msg.framework_id))
+        # The registry's write and the allocator's notice together, not one after the other: the etcd
+        # round trip was on the path from a revive to its first offer. Both are done before the call is
+        # acknowledged, so a master lost in between leaves the call to its successor, which does both.
+        await asyncio.gather(
+            m.registry.save_framework(fw.framework_id, fw.registry_entry()),
+            m.outbox.to_allocator(wire.OffersRevived(framework_id=msg.framework_id)),
+        )
 
 
 async def set_filters(m: MasterCore, msg: wire.SetFilters, ctx: Call) -> None:
