@@ -177,12 +177,8 @@ class Checkpoint:
                 log.error("checkpoint %s cannot be read (%s); moved to %s", path, str(exc)[:300], target)
         return found
 
-    async def save_task(self, framework_id: str, info: wire.TaskInfo, gpu_ids: tuple[str, ...]) -> None:
-        """Remember a task this agent runs (until it ends)."""
-        await self.save_tasks(framework_id, [(info, gpu_ids)])
-
     async def save_tasks(self, framework_id: str, tasks: list[tuple[wire.TaskInfo, tuple[str, ...]]]) -> None:
-        """Remember a launch's tasks, in one group commit."""
+        """Remember a launch's tasks (until each ends), in one group commit."""
         await asyncio.gather(
             *(
                 self._save(

@@ -93,18 +93,24 @@ class _Proc:
     finished_at: float | None = None
 
 
+def agent_cgroups(group: str) -> tuple[Path, Path]:
+    """The memory and cpu cgroups under which one agent's tasks get theirs (``meseta/<agent id>``)."""
+    return CGROUP_ROOT / "memory" / "meseta" / group, CGROUP_ROOT / "cpu" / "meseta" / group
+
+
 def _make_cgroups(group: str, name: str, mem_bytes: int, cpus: float) -> list[Path]:
     """Create memory (and cpu) cgroups for one task under ``meseta/<group>``; an empty list where the host
     forbids it."""
     made: list[Path] = []
+    memory_group, cpu_group = agent_cgroups(group)
     try:
-        memory = CGROUP_ROOT / "memory" / "meseta" / group / name
+        memory = memory_group / name
         memory.mkdir(parents=True, exist_ok=True)
         (memory / "memory.limit_in_bytes").write_text(str(mem_bytes))
         with contextlib.suppress(OSError):  # absent without swap accounting
             (memory / "memory.memsw.limit_in_bytes").write_text(str(mem_bytes))
         made.append(memory)
-        cpu = CGROUP_ROOT / "cpu" / "meseta" / group / name
+        cpu = cpu_group / name
         cpu.mkdir(parents=True, exist_ok=True)
         # The period is the kernel's default (_CFS_PERIOD_US) in a new cgroup: only the quota is written.
         (cpu / "cpu.cfs_quota_us").write_text(str(max(1000, int(cpus * _CFS_PERIOD_US))))
@@ -135,8 +141,7 @@ def _release_cgroups(cgroups: list[Path]) -> list[Path]:
 def _sweep_cgroups(group: str) -> int:
     """Remove the empty cgroups a previous run of this agent left (a busy one stays); how many."""
     removed = 0
-    for controller in ("memory", "cpu"):
-        parent = CGROUP_ROOT / controller / "meseta" / group
+    for parent in agent_cgroups(group):
         with contextlib.suppress(OSError):
             for cg in parent.iterdir():
                 if cg.is_dir() and not _release_cgroups([cg]):
@@ -301,7 +306,7 @@ class ProcessContainerizer:
         deadline = time.monotonic() + _CLOSE_PATIENCE
         while (left := _release_cgroups(left)) and time.monotonic() < deadline:
             time.sleep(0.01)  # SIGKILLed processes leave their cgroups as the kernel ends them
-        _release_cgroups([CGROUP_ROOT / c / "meseta" / self.agent_id for c in ("memory", "cpu")])
+        _release_cgroups(list(agent_cgroups(self.agent_id)))
 
 
 _CLOSE_PATIENCE = 1.0

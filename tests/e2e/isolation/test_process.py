@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from meseta.agent.process import CGROUP_ROOT, ProcessContainerizer
+from meseta.agent.process import CGROUP_ROOT, ProcessContainerizer, agent_cgroups
 from meseta.sdk import wire
 from meseta.testing.local import local_cluster, run_one, short_task
 
@@ -51,7 +51,7 @@ async def test_process_isolator_enforces_memory(amqp_url: str, etcd_prefix: str)
         assert cluster.master.cluster.tasks == {}
         if cgroups_writable():
             # Both tasks ended: their cgroups are gone already, though their sandboxes are kept (retention).
-            mine = [CGROUP_ROOT / c / "meseta" / containerizer.agent_id for c in ("memory", "cpu")]
+            mine = agent_cgroups(containerizer.agent_id)
             assert [[c for c in group.iterdir() if c.is_dir()] for group in mine] == [[], []]
             # What an earlier run of this agent left (stopped before its tasks' retention ran out) is
             # removed when it starts again.

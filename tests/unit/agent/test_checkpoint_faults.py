@@ -19,7 +19,7 @@ async def test_an_unreadable_record_is_quarantined_and_the_rest_recovered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     checkpoint = Checkpoint(tmp_path / "a1")
-    await checkpoint.save_task("fw", task("good"), ())
+    await checkpoint.save_tasks("fw", [(task("good"), ())])
     status = wire.TaskStatus(task_id="good", state=wire.TaskState.RUNNING, agent_id="a1")
     await checkpoint.save_update(wire.StatusUpdate(agent_id="a1", framework_id="fw", status=status))
     (checkpoint.tasks_dir / "fw__torn.json").write_text('{"framework_id": "fw", "info": {"task_')
@@ -44,9 +44,9 @@ async def test_writes_are_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     synced: list[int] = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
-    await Checkpoint(tmp_path / "a1").save_task("fw", task("t"), ())
+    await Checkpoint(tmp_path / "a1").save_tasks("fw", [(task("t"), ())])
     assert len(synced) == 2  # the file, then its directory (the rename)
-    await Checkpoint(tmp_path / "a2", fsync=False).save_task("fw", task("t"), ())
+    await Checkpoint(tmp_path / "a2", fsync=False).save_tasks("fw", [(task("t"), ())])
     assert len(synced) == 2
 
 
