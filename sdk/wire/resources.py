@@ -151,8 +151,19 @@ class Resources(_Frozen):
 
 
 def total(resources: Iterable[Resources]) -> Resources:
-    """The sum of several resource vectors."""
-    acc = Resources()
+    """The sum of several resource vectors: the same sum, rounded at each step, as adding them one by
+    one, with one model made at the end rather than one per term (an ACCEPT of 50 tasks sums 50)."""
+    cpus = mem = disk = 0.0
+    gpus = 0
+    ports: tuple[PortRange, ...] = ()
     for r in resources:
-        acc = acc + r
-    return acc
+        cpus = round((cpus + r.cpus) * _SCALE) / _SCALE
+        mem = round((mem + r.mem) * _SCALE) / _SCALE
+        disk = round((disk + r.disk) * _SCALE) / _SCALE
+        gpus += r.gpus
+        if r.ports:
+            ports += r.ports
+    if not ports:
+        # Each term was a valid vector and sums of them stay within the bounds: no validation to redo.
+        return Resources.model_construct(cpus=cpus, mem=mem, disk=disk, gpus=gpus, ports=())
+    return Resources(cpus=cpus, mem=mem, disk=disk, gpus=gpus, ports=_merge(ports))

@@ -201,7 +201,7 @@ async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> Non
     """Apply each update (each in its own span, in its task's offer-cycle trace), give back what ended
     tasks held, forward the updates to their frameworks, and acknowledge those of frameworks that are gone
     (nobody else will, and the agent would keep them for ever)."""
-    per_framework: dict[str, list[wire.StatusUpdate]] = {}
+    per_framework: dict[str, tuple[list[wire.TaskStatus], list[dict[str, str]]]] = {}
     orphans: list[str] = []
     alone = len(msg.updates) == 1
     for update in msg.updates:
@@ -236,20 +236,19 @@ async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> Non
             )
         try:
             _apply(m, update, task)
-            # Forwarded in this span's trace (the task's offer cycle), also when it leaves in a batch.
-            forwarded = update.model_copy(
-                update={"trace": tracing.inject({}, trace.set_span_in_context(span))}
-            )
         finally:
             if not alone:
                 span.end()
         if update.framework_id in m.cluster.frameworks:
-            per_framework.setdefault(update.framework_id, []).append(forwarded)
+            statuses, traces = per_framework.setdefault(update.framework_id, ([], []))
+            statuses.append(update.status)
+            # Forwarded in this span's trace (the task's offer cycle), also when it leaves in a batch.
+            traces.append(tracing.inject_span({}, span))
         else:
             orphans.append(update.status.uuid)
     await m.outbox.flush_recovered()
-    for framework_id, updates in per_framework.items():
-        await m.outbox.statuses(framework_id, [u.status for u in updates], [u.trace for u in updates])
+    for framework_id, (statuses, traces) in per_framework.items():
+        await m.outbox.statuses(framework_id, statuses, traces)
     if orphans:
         await m.outbox.acknowledge_updates(msg.agent_id, None, orphans)
 

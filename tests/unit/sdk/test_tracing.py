@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry import baggage, propagate, trace
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
 
 from meseta.sdk import tracing
@@ -69,3 +70,20 @@ def test_tracestate_and_baggage_travel(span: trace.Span) -> None:
     assert baggage.get_baggage("tenant", back) == "t1"
     without_baggage = tracing.inject({}, trace.set_span_in_context(parent))
     assert without_baggage == {"traceparent": headers["traceparent"], "tracestate": "vendor=x1"}
+
+
+def test_a_spans_context_is_injected_as_the_propagators_do(span: trace.Span) -> None:
+    """``inject_span`` (the master's per-update path) writes what the propagators write for that span,
+    not the current one; and the current context's baggage still goes along."""
+    child = TRACER.start_span("child")
+    expected: dict[str, str] = {}
+    propagate.inject(expected, trace.set_span_in_context(child))
+    assert tracing.inject_span({}, child) == expected
+    assert expected["traceparent"].split("-")[2] == f"{child.get_span_context().span_id:016x}"
+    token = otel_context.attach(baggage.set_baggage("tenant", "t1"))
+    try:
+        with_baggage = tracing.inject_span({}, child)
+    finally:
+        otel_context.detach(token)
+    assert with_baggage == {**expected, "baggage": "tenant=t1"}
+    assert tracing.inject_span({}, trace.INVALID_SPAN) == {}

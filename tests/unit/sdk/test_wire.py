@@ -152,6 +152,22 @@ def test_resource_arithmetic_rounds_and_handles_ports() -> None:
     assert wire.total([a, b]).mem == 15
 
 
+def test_a_total_is_the_sum_term_by_term() -> None:
+    """``total`` sums in one pass what adding one by one gives: the same rounding at each step, ports
+    merged where they touch or overlap, and an empty vector for nothing."""
+    terms = [Resources(cpus=0.1, mem=16.0001, disk=0.0004, gpus=1) for _ in range(50)]
+    terms += [Resources(cpus=0.3333), Resources(ports=(PortRange(begin=100, end=150),))]
+    terms += [Resources(ports=(PortRange(begin=140, end=199), PortRange(begin=300, end=300)))]
+    one_by_one = Resources()
+    for term in terms:
+        one_by_one = one_by_one + term
+    assert wire.total(terms) == one_by_one
+    assert wire.total(terms).ports == (PortRange(begin=100, end=199), PortRange(begin=300, end=300))
+    scalars = wire.total(iter(terms[:50]))  # a generator, as the master passes
+    assert (scalars.cpus, scalars.mem, scalars.disk, scalars.gpus, scalars.ports) == (5.0, 800.0, 0.0, 50, ())
+    assert wire.total([]) == Resources()
+
+
 def test_terminal_states() -> None:
     terminal = {"FINISHED", "FAILED", "KILLED", "LOST", "ERROR", "GONE", "UNKNOWN"}
     assert {s for s in wire.TaskState if s.terminal} == terminal
