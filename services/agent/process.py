@@ -240,23 +240,33 @@ class ProcessContainerizer:
                 os.killpg(proc.process.pid, signal.SIGKILL)
 
     async def exec(self, container_id: str, argv: tuple[str, ...]) -> int:
-        """Run ``argv`` beside the task (same environment and directory): its exit code."""
+        """Run ``argv`` beside the task (same environment and directory) and inside its limits: in the
+        task's cgroups, or under its memory rlimit, as Mesos runs a command check inside the task's
+        container. A check outside them could use memory and cpu nobody was offered. Spawned as the
+        task is (vfork in a worker thread, not a fork of the agent); its exit code, 128 + the signal
+        for a signalled one (as Docker reports), 127 for a command that is not there (as a shell's)."""
         proc = self._procs[container_id]
         task = proc.launch.task
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **task_env(proc.launch)}
-        child = await asyncio.create_subprocess_exec(
-            *argv,
+        join = [str(cg / "cgroup.procs") for cg in proc.cgroups]
+        limit = "-" if join else str(max(1, int(task.resources.mem * 1024 * 1024) // 1024))
+        popen = await asyncio.to_thread(
+            subprocess.Popen,
+            ["/bin/sh", "-c", _CONFINE, "meseta-check", limit, *join, "--", *argv],
             cwd=task.container.working_dir or proc.sandbox,
             env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
+        child = _Child(popen)
         try:
-            return await child.wait()
-        except asyncio.CancelledError:  # the check's timeout: leave nothing behind
+            code = await child.wait()
+        except asyncio.CancelledError:  # the check's timeout: leave nothing behind (the watch reaps it)
             with contextlib.suppress(ProcessLookupError):
-                child.kill()
+                os.killpg(child.pid, signal.SIGKILL)
             raise
+        return code if code >= 0 else 128 - code
 
     async def address(self, container_id: str) -> str:
         return "127.0.0.1"
