@@ -139,6 +139,9 @@ class DockerContainerizer:
             docker.DockerClient(base_url=base_url, **kwargs) if base_url else docker.from_env(**kwargs)
         )
         self.images = ImagePuller(self._client, self._call, pull_timeout, registry_auth or {})
+        self._finished_at: dict[str, float] = {}
+        """When each exited container of this agent's ended (epoch seconds), as seen by :meth:`wait` or
+        asked of the engine once: the retention sweep needs it for every kept container, every sweep."""
         follow_kernel_log()  # from now on, so no OOM record of this agent's tasks is overwritten unread
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -221,6 +224,8 @@ class DockerContainerizer:
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 continue
         state = (await self._call(self._client.api.inspect_container, container_id))["State"]
+        if (finished := _parse_time(state.get("FinishedAt", ""))) is not None:
+            self._finished_at[container_id] = finished
         code = int(result.get("StatusCode", -1))
         oom_killed = bool(state.get("OOMKilled"))
         if code == _SIGKILLED and not oom_killed:
@@ -297,18 +302,36 @@ class DockerContainerizer:
         """Remove a container (gone already is fine)."""
         with contextlib.suppress(docker.errors.NotFound):
             await self._call(self._client.api.remove_container, container_id, force=True)
+        self._finished_at.pop(container_id, None)
 
     async def collect_garbage(self, retention_seconds: float) -> int:
-        """Remove this agent's exited containers older than the retention; returns how many."""
+        """Remove this agent's exited containers older than the retention; returns how many.
+
+        One listing a sweep, and an inspection only of a container whose end this agent did not see (one
+        that ended before a restart), once: docker-py's models list inspected every kept container on
+        every sweep, hundreds of engine calls every few seconds on a busy agent."""
         filters = {
             "label": [f"{LABEL_CLUSTER}={self.cluster}", f"{LABEL_AGENT}={self.agent_id}"],
             "status": "exited",
         }
+        listed = await self._call(self._client.api.containers, all=True, filters=filters)
+        exited = {str(summary["Id"]) for summary in listed}
+        # Forget containers removed by anyone else; one that exited after the listing is asked again.
+        self._finished_at = {cid: at for cid, at in self._finished_at.items() if cid in exited}
         removed = 0
-        for container in await self._call(self._client.containers.list, all=True, filters=filters):
-            finished = _parse_time(container.attrs["State"].get("FinishedAt", ""))
-            if finished is not None and time.time() - finished >= retention_seconds:
-                await self.remove(str(container.id))
+        for container_id in sorted(exited):
+            finished = self._finished_at.get(container_id)
+            if finished is None:
+                try:
+                    state = (await self._call(self._client.api.inspect_container, container_id))["State"]
+                except docker.errors.NotFound:
+                    continue
+                finished = _parse_time(state.get("FinishedAt", ""))
+                if finished is None:
+                    continue
+                self._finished_at[container_id] = finished
+            if time.time() - finished >= retention_seconds:
+                await self.remove(container_id)
                 removed += 1
         return removed
 

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from typing import Any
 
 import aio_pika
 import docker
@@ -103,6 +104,48 @@ async def test_hogs_killed_at_once_are_each_reported_oom_killed() -> None:
     finally:
         await asyncio.gather(*(containerizer.remove(i) for i in ids))
         containerizer.close()
+
+
+async def test_the_retention_sweep_inspects_only_containers_whose_end_it_did_not_see(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An agent keeps its exited containers for the retention; each sweep lists them once, and asks the
+    engine when one ended only where the agent did not see it end (before a restart), and only once."""
+    cluster = f"test-{uuid.uuid4().hex[:10]}"
+    before_restart = DockerContainerizer(cluster, "agent-gc")
+    containerizer = DockerContainerizer(cluster, "agent-gc")
+    inspected: list[str] = []
+    inspect = containerizer._client.api.inspect_container
+
+    def counted(container_id: str) -> Any:
+        inspected.append(container_id)
+        return inspect(container_id)
+
+    monkeypatch.setattr(containerizer._client.api, "inspect_container", counted)
+    launches = [Launch(short_task(f"gc-{i}", script="true"), "fw") for i in range(4)]
+    ids: list[str] = []
+    try:
+        ids = [await containerizer.create(launch) for launch in launches[:3]]
+        unseen = await before_restart.create(launches[3])
+        ids.append(unseen)
+        for container_id in ids[:3]:
+            await containerizer.start(container_id)
+            await containerizer.wait(container_id)
+        await before_restart.start(unseen)
+        await before_restart.wait(unseen)
+        inspected.clear()  # wait()'s own look at each exit
+        assert await containerizer.collect_garbage(3600) == 0
+        assert inspected == [unseen]
+        assert await containerizer.collect_garbage(3600) == 0
+        assert inspected == [unseen]
+        assert await containerizer.collect_garbage(0) == 4
+        assert inspected == [unseen]
+        left = docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_CLUSTER}={cluster}"})
+        assert left == []
+    finally:
+        await asyncio.gather(*(containerizer.remove(i) for i in ids))
+        containerizer.close()
+        before_restart.close()
 
 
 async def test_kill_sends_sigterm_then_sigkill_after_the_grace(amqp_url: str, etcd_prefix: str) -> None:
