@@ -46,7 +46,14 @@ def apply(state: AllocatorState, event: wire.Message, now: float | None = None) 
         case wire.FiltersUpdated():
             state.set_standing_filters(event.framework_id, event.filters)
         case wire.StateSync():
-            state.replace_with(event)
-            log.info("state synced: %d agents, %d frameworks", len(state.agents), len(state.frameworks))
+            whole = state.sync.add(event)
+            if whole is not None:
+                state.replace_with(whole)
+                log.info(
+                    "state synced: %d agents, %d frameworks (%d parts)",
+                    len(state.agents),
+                    len(state.frameworks),
+                    event.parts,
+                )
         case _:
             raise ValueError(f"the allocator does not handle {event.type}")

@@ -10,6 +10,7 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
+from meseta.allocator.sync import SyncAssembler
 from meseta.sdk import wire
 from meseta.sdk.wire import OfferFilters, Resources
 
@@ -107,6 +108,8 @@ class AllocatorState:
     """Free agents not parked: what a cycle visits."""
     _wakeups: list[tuple[float, str]] = field(default_factory=list)
     """Heap of (parked until, agent id), so expiring parks cost nothing until they expire."""
+    sync: SyncAssembler = field(default_factory=SyncAssembler)
+    """The parts of a master's view under way (a view too large for one message)."""
 
     def _touch(self, agent: AgentEntry) -> None:
         self.parked.pop(agent.agent_id, None)

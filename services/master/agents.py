@@ -100,7 +100,7 @@ async def register_agent(m: MasterCore, msg: wire.RegisterAgent, _: Call) -> Non
         await m.outbox.statuses(framework_id, statuses)
     if running:
         # Its tasks are held by frameworks: the allocator must see them as allocated, not free.
-        await m.outbox.to_allocator(m.cluster.state_sync())
+        await m.outbox.sync_allocator(m.cluster.state_sync)
         return
     await m.outbox.to_allocator(agent.as_event(msg.agent_id in m.cluster.drains))
 

@@ -88,7 +88,7 @@ def _offer(m: MasterCore, grant: wire.Grant, span: trace.Span) -> wire.Offer | N
 
 async def allocator_started(m: MasterCore, msg: wire.AllocatorStarted, _: Call) -> None:
     log.info("an allocator started: sending it the master's view")
-    await m.outbox.to_allocator(m.cluster.state_sync())
+    await m.outbox.sync_allocator(m.cluster.state_sync)
 
 
 async def revocation(m: MasterCore, msg: wire.Revocation, _: Call) -> None:

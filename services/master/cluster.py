@@ -300,12 +300,13 @@ class Cluster:
             acc[key] = acc.get(key, Resources()) + offer.resources
         return [wire.Held(framework_id=f, agent_id=a, resources=r) for (f, a), r in acc.items()]
 
-    def state_sync(self) -> wire.StateSync:
-        """The whole view, for a (re)started allocator."""
-        return wire.StateSync(
-            agents=tuple(a.as_event(a.agent_id in self.drains) for a in self.agents.values()),
-            frameworks=tuple(fw.as_event() for fw in self.frameworks.values()),
-            held=tuple(self.held()),
+    def state_sync(self) -> list[wire.StateSync]:
+        """The whole view, for a (re)started allocator: one message, or the parts of one where it would
+        not fit in one (thousands of agents; :func:`meseta.sdk.wire.state_sync_parts`)."""
+        return wire.state_sync_parts(
+            [a.as_event(a.agent_id in self.drains) for a in self.agents.values()],
+            [fw.as_event() for fw in self.frameworks.values()],
+            list(self.held()),
         )
 
     def add_offer(self, offer: wire.Offer) -> None:

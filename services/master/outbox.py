@@ -7,8 +7,9 @@ handler can be driven with no broker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from meseta.master.events import EventHub
@@ -53,11 +54,28 @@ class Outbox:
         """Where each task status sent to a framework is also told to operators (the master's)."""
         self._recovered: list[wire.Recovered] = []
         """Resources found unused while a message was handled: given back in one message."""
+        self._syncing = asyncio.Lock()
+        """Held while a view's parts go to the allocator: nothing else of ours goes between them."""
 
     # --- by recipient ------------------------------------------------------------------------------------
 
     async def to_allocator(self, message: wire.Message) -> None:
+        while self._syncing.locked():
+            # After the view being sent: the allocator applies a view once its last part has come, and
+            # this message follows from a state the view does not hold.
+            async with self._syncing:
+                pass
+        await self._to_allocator(message)
+
+    async def _to_allocator(self, message: wire.Message) -> None:
         await self.publisher.publish(wire.Exchange.ALLOCATION, wire.RoutingKey.TO_ALLOCATOR, message)
+
+    async def sync_allocator(self, view: Callable[[], Sequence[wire.StateSync]]) -> None:
+        """The master's whole view to the allocator, taken (``view()``) once no other view is on its way,
+        its parts in order with nothing of ours between them."""
+        async with self._syncing:
+            for part in view():
+                await self._to_allocator(part)
 
     async def to_framework(self, framework_id: str, message: wire.Message) -> None:
         await self.publisher.publish(wire.Exchange.OFFERS, framework_id, message)

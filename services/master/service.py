@@ -162,7 +162,7 @@ class MasterService(Service):
         self.spawn(self._health_loop(), "health")
         self.spawn(self._sample_loop(), "share-samples")
         # An allocator that outlived the old master holds a view of it: replace it with ours.
-        await self.core.outbox.to_allocator(self.cluster.state_sync())
+        await self.core.outbox.sync_allocator(self.cluster.state_sync)
         # Every agent re-registers now, rather than at its next heartbeat: offers resume sooner.
         await self.core.outbox.to_all_agents(wire.ReregisterAgent(agent_id="all"))
         self.leading.set()
@@ -209,7 +209,7 @@ class MasterService(Service):
                 await guarded("silent agents", sweeps.remove_silent_agents(core, self.settings.agent_timeout))
             if time.monotonic() - synced >= self.settings.state_sync_interval:
                 synced = time.monotonic()
-                await guarded("state sync", core.outbox.to_allocator(self.cluster.state_sync()))
+                await guarded("state sync", core.outbox.sync_allocator(self.cluster.state_sync))
             await guarded("silent frameworks", sweeps.check_frameworks(core, self.settings.framework_timeout))
             await guarded(
                 "heartbeat pacing", pace_heartbeats(core)

@@ -57,7 +57,7 @@ async def test_a_drain_stops_offers_tells_the_framework_and_kills_at_the_deadlin
     (kill,) = of(master.publisher.take(), wire.KillTask)
     assert (kill.task_id, kill.reason) == ("t1", wire.StatusReason.AGENT_DRAINED)
     # The STATE_SYNC a new allocator gets keeps the agent unavailable.
-    (agent,) = master.cluster.state_sync().agents
+    ((agent,),) = [part.agents for part in master.cluster.state_sync()]
     assert agent.unavailable
     assert await draining.undrain(master.core, "a1")
     assert [a.available for a in of(master.publisher.take(), wire.AgentAvailability)] == [True]
