@@ -90,6 +90,12 @@ class BusClosed(RuntimeError):
     """A publish on a bus already closed: it could never be sent (the robust channel waits for ever)."""
 
 
+class Oversized(ValueError):
+    """A message larger than any receiver reads (``wire.MAX_MESSAGE_BYTES``), refused before it is sent:
+    the broker closes the channel of a publish over its own bound, which took the sender's channel down
+    with it (a master's 2.9 MB state sync stopped the master)."""
+
+
 def is_transport_error(exc: BaseException) -> bool:
     """The broker link failed (not the message, not the handler): retry rather than give up on it.
 
@@ -333,13 +339,19 @@ class Bus:
         the broker's confirm is awaited in the background (a failure is logged).
         """
         assert self._publish_channel is not None
+        body = wire.encode(message)
+        if len(body) > wire.MAX_MESSAGE_BYTES:
+            raise Oversized(
+                f"{self.service}: {message.type} of {len(body)} bytes not sent: receivers refuse messages "
+                f"over {wire.MAX_MESSAGE_BYTES} bytes"
+            )
         headers = tracing.inject({}, context)
         if self.epoch is not None:
             headers[wire.HEADER_EPOCH] = self.epoch
         outgoing = _frames.Outgoing(
             exchange=exchange,
             routing_key=routing_key,
-            body=wire.encode(message),
+            body=body,
             message_type=message.type,
             message_id=message.message_id,
             headers=headers,
