@@ -98,6 +98,17 @@ def agent_cgroups(group: str) -> tuple[Path, Path]:
     return CGROUP_ROOT / "memory" / "meseta" / group, CGROUP_ROOT / "cpu" / "meseta" / group
 
 
+def cgroups_writable() -> bool:
+    """Whether this host lets the agent make cgroups of its own (else tasks get ``RLIMIT_AS``)."""
+    probe = CGROUP_ROOT / "memory" / "meseta" / f"probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir(parents=True, exist_ok=True)
+        probe.rmdir()
+        return True
+    except OSError:
+        return False
+
+
 def _make_cgroups(group: str, name: str, mem_bytes: int, cpus: float) -> list[Path]:
     """Create memory (and cpu) cgroups for one task under ``meseta/<group>``; an empty list where the host
     forbids it."""

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from meseta.agent.process import CGROUP_ROOT, ProcessContainerizer, agent_cgroups
+from meseta.agent.process import ProcessContainerizer, agent_cgroups, cgroups_writable
 from meseta.sdk import wire
 from meseta.testing.local import local_cluster, run_one, short_task
 
@@ -60,13 +60,3 @@ async def test_process_isolator_enforces_memory(amqp_url: str, etcd_prefix: str)
                 cgroup.mkdir()
             await containerizer.ping()
             assert not any(cgroup.exists() for cgroup in left)
-
-
-def cgroups_writable() -> bool:
-    probe = CGROUP_ROOT / "memory" / "meseta" / "probe"
-    try:
-        probe.mkdir(parents=True, exist_ok=True)
-        probe.rmdir()
-        return True
-    except OSError:
-        return False

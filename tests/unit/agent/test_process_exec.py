@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from meseta.agent.containerizer import Launch
-from meseta.agent.process import CGROUP_ROOT, ProcessContainerizer
+from meseta.agent.process import ProcessContainerizer, cgroups_writable
 from meseta.sdk import wire
 
 TASK_MIB = 128
@@ -70,13 +70,3 @@ async def test_a_command_checks_exit_codes_are_the_shells(running: tuple[Process
     assert await containerizer.exec(container_id, ("no-such-check-command",)) == 127
     assert await containerizer.exec(container_id, ("/bin/sh", "-c", "exit 3")) == 3
     assert await containerizer.exec(container_id, ("/bin/sh", "-c", "kill -9 $$")) == 128 + 9
-
-
-def cgroups_writable() -> bool:
-    probe = CGROUP_ROOT / "memory" / "meseta" / f"probe-{uuid.uuid4().hex[:8]}"
-    try:
-        probe.mkdir(parents=True, exist_ok=True)
-        probe.rmdir()
-        return True
-    except OSError:
-        return False
