@@ -16,8 +16,10 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from meseta.agent.containerizer import Exit, Launch, task_env
 from meseta.agent.images import Progress
@@ -160,6 +162,49 @@ def _sweep_cgroups(group: str) -> int:
     return removed
 
 
+def _mem_bytes(proc: _Proc) -> int:
+    return int(proc.launch.task.resources.mem * 1024 * 1024)
+
+
+def _environment(proc: _Proc) -> dict[str, str]:
+    """What a task's processes (and its checks) see: the agent's PATH and the task's own variables."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **task_env(proc.launch)}
+
+
+async def _spawn(
+    proc: _Proc,
+    name: str,
+    argv: Sequence[str],
+    env: dict[str, str],
+    cwd: str,
+    stdout: int | IO[bytes],
+    stderr: int | IO[bytes],
+) -> _Child:
+    """``argv`` inside the task's limits: in its cgroups, or, without them, under RLIMIT_AS of its
+    memory (``ulimit -v`` counts KiB); in its own process group.
+
+    Spawned in a worker thread by CPython (vfork and exec), not by the event loop: uvloop's spawn forks
+    the whole agent and blocks the loop until the child has exec'd, which under a launch burst was most of
+    the agent's loop time (py-spy: 5.6 ms a task)."""
+    join = [str(cg / "cgroup.procs") for cg in proc.cgroups]
+    limit = "-" if join else str(max(1, _mem_bytes(proc) // 1024))
+    popen = await asyncio.to_thread(
+        subprocess.Popen,
+        ["/bin/sh", "-c", _CONFINE, name, limit, *join, "--", *argv],
+        cwd=cwd,
+        env=env,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
+    return _Child(popen)
+
+
+def _exit_code(status: int) -> int:
+    """An exit status as Docker reports it: 128 + the signal for a signalled process."""
+    return status if status >= 0 else 128 - status
+
+
 class ProcessContainerizer:
     """Subprocess tasks with resource limits, behind the same interface as Docker."""
 
@@ -189,41 +234,22 @@ class ProcessContainerizer:
     async def start(self, container_id: str) -> None:
         proc = self._procs[container_id]
         task = proc.launch.task
-        mem_bytes = int(task.resources.mem * 1024 * 1024)
         proc.cgroups = await asyncio.to_thread(
-            _make_cgroups, self.agent_id, container_id, mem_bytes, task.resources.cpus
+            _make_cgroups, self.agent_id, container_id, _mem_bytes(proc), task.resources.cpus
         )
-        join = [str(cg / "cgroup.procs") for cg in proc.cgroups]
-        # Without cgroups, RLIMIT_AS (ulimit -v counts KiB).
-        limit = "-" if join else str(max(1, mem_bytes // 1024))
         argv = task.container.argv() or ("true",)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **task_env(proc.launch)}
-        cwd = task.container.working_dir or str(proc.sandbox)
+        env, cwd = _environment(proc), task.container.working_dir or str(proc.sandbox)
         if not _runnable(argv[0], env["PATH"], cwd):
             raise FileNotFoundError(f"no such command: {argv[0]!r} (PATH {env['PATH']})")
         with (proc.sandbox / "stdout").open("wb") as out, (proc.sandbox / "stderr").open("wb") as err:
-            # Spawned in a worker thread by CPython (vfork and exec), not by the event loop: uvloop's
-            # spawn forks the whole agent and blocks the loop until the child has exec'd, which under a
-            # launch burst was most of the agent's loop time (py-spy: 5.6 ms a task).
-            popen = await asyncio.to_thread(
-                subprocess.Popen,
-                ["/bin/sh", "-c", _CONFINE, "meseta-task", limit, *join, "--", *argv],
-                cwd=cwd,
-                env=env,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-        proc.process = _Child(popen)
+            proc.process = await _spawn(proc, "meseta-task", argv, env, cwd, out, err)
 
     async def wait(self, container_id: str) -> Exit:
         proc = self._procs[container_id]
         assert proc.process is not None
         code = await proc.process.wait()
         proc.finished_at = time.time()
-        return Exit(
-            code=code if code >= 0 else 128 - code, oom_killed=await asyncio.to_thread(self._ended, proc)
-        )
+        return Exit(code=_exit_code(code), oom_killed=await asyncio.to_thread(self._ended, proc))
 
     @staticmethod
     def _ended(proc: _Proc) -> bool:
@@ -257,27 +283,17 @@ class ProcessContainerizer:
         task is (vfork in a worker thread, not a fork of the agent); its exit code, 128 + the signal
         for a signalled one (as Docker reports), 127 for a command that is not there (as a shell's)."""
         proc = self._procs[container_id]
-        task = proc.launch.task
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **task_env(proc.launch)}
-        join = [str(cg / "cgroup.procs") for cg in proc.cgroups]
-        limit = "-" if join else str(max(1, int(task.resources.mem * 1024 * 1024) // 1024))
-        popen = await asyncio.to_thread(
-            subprocess.Popen,
-            ["/bin/sh", "-c", _CONFINE, "meseta-check", limit, *join, "--", *argv],
-            cwd=task.container.working_dir or proc.sandbox,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        cwd = proc.launch.task.container.working_dir or str(proc.sandbox)
+        child = await _spawn(
+            proc, "meseta-check", argv, _environment(proc), cwd, subprocess.DEVNULL, subprocess.DEVNULL
         )
-        child = _Child(popen)
         try:
             code = await child.wait()
         except asyncio.CancelledError:  # the check's timeout: leave nothing behind (the watch reaps it)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
             raise
-        return code if code >= 0 else 128 - code
+        return _exit_code(code)
 
     async def address(self, container_id: str) -> str:
         return "127.0.0.1"
