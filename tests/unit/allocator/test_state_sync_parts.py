@@ -61,6 +61,11 @@ def test_a_small_view_is_one_message() -> None:
 def test_a_part_beyond_its_count_is_refused() -> None:
     with pytest.raises(ValueError, match="part 2 of a sync in 2 parts"):
         wire.StateSync(sync_id="sync-1", part=2, parts=2)
+    # What an allocator keeps of an unfinished view is bounded: no sender may announce more parts.
+    with pytest.raises(ValueError, match="less than or equal to 1024"):
+        wire.StateSync(sync_id="sync-1", part=0, parts=wire.MAX_SYNC_PARTS + 1)
+    with pytest.raises(ValueError, match="at most 64 characters"):
+        wire.StateSync(sync_id="s" * 65, part=0, parts=2)
 
 
 def test_the_allocator_takes_a_view_in_parts_only_once_whole() -> None:
