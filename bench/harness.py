@@ -132,6 +132,26 @@ def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     return {name: sum(sample(pid).cpu_seconds for pid in group) for name, group in pids.items()}
 
 
+def cpu_used(pids: dict[str, list[int]], before: dict[int, float]) -> dict[str, float]:
+    """CPU seconds each named group used since ``before`` (:func:`cpu_by_pid`), over the processes that
+    lived through it: a daemon's helper (a containerd shim) may exit meanwhile, and its /proc entry with
+    it (that made a peers run fail)."""
+    now = cpu_by_pid(pids)
+    return {
+        name: sum(now[pid] - before[pid] for pid in group if pid in now and pid in before)
+        for name, group in pids.items()
+    }
+
+
+def cpu_by_pid(pids: dict[str, list[int]]) -> dict[int, float]:
+    """CPU seconds used so far by each of the processes still alive."""
+    found: dict[int, float] = {}
+    for pid in {pid for group in pids.values() for pid in group}:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            found[pid] = sample(pid).cpu_seconds
+    return found
+
+
 _RECEIVED = (
     "maps:get(messages_received_total, maps:get([{protocol, amqp091}], rabbit_global_counters:overview()))."
 )

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from harness import RESULTS, broker_pids, cpu_seconds, pids_of, summary, write_result
+from harness import RESULTS, broker_pids, cpu_by_pid, cpu_used, pids_of, summary, write_result
 
 from meseta.runtime.defaults import TASK_IMAGE
 from meseta.sdk import FrameworkClient, wire
@@ -470,10 +470,10 @@ async def measured(
     reported with its reason, not skipped."""
     try:
         pids = daemons()
-        before = cpu_seconds(pids)
+        before = cpu_by_pid(pids)
         result = await work if asyncio.iscoroutine(work) else await asyncio.to_thread(work)
-        after = cpu_seconds(pids)
-        result["daemon_cpu_seconds"] = {k: round(after[k] - before[k], 2) for k in after}
+        used = cpu_used(pids, before)
+        result["daemon_cpu_seconds"] = {k: round(v, 2) for k, v in used.items()}
         figures[name] = result
     except Exception as exc:
         figures[name] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -114,3 +114,25 @@ def test_peers_smoke(tmp_path: Path) -> None:
         rows = {n: f for w in ("W1", "W2", "W3") for n, f in result[w].items() if n.startswith(peer)}  # type: ignore[union-attr]
         assert bool(rows) == (said == "ran"), (peer, said, rows)
         assert not [n for n, f in rows.items() if "error" in f], rows
+
+
+def test_a_daemon_helper_that_exits_mid_measurement_is_left_out(tmp_path: Path) -> None:
+    """The peers run measures dockerd's and containerd's CPU; a helper that exits meanwhile is left out
+    of the sum (it failed Swarm's W2 once: its /proc entry was gone when the run ended)."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import os, subprocess, sys\n"
+        f"sys.path.insert(0, {str(BENCH)!r})\n"
+        "from harness import cpu_by_pid, cpu_used\n"
+        "helper = subprocess.Popen(['sleep', '60'])\n"
+        "pids = {'daemons': [os.getpid(), helper.pid]}\n"
+        "before = cpu_by_pid(pids)\n"
+        "assert set(before) == {os.getpid(), helper.pid}\n"
+        "helper.kill(); helper.wait()\n"
+        "sum(range(3_000_000))\n"
+        "used = cpu_used(pids, before)\n"
+        "print(used['daemons'] > 0)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
