@@ -63,7 +63,9 @@ def plot(points: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-async def sweep(sizes: list[int], frameworks: int, duration: float, limit: int) -> list[dict[str, Any]]:
+async def sweep(
+    sizes: list[int], frameworks: int, duration: float, limit: int, warmup: float = 10.0
+) -> list[dict[str, Any]]:
     points: list[dict[str, Any]] = []
     for agents in sizes:
         try:
@@ -72,7 +74,7 @@ async def sweep(sizes: list[int], frameworks: int, duration: float, limit: int) 
                 frameworks,
                 duration,
                 task_seconds=5.0,
-                warmup=10.0,
+                warmup=warmup,
                 # Then until the first round (an offer per agent and framework) has drained.
                 settle_timeout=max(30.0, agents / 100),
                 heartbeat_interval=max(5.0, agents / HEARTBEATS_PER_SECOND),
@@ -102,6 +104,9 @@ def main() -> None:
     parser.add_argument("--frameworks", type=int, default=4)
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--limit", type=int, default=25, help="Tasks each framework keeps running.")
+    parser.add_argument(
+        "--warmup", type=float, default=10.0, help="Seconds of load before the first round is awaited."
+    )
     parser.add_argument("--out", default="scale.json")
     parser.add_argument(
         "--merge", action="store_true", help="Keep the points of other sizes already in the results file."
@@ -111,7 +116,7 @@ def main() -> None:
     sizes = (
         [int(n) for n in args.sizes.split(",")] if args.sizes else [n for n in SIZES if n <= args.max_agents]
     )
-    points = eventloop.run(sweep(sizes, args.frameworks, args.duration, args.limit))
+    points = eventloop.run(sweep(sizes, args.frameworks, args.duration, args.limit, args.warmup))
     if args.merge and (RESULTS / args.out).exists():
         ran = {p["agents"] for p in points}
         kept = [p for p in json.loads((RESULTS / args.out).read_text())["points"] if p["agents"] not in ran]

@@ -65,9 +65,8 @@ def test_fairness_smoke(tmp_path: Path) -> None:
 def test_scale_smoke(tmp_path: Path) -> None:
     # A window longer than a task (5 s): the tasks end and are replaced in waves, and a 4 s window fell
     # between two waves once the warm-up grew by 0.2 s.
-    result = run(
-        tmp_path, "scale.py", "--sizes", "50,100", "--duration", "8", "--frameworks", "2", "--limit", "5"
-    )
+    result = run(tmp_path, "scale.py", "--sizes", "50,100", "--duration", "8", "--frameworks", "2",
+                 "--limit", "5", "--warmup", "3")  # fmt: skip
     points = result["points"]
     assert isinstance(points, list) and [p["agents"] for p in points] == [50, 100]
     assert all(p["cycles"] > 0 for p in points)
