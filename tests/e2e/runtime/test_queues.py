@@ -6,6 +6,7 @@ Real RabbitMQ (one node: quorum queues work there too)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from urllib.parse import quote, urlsplit
@@ -81,3 +82,44 @@ def test_the_queue_type_follows_the_brokers_given(monkeypatch: pytest.MonkeyPatc
     assert Bus("amqp://guest:guest@h1/v,amqp://guest:guest@h2/v", "cluster").queue_type == "quorum"
     monkeypatch.setenv("MESETA_QUEUE_TYPE", "quorum")
     assert Bus("amqp://guest:guest@h1/v", "forced").queue_type == "quorum"
+
+
+async def test_declarations_share_one_channel_and_a_refusal_spoils_only_its_own(
+    amqp_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from meseta.sdk.bus import Bus
+
+    # Queue 5 exists classic, as an older Meseta left it; this bus asks for quorum queues.
+    connection = await aio_pika.connect(amqp_url)
+    await (await connection.channel()).declare_queue("probe-5", durable=True)
+    await connection.close()
+    bus = Bus(amqp_url, "prober", queue_type="quorum")
+    await bus.connect()
+    try:
+        assert bus._connection is not None
+        opened = 0
+        channel = bus._connection.channel
+
+        def counting(*args: object, **kwargs: object) -> object:
+            nonlocal opened
+            opened += 1
+            return channel(*args, **kwargs)  # type: ignore[arg-type]
+
+        bus._connection.channel = counting  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING):
+            declared = await asyncio.gather(
+                *(
+                    bus.declare_queue(f"probe-{i}", wire.Exchange.OFFERS, f"p{i}", replicated=True)
+                    for i in range(12)
+                )
+            )
+        # One channel for the tries, and one more after the refusal closed it (a channel a queue before).
+        assert opened == 2
+        assert [q.name for q in declared] == [f"probe-{i}" for i in range(12)]
+        found = queues(amqp_url)
+        assert found["probe-5"]["type"] == "classic"
+        assert all(found[f"probe-{i}"]["type"] == "quorum" for i in range(12) if i != 5)
+        warned = [r.message for r in caplog.records if "exists with other arguments" in r.message]
+        assert len(warned) == 1 and "probe-5" in warned[0]
+    finally:
+        await bus.close()
