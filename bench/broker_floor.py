@@ -27,6 +27,7 @@ from meseta.runtime.rabbitmq import Management
 from meseta.sdk import eventloop, wire
 from meseta.sdk.bus import Bus
 from meseta.sdk.wire import Resources
+from meseta.testing.vhosts import create_scratch_vhost
 
 DEFAULT_AMQP_HOST = "127.0.0.1:5672"
 PACES = {"back_to_back": 0.0, "every_10ms": 0.01}
@@ -162,7 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     vhost = f"meseta-floor-{uuid.uuid4().hex[:8]}"
     management = Management()
-    management.create_vhost(vhost)
+    create_scratch_vhost(management, vhost)
     url = f"amqp://guest:guest@{args.amqp_host}/{vhost}"
     try:
         hops = {

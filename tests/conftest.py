@@ -27,6 +27,7 @@ from meseta.runtime import defaults
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.rabbitmq import Management
 from meseta.sdk import eventloop
+from meseta.testing.vhosts import create_scratch_vhost
 
 AMQP_HOST = "127.0.0.1:5672"
 MANAGEMENT = Management()
@@ -91,7 +92,7 @@ def infrastructure() -> None:
 def amqp_url(infrastructure: None) -> Iterator[str]:
     """A fresh RabbitMQ vhost for this test, deleted afterwards."""
     name = f"meseta-test-{uuid.uuid4().hex[:12]}"
-    MANAGEMENT.create_vhost(name)
+    create_scratch_vhost(MANAGEMENT, name)  # deleted by a later run if this one is killed
     yield f"amqp://guest:guest@{AMQP_HOST}/{name}"
     MANAGEMENT.delete_vhost(name)
 

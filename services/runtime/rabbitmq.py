@@ -37,9 +37,11 @@ class Management:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return bytes(response.read())
 
-    def create_vhost(self, name: str) -> None:
+    def create_vhost(self, name: str, description: str = "") -> None:
         """Create a vhost and give our user every permission on it."""
-        self.call("PUT", f"/vhosts/{quote(name, safe='')}", {})
+        self.call(
+            "PUT", f"/vhosts/{quote(name, safe='')}", {"description": description} if description else {}
+        )
         self.call(
             "PUT",
             f"/permissions/{quote(name, safe='')}/{quote(self.user, safe='')}",

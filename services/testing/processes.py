@@ -27,6 +27,7 @@ from meseta.runtime import defaults
 from meseta.runtime.etcd import EtcdStore
 from meseta.runtime.rabbitmq import DEFAULT_MANAGEMENT_URL, Management
 from meseta.sdk import wire
+from meseta.testing.vhosts import create_scratch_vhost, sweep_abandoned
 
 DEFAULT_AMQP_HOST = "127.0.0.1:5672"
 DEFAULT_ETCD = defaults.ETCD_ENDPOINT
@@ -133,7 +134,9 @@ class ProcessCluster:
 
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self.log_dir.mkdir, parents=True, exist_ok=True)
-        await asyncio.to_thread(self._management().create_vhost, self.vhost)
+        # What a killed run left (its maker gone) first: a vhost of 50,000 agents' queues slows the broker.
+        await asyncio.to_thread(sweep_abandoned, self._management())
+        await asyncio.to_thread(create_scratch_vhost, self._management(), self.vhost)
         if self.principals is not None:
             await asyncio.to_thread(self._provision)
         return self
