@@ -296,7 +296,9 @@ class Bus:
         assert self._connection is not None
         async with self._probe_lock:
             channel = self._probe_channel
-            if channel is None or channel.is_closed:
+            # Replaced only after a refusal: across a reconnect the robust channel comes back by itself (one
+            # opened while it is away would be another channel for the connection to restore, each time).
+            if channel is None:
                 channel = self._probe_channel = await self._connection.channel()
             try:
                 # Not robust: a reconnect restores the consuming channel's queues, not these tries.
