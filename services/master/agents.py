@@ -99,8 +99,9 @@ async def register_agent(m: MasterCore, msg: wire.RegisterAgent, _: Call) -> Non
         )
         await m.outbox.statuses(framework_id, statuses)
     if running:
-        # Its tasks are held by frameworks: the allocator must see them as allocated, not free.
-        await m.outbox.sync_allocator(m.cluster.state_sync)
+        # Its tasks are held by frameworks: the allocator must see them as allocated, not free. One view
+        # for the whole burst of agents registering again after a failover, not one per agent.
+        m.outbox.sync_allocator_soon(m.cluster.state_sync)
         return
     await m.outbox.to_allocator(agent.as_event(msg.agent_id in m.cluster.drains))
 

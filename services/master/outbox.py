@@ -56,6 +56,11 @@ class Outbox:
         """Resources found unused while a message was handled: given back in one message."""
         self._syncing = asyncio.Lock()
         """Held while a view's parts go to the allocator: nothing else of ours goes between them."""
+        self._owed: Callable[[], Sequence[wire.StateSync]] | None = None
+        """A view owed to the allocator (:meth:`sync_allocator_soon`), not taken yet."""
+        self._owed_sender: asyncio.Task[None] | None = None
+        self.owed_syncs = 0
+        """Views sent for what was owed (for tests and operators)."""
 
     # --- by recipient ------------------------------------------------------------------------------------
 
@@ -76,6 +81,40 @@ class Outbox:
         async with self._syncing:
             for part in view():
                 await self._to_allocator(part)
+
+    def sync_allocator_soon(self, view: Callable[[], Sequence[wire.StateSync]]) -> None:
+        """The whole view to the allocator soon, once for however many ask before it is taken.
+
+        After a failover every agent that runs tasks registers again, and each sent the whole view: one
+        per agent, each of them as big as the cluster (quadratic: gigabytes at 10,000 agents). Owed
+        instead, and sent by one task: a view is taken when it is sent, so it holds every change made
+        before, and whoever owes one after it was taken gets another. Meanwhile the allocator does not
+        know the agent (it ignores events for agents it does not know), so nothing on it is offered.
+        """
+        self._owed = view
+        if self._owed_sender is None or self._owed_sender.done():
+            self._owed_sender = asyncio.get_running_loop().create_task(self._send_owed(), name="owed sync")
+
+    async def _send_owed(self) -> None:
+        await asyncio.sleep(0)  # the handler that owed it, and the deliveries already read, go first
+        while (view := self._owed) is not None:
+            self._owed = None  # before the view is taken (under the lock): a later change owes again
+            try:
+                await self.sync_allocator(view)
+            except Exception as exc:  # the bus is going: the sweep's periodic view carries it
+                log.warning("a view owed to the allocator was not sent (%r)", exc)
+                return
+            self.owed_syncs += 1
+
+    async def flush_owed(self) -> None:
+        """Wait until what is owed to the allocator has been sent."""
+        while self._owed_sender is not None and not self._owed_sender.done():
+            await asyncio.shield(self._owed_sender)
+
+    def cancel_owed(self) -> None:
+        """At stop: nothing more is sent."""
+        if self._owed_sender is not None:
+            self._owed_sender.cancel()
 
     async def to_framework(self, framework_id: str, message: wire.Message) -> None:
         await self.publisher.publish(wire.Exchange.OFFERS, framework_id, message)

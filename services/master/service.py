@@ -175,6 +175,7 @@ class MasterService(Service):
         await self.leadership.keep()
 
     async def _stop(self) -> None:
+        self.core.outbox.cancel_owed()
         await self.api.stop()
         await self.bus.close()  # stop acting first...
         await self.leadership.resign()  # ...then let a standby take over at once

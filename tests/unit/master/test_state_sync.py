@@ -7,7 +7,7 @@ import asyncio
 from meseta.master.outbox import Outbox
 from meseta.sdk import wire
 from meseta.sdk.wire import Resources
-from tests.unit.master.fakes import RecordingPublisher
+from tests.unit.master.fakes import FakeMaster, RecordingPublisher, of
 
 CPU4 = Resources(cpus=4, mem=4096)
 
@@ -32,3 +32,42 @@ async def test_no_allocator_message_goes_between_a_views_parts() -> None:
     sent = [s.message for s in publisher.take()]
     assert sent == [before, *parts, after]
     assert views == [0]  # taken once, when the view began to go
+
+
+async def test_agents_registering_again_with_tasks_owe_the_allocator_one_view_not_one_each() -> None:
+    # After a failover every agent that runs tasks registers again: each sent the whole view (40 here).
+    master = FakeMaster()
+    fw, _ = await master.framework()
+    sent = master.publisher.take()
+    for i in range(40):
+        running = wire.RunningTask(framework_id=fw, task_id=f"t{i}", resources=Resources(cpus=1, mem=64))
+        sent += await master.handle(
+            wire.RegisterAgent(agent_id=f"a{i}", hostname=f"h{i}", resources=CPU4, running_tasks=(running,))
+        )
+    await master.core.outbox.flush_owed()
+    syncs = [m for m in of(sent + master.publisher.take(), wire.StateSync)]
+    assert 1 <= len(syncs) <= 3, len(syncs)
+    assert master.core.outbox.owed_syncs == len(syncs)
+    # The last view holds every agent and what its task holds: none of them is offered as free.
+    last = syncs[-1]
+    assert {a.agent_id for a in last.agents} == {f"a{i}" for i in range(40)}
+    assert sorted(h.agent_id for h in last.held if h.framework_id == fw) == sorted(f"a{i}" for i in range(40))
+
+
+async def test_a_view_owed_after_one_was_taken_is_sent_again() -> None:
+    outbox = Outbox(RecordingPublisher())
+    taken: list[int] = []
+    agents: list[str] = ["a0"]
+
+    def view() -> list[wire.StateSync]:
+        taken.append(len(agents))
+        added = [wire.AgentAdded(agent_id=a, hostname=a, total=CPU4, available=CPU4) for a in agents]
+        if len(taken) == 1:
+            # A registration handled while the first view goes out: it owes one more.
+            agents.append("a1")
+            outbox.sync_allocator_soon(view)
+        return wire.state_sync_parts(added, [], [])
+
+    outbox.sync_allocator_soon(view)
+    await outbox.flush_owed()
+    assert taken == [1, 2] and outbox.owed_syncs == 2
