@@ -85,7 +85,10 @@ def install_tracing(service: str = "framework", recorder: SpanProcessor = RECORD
         return
     _INSTALLED.append(recorder)
     tracing.configure(
-        service, os.environ.get("MESETA_TRACE_EXPORTER", "none"), os.environ.get("MESETA_OTLP_ENDPOINT")
+        service,
+        os.environ.get("MESETA_TRACE_EXPORTER", "none"),
+        os.environ.get("MESETA_OTLP_ENDPOINT"),
+        make_spans=True,
     )
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)

@@ -650,18 +650,23 @@ class Bus:
         parent = tracing.extract(incoming.headers)
         deferred = _Deferred()
         token = _DEFERRED.set(deferred)
-        producer = trace.get_current_span(parent).get_span_context()
-        with self._tracer.start_as_current_span(
-            f"{self.service} {message.type}",
-            context=parent,
-            kind=trace.SpanKind.CONSUMER,
-            attributes=tracing.consumer_attributes(
-                self.service, message.type, message.message_id, incoming.exchange, incoming.routing_key
-            ),
-            # OpenTelemetry's messaging conventions: the producer's context as a link besides the parent
-            # (a batch's consumer would have several; here the parent is that one producer).
-            links=(trace.Link(producer),) if producer.is_valid else (),
-        ) as span:
+        if isinstance(self._tracer, trace.NoOpTracer):
+            # No span is made: the handler runs in the sender's context (no attributes to build).
+            scope = self._tracer.start_as_current_span("", context=parent)
+        else:
+            producer = trace.get_current_span(parent).get_span_context()
+            scope = self._tracer.start_as_current_span(
+                f"{self.service} {message.type}",
+                context=parent,
+                kind=trace.SpanKind.CONSUMER,
+                attributes=tracing.consumer_attributes(
+                    self.service, message.type, message.message_id, incoming.exchange, incoming.routing_key
+                ),
+                # OpenTelemetry's messaging conventions: the producer's context as a link besides the
+                # parent (a batch's consumer would have several; here the parent is that one producer).
+                links=(trace.Link(producer),) if producer.is_valid else (),
+            )
+        with scope as span:
             try:
                 try:
                     await handler(message, incoming)

@@ -144,7 +144,7 @@ def setup(service: str, log_level: str, exporter: str, endpoint: str | None) -> 
     logs.configure(service, log_level, _LOG_FORMAT[0])
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    tracing.configure(service, exporter, endpoint)
+    tracing.configure(service, exporter, endpoint, make_spans=_LOG_FORMAT[0] == "json")
 
 
 _S = TypeVar("_S", bound=Service)

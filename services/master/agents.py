@@ -205,6 +205,8 @@ async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> Non
     per_framework: dict[str, tuple[list[wire.TaskStatus], list[dict[str, str]]]] = {}
     orphans: list[str] = []
     alone = len(msg.updates) == 1
+    # A master that makes no span forwards each update in the trace it came in (the agent's).
+    spans = not isinstance(m.tracer, trace.NoOpTracer)
     for update in msg.updates:
         task = m.cluster.tasks.get((update.framework_id, update.status.task_id))
         if task is not None and task.agent_id != update.agent_id:
@@ -218,7 +220,10 @@ async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> Non
                 task.agent_id,
             )
             continue
-        if alone:
+        span: trace.Span
+        if not spans:
+            span = trace.INVALID_SPAN  # not used
+        elif alone:
             # A batch of one comes in its task's trace (the agent sends it so): the consumer span is its own.
             span = trace.get_current_span()
             span.update_name("master STATUS_UPDATE")
@@ -238,13 +243,13 @@ async def status_updates(m: MasterCore, msg: wire.StatusUpdates, _: Call) -> Non
         try:
             _apply(m, update, task)
         finally:
-            if not alone:
+            if not alone and spans:
                 span.end()
         if update.framework_id in m.cluster.frameworks:
             statuses, traces = per_framework.setdefault(update.framework_id, ([], []))
             statuses.append(update.status)
             # Forwarded in this span's trace (the task's offer cycle), also when it leaves in a batch.
-            traces.append(tracing.inject_span({}, span))
+            traces.append(tracing.inject_span({}, span) if spans else update.trace)
         else:
             orphans.append(update.status.uuid)
     await m.outbox.flush_recovered()

@@ -1,7 +1,10 @@
-"""Trace-context propagation through AMQP headers: the fast path agrees with OpenTelemetry's own."""
+"""Trace-context propagation through AMQP headers: the fast path agrees with OpenTelemetry's own. A
+service that exports no span makes none."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -87,3 +90,26 @@ def test_a_spans_context_is_injected_as_the_propagators_do(span: trace.Span) -> 
         otel_context.detach(token)
     assert with_baggage == {**expected, "baggage": "tenant=t1"}
     assert tracing.inject_span({}, trace.INVALID_SPAN) == {}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "makes_spans"),
+    [("'none'", False), ("'none', make_spans=True", True), ("'console'", True)],
+)
+def test_a_service_that_exports_no_span_makes_none(arguments: str, makes_spans: bool) -> None:
+    # In a process of its own: the global tracer provider is set once per process.
+    code = (
+        "import sys\n"
+        "from meseta.sdk import tracing\n"
+        f"tracing.configure('master', {arguments})\n"
+        "parent = tracing.extract({'traceparent': '00-' + '1' * 32 + '-' + '2' * 16 + '-01'})\n"
+        "with tracing.tracer('master').start_as_current_span('master ACCEPT', context=parent) as span:\n"
+        "    print(span.is_recording(), tracing.inject({})['traceparent'], file=sys.stderr)\n"
+    )
+    argv = [sys.executable, "-c", code]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
+    recording, traceparent = done.stderr.split()  # the console exporter has stdout
+    assert recording == str(makes_spans)
+    # Either way the trace goes on: the sender's own context where no span was made, the new span's else.
+    assert traceparent.startswith("00-" + "1" * 32 + "-")
+    assert (traceparent == "00-" + "1" * 32 + "-" + "2" * 16 + "-01") is not makes_spans
