@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import tempfile
 import time
@@ -30,7 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from meseta.agent import AgentService, AgentSettings
 from meseta.agent.noop import NoopContainerizer
 from meseta.runtime.gcwatch import GcWatch, freeze_survivors
-from meseta.sdk import eventloop, wire
+from meseta.sdk import eventloop, tracing, wire
 from meseta.sdk.bus import Bus
 
 log = logging.getLogger("emulator")
@@ -140,7 +141,13 @@ async def main() -> None:
 async def emulate(args: argparse.Namespace) -> None:
     """Start the agents, say so, run until SIGTERM, write the launch record, stop them."""
     recorder = LaunchRecorder()
-    install_tracing("agent", recorder)  # spans named like a real agent's, optionally to a collector
+    if args.launches:
+        install_tracing("agent", recorder)  # spans named like a real agent's, optionally to a collector
+    else:
+        # As a real agent traces: no span made unless one is exported.
+        tracing.configure(
+            "agent", os.environ.get("MESETA_TRACE_EXPORTER", "none"), os.environ.get("MESETA_OTLP_ENDPOINT")
+        )
     emulator = AgentEmulator(
         args.amqp_url,
         args.agents,

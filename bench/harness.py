@@ -231,8 +231,11 @@ async def control_plane(
     master_env: dict[str, str] | None = None,
     start_timeout: float = 300,
     processes: int = 1,
+    record_launches: bool = False,
 ) -> AsyncIterator[Bench]:
-    """Master and allocator processes, and ``agents`` emulated agents registered with the master."""
+    """Master and allocator processes, and ``agents`` emulated agents registered with the master. With
+    ``record_launches``, the emulators make spans and record when each launch arrived (for
+    :meth:`Bench.stop_emulator`); else they trace as real agents do by default (no span made)."""
     log_dir = Path(tempfile.mkdtemp(prefix="meseta-bench-"))
     env = {
         "MESETA_LEASE_TTL": "5",
@@ -261,7 +264,7 @@ async def control_plane(
                 f"--mem={mem}",
                 f"--heartbeat-interval={heartbeat_interval}",
                 f"--task-seconds={task_seconds}",
-                f"--launches={launches}",
+                *([f"--launches={launches}"] if record_launches else []),
                 f"--ready-file={ready}",
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,

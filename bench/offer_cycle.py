@@ -153,6 +153,7 @@ async def measure(
             task_seconds=task_seconds,
             start_timeout=start_timeout,
             processes=emulators,
+            record_launches=True,
         ) as bench:
             result = await _run(
                 bench,
