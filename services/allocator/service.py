@@ -7,6 +7,7 @@ periodic tick (so expired decline filters free their agents even when nothing el
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -30,6 +31,11 @@ from meseta.sdk.bus import Bus
 from meseta.sdk.histogram import Histogram
 
 log = logging.getLogger(__name__)
+
+_ASKING = (wire.OffersRevived, wire.FrameworkAdded)
+"""Events of a framework asking for offers: allocated for at once, as Mesos's allocator does on a revive
+(a revive on an idle cluster waited the batch window, a third of its offer's latency). Everything else
+(resources coming back, agents) waits ``batch_window``, so that a burst costs one cycle."""
 
 
 class AllocatorService(Service):
@@ -60,6 +66,8 @@ class AllocatorService(Service):
             "meseta.allocation.cycle_time", unit="ms", description="Planning time of one allocation cycle"
         )
         self._wakeup = asyncio.Event()
+        self._asked = asyncio.Event()
+        """A framework asked for offers since the last cycle (:data:`_ASKING`): the next one runs at once."""
         self.cycles = 0
         self.grants = 0
         self.cycle_seconds = Histogram()
@@ -135,13 +143,17 @@ class AllocatorService(Service):
 
     async def _on_event(self, event: wire.Message, _: AbstractIncomingMessage) -> None:
         handlers.apply(self.state, event)
+        if isinstance(event, _ASKING):
+            self._asked.set()
         self._wakeup.set()
 
     async def _cycle_loop(self) -> None:
         while True:
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self.settings.tick_interval)
-                await asyncio.sleep(self.settings.batch_window)  # let a burst of events land in one cycle
+                with contextlib.suppress(TimeoutError):
+                    # Let a burst land in one cycle; a framework asking for offers ends the wait.
+                    await asyncio.wait_for(self._asked.wait(), self.settings.batch_window)
             except TimeoutError:
                 if self.store is not None:
                     try:
@@ -149,6 +161,7 @@ class AllocatorService(Service):
                     except Exception as exc:  # etcd away: allocate with what was read last
                         log.warning("could not read the configuration from etcd (%r); keeping it", exc)
             self._wakeup.clear()
+            self._asked.clear()
             await self.run_cycle()
 
     async def run_cycle(self) -> None:
