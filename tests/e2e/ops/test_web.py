@@ -18,6 +18,15 @@ from meseta.testing.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
+LONG = "sleep 60"
+HOLD_READS = (
+    "clearTimeout(timer); window.held = []; window.unheld = window.fetch;"
+    "window.fetch = (...a) => window.unheld(...a)"
+    ".then(r => new Promise(give => window.held.push(() => give(r))))"
+)
+"""Stops the page's periodic reads of the state, and holds every read's answer in ``window.held``."""
+EVENT_SHOWN = "[...document.querySelectorAll('#events tr.event')].some(r => r.textContent.includes('{text}'))"
+
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "build" / "screenshots"
 
 
@@ -57,6 +66,20 @@ async def test_page_shows_agents_shares_and_cycles(amqp_url: str, etcd_prefix: s
             )
             print(f"web-2 RUNNING on the page {time.monotonic() - launched:.2f} s after its launch")
             await page.screenshot(shot)
+
+            # An event that comes while the page reads the state is not lost: the page reads it again. No
+            # periodic reads from here, and every read's answer is held until released.
+            await page.evaluate(HOLD_READS)
+            await runner.revive()
+            await until_state(runner, wire.TaskState.RUNNING, short_task("web-3", cpus=0.1, script=LONG))
+            await page.until("window.held.length", 5, "a state read after web-3's events")
+            # web-4's events come while that read is held.
+            await runner.revive()
+            await until_state(runner, wire.TaskState.RUNNING, short_task("web-4", cpus=0.1, script=LONG))
+            await page.until(EVENT_SHOWN.format(text="web-4 of"), 5, "web-4's events on the page")
+            await page.evaluate("window.fetch = window.unheld; window.held.splice(0).forEach(give => give())")
+            status = "document.getElementById('status').textContent"
+            await page.until(f"{status}.includes('4 tasks')", 3, "4 tasks in the status")
 
     status = re.search(r'<div id="status"[^>]*>([^<]*)<', dom)
     assert status and "leader " + cluster.master.settings.name in html.unescape(status.group(1))
