@@ -90,6 +90,9 @@ class ServiceApp(TrackedScheduler):
         """Every copy ever launched, in order."""
         self.replaced: list[tuple[str, wire.TaskState, wire.StatusReason | None]] = []
         """Copies that ended unasked: (task id, state, reason)."""
+        self.suppressed = False
+        """Offers are suppressed: every copy is placed, so nothing waits to launch (Marathon suppresses
+        then; declining every offer each second flagged the demo's service an offer storm)."""
         self._ids = itertools.count()
         self._killing: set[str] = set()
 
@@ -138,6 +141,14 @@ class ServiceApp(TrackedScheduler):
             self.launched.append(task.task_id)
             self.states[task.task_id] = wire.TaskState.STAGING
             await client.accept([offer.offer_id], [task])
+        if len(self.placed) >= self.instances and not self.suppressed:
+            self.suppressed = True
+            await client.suppress()
+
+    async def _want_offers(self, client: FrameworkClient) -> None:
+        """A copy is to be launched: offers again."""
+        self.suppressed = False
+        await client.revive()
 
     async def on_status(self, client: FrameworkClient, status: TaskStatus) -> None:
         if status.ready:
@@ -151,7 +162,7 @@ class ServiceApp(TrackedScheduler):
                 self.replaced.append((status.task_id, status.state, status.reason))
                 if status.state in AGENT_FAULTS:
                     self.avoid[agent] = time.monotonic() + AVOID_SECONDS  # go elsewhere for a while
-                await client.revive()
+                await self._want_offers(client)
             self._killing.discard(status.task_id)
         # An UNREACHABLE copy stays placed: it may come back RUNNING (then it counts again).
         if self.running == self.instances == len(self.placed):
@@ -176,4 +187,4 @@ class ServiceApp(TrackedScheduler):
             self._killing.add(task_id)
             await client.kill(task_id)
         if len(self.placed) < instances:
-            await client.revive()
+            await self._want_offers(client)

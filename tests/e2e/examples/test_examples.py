@@ -121,6 +121,12 @@ async def test_all_three_share_one_cluster(amqp_url: str, etcd_prefix: str) -> N
         assert service.running == 2 and len(service.ready) == 2
         assert not service.replaced  # every copy served and passed its checks: none ended unasked
 
+        # Every copy placed, the service asks for no more offers (the master says so).
+        def suppressed() -> bool:
+            return any(f.suppressed for f in cluster.master.state().frameworks if f.name == "service")
+
+        await wait_for(suppressed, 10, "the service's offers suppressed")
+
 
 async def test_meseta_example_runs_from_the_command_line(amqp_url: str, etcd_prefix: str) -> None:
     async with local_cluster(amqp_url, etcd_prefix, agents=3):
