@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -31,11 +32,6 @@ from meseta.sdk.bus import Bus
 from meseta.sdk.histogram import Histogram
 
 log = logging.getLogger(__name__)
-
-_ASKING = (wire.OffersRevived, wire.FrameworkAdded)
-"""Events of a framework asking for offers: allocated for at once, as Mesos's allocator does on a revive
-(a revive on an idle cluster waited the batch window, a third of its offer's latency). Everything else
-(resources coming back, agents) waits ``batch_window``, so that a burst costs one cycle."""
 
 
 class AllocatorService(Service):
@@ -67,7 +63,9 @@ class AllocatorService(Service):
         )
         self._wakeup = asyncio.Event()
         self._asked = asyncio.Event()
-        """A framework asked for offers since the last cycle (:data:`_ASKING`): the next one runs at once."""
+        """A framework revived since the last cycle: the next one runs at once (see :meth:`_gather`)."""
+        self._early = -math.inf
+        """When a revive last ended the batch window early (monotonic seconds)."""
         self.cycles = 0
         self.grants = 0
         self.cycle_seconds = Histogram()
@@ -143,7 +141,7 @@ class AllocatorService(Service):
 
     async def _on_event(self, event: wire.Message, _: AbstractIncomingMessage) -> None:
         handlers.apply(self.state, event)
-        if isinstance(event, _ASKING):
+        if isinstance(event, wire.OffersRevived):
             self._asked.set()
         self._wakeup.set()
 
@@ -151,9 +149,7 @@ class AllocatorService(Service):
         while True:
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self.settings.tick_interval)
-                with contextlib.suppress(TimeoutError):
-                    # Let a burst land in one cycle; a framework asking for offers ends the wait.
-                    await asyncio.wait_for(self._asked.wait(), self.settings.batch_window)
+                await self._gather()
             except TimeoutError:
                 if self.store is not None:
                     try:
@@ -163,6 +159,19 @@ class AllocatorService(Service):
             self._wakeup.clear()
             self._asked.clear()
             await self.run_cycle()
+
+    async def _gather(self) -> None:
+        """Wait ``batch_window`` for a burst of events to land in one cycle. A revive ends the wait, as
+        Mesos's allocator allocates at once on a revive (on an idle cluster, waiting the window was a third
+        of a revived framework's time to its offer); at most once a window, so a framework reviving in a
+        loop gets no more cycles than any other burst does."""
+        window = self.settings.batch_window
+        if time.monotonic() - self._early < window:
+            await asyncio.sleep(window)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._asked.wait(), window)
+            self._early = time.monotonic()
 
     async def run_cycle(self) -> None:
         """Plan, apply the plan to the state, publish one allocation per grant (each its own trace)."""
