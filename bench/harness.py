@@ -234,8 +234,8 @@ async def control_plane(
     record_launches: bool = False,
 ) -> AsyncIterator[Bench]:
     """Master and allocator processes, and ``agents`` emulated agents registered with the master. With
-    ``record_launches``, the emulators make spans and record when each launch arrived (for
-    :meth:`Bench.stop_emulator`); else they trace as real agents do by default (no span made)."""
+    ``record_launches``, the emulators record when each launch arrived (for :meth:`Bench.stop_emulator`).
+    Either way they trace as real agents do (no span made unless exported)."""
     log_dir = Path(tempfile.mkdtemp(prefix="meseta-bench-"))
     env = {
         "MESETA_LEASE_TTL": "5",
