@@ -108,7 +108,7 @@ class AgentEmulator:
                 container_retention=0,
                 gc_interval=60.0,
             )
-            bus = self.buses[i // self.per_connection]
+            bus = self.buses[i % len(self.buses)]
             agent = AgentService(settings, NoopContainerizer(self.task_seconds), bus)
             if self.launches is not None:
                 agent.dispatcher = RecordingDispatcher(agent, self.launches)
