@@ -281,14 +281,20 @@ class AllocatorState:
         return held
 
     def replace_with(self, sync: wire.StateSync) -> None:
-        """Drop everything and take the master's view (filters and roles are kept: they are not soft)."""
-        self.agents.clear()
+        """Drop everything and take the master's view (filters and roles are kept: they are not soft).
+
+        The result is the view's, but what it leaves as it was stays as it was: an agent whose entry comes
+        out equal keeps its entry object and, while no framework changed what it may be offered, its park.
+        The periodic view at 50,000 agents otherwise made 50,000 new long-lived entries (a full collection
+        walks them all) and unparked every agent, so the next cycle visited each one again (0.65 s).
+        """
+        before_agents, before_parked, before_wakeups = self.agents, self.parked, self._wakeups
+        before_wanted = self._wanted()
+        self.agents, self.parked, self._wakeups = {}, {}, []
         self.frameworks.clear()
         self.free_agents.clear()
         self.revoking.clear()
-        self.parked.clear()
         self._ready.clear()
-        self._wakeups.clear()
         self.total = Resources()
         for agent in sync.agents:
             self.add_agent(
@@ -299,3 +305,20 @@ class AllocatorState:
         for held in sync.held:
             if held.framework_id in self.frameworks and held.agent_id in self.agents:
                 self.allocate(held.framework_id, held.agent_id, held.resources)
+        keep_parks = self._wanted() == before_wanted
+        for agent_id, entry in self.agents.items():
+            old = before_agents.get(agent_id)
+            if old is None or old != entry:
+                continue
+            self.agents[agent_id] = old
+            until = before_parked.get(agent_id)
+            if keep_parks and until is not None:
+                # Parked for the same slice and the same frameworks' wants: still nobody's until then.
+                self.parked[agent_id] = until
+                self._ready.discard(agent_id)
+        if keep_parks:
+            self._wakeups = before_wakeups  # entries of agents no longer parked are skipped when popped
+
+    def _wanted(self) -> dict[str, OfferFilters]:
+        """What a park depends on of the frameworks: who may be offered anything, with which filters."""
+        return {fw.framework_id: fw.filters for fw in self.frameworks.values() if not fw.suppressed}

@@ -113,7 +113,8 @@ def master(
     state_sync_interval: Annotated[
         float,
         typer.Option(
-            envvar="MESETA_STATE_SYNC_INTERVAL", help="Seconds between whole views sent to the allocator."
+            envvar="MESETA_STATE_SYNC_INTERVAL",
+            help="Seconds between whole views sent to the allocator (at least 2.5 ms per agent).",
         ),
     ] = default(MasterSettings, "state_sync_interval"),
     api_advertise: Annotated[

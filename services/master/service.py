@@ -208,7 +208,7 @@ class MasterService(Service):
                 log.warning("%d heartbeats wait to be read: no agent is taken for silent meanwhile", waiting)
             else:
                 await guarded("silent agents", sweeps.remove_silent_agents(core, self.settings.agent_timeout))
-            if time.monotonic() - synced >= self.settings.state_sync_interval:
+            if time.monotonic() - synced >= self.settings.sync_interval(len(self.cluster.agents)):
                 synced = time.monotonic()
                 await guarded("state sync", core.outbox.sync_allocator(self.cluster.state_sync))
             await guarded("silent frameworks", sweeps.check_frameworks(core, self.settings.framework_timeout))

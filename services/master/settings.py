@@ -17,6 +17,13 @@ DEFAULT_API_PORT = 5050
 """The state API's port for ``meseta master`` (a master built in code serves none unless told)."""
 
 
+SYNC_SECONDS_PER_AGENT = 0.0025
+"""The periodic view's interval is at least this per agent. A view costs the allocator about 23 us an agent
+(decoding 17, taking it 6) and the master 4, so this keeps it under 1 % of either. At 50,000 agents a
+view every 30 s held the allocator 1.2 s each time (measured in-process), offering nothing meanwhile;
+with this, every 125 s."""
+
+
 @dataclass(frozen=True)
 class MasterSettings:
     """How the master runs."""
@@ -60,7 +67,7 @@ class MasterSettings:
     again; past it, GONE (and killed if the agent returns)."""
     state_sync_interval: float = 30.0
     """Seconds between the master's whole view sent to the allocator (STATE_SYNC), so capacity an event
-    lost in a broker fault held never stays leaked."""
+    lost in a broker fault held never stays leaked; longer on a large cluster (:meth:`sync_interval`)."""
     queue_type: str | None = None
     """``quorum`` or ``classic`` for the queues whose loss loses work; None: ``MESETA_QUEUE_TYPE``, else
     quorum with several brokers' URLs and classic with one (meseta.sdk.bus.default_queue_type)."""
@@ -72,3 +79,8 @@ class MasterSettings:
     (meseta.master.authority.Acl); without it every principal gets the defaults."""
     sample_interval: float = 1.0
     """Seconds between samples of the frameworks' shares (the page's share-over-time chart)."""
+
+    def sync_interval(self, agents: int) -> float:
+        """Seconds between periodic views for a cluster of ``agents``: ``state_sync_interval``, or
+        :data:`SYNC_SECONDS_PER_AGENT` each where that is longer (past 12,000 agents at 30 s)."""
+        return max(self.state_sync_interval, agents * SYNC_SECONDS_PER_AGENT)
